@@ -1,0 +1,4 @@
+from lighteval_like.cli import main
+
+if __name__ == "__main__":
+    main()

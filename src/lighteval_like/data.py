@@ -1,0 +1,64 @@
+"""Load a task's split through `datasets`: from a local hub mirror when configured, else the hub.
+
+Mirror layout (see the project README): `<root>/<hf_repo>/<hf_subset or default>/<split>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from lighteval_like.errors import DatasetUnavailableError
+from lighteval_like.tasks.config import TaskConfig
+
+DATA_DIR_ENV = "LIGHTEVAL_LIKE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where datasets come from: `data_dir` (a mirror) first, then the hub."""
+
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    num_proc: int | None = None
+
+    @classmethod
+    def from_env(cls, data_dir: str | None = None, **kwargs) -> "DataSource":
+        return cls(data_dir=data_dir or os.environ.get(DATA_DIR_ENV) or None, **kwargs)
+
+    def mirror_path(self, hf_repo: str, hf_subset: str | None, split: str) -> str | None:
+        if not self.data_dir:
+            return None
+        return os.path.join(self.data_dir, hf_repo, hf_subset or "default", f"{split}.jsonl")
+
+    def load_rows(self, task: TaskConfig, split: str, limit: int | None = None) -> list[dict]:
+        """Rows of one split, the first `limit` only when given (as lm-eval's --limit)."""
+        if task.data_builder is not None:
+            rows = task.data_builder(split)
+            return rows[:limit] if limit is not None else rows
+        dataset = self._load(task, split)
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        return dataset.to_list()
+
+    def _load(self, task: TaskConfig, split: str):
+        import datasets
+
+        path = self.mirror_path(task.hf_repo, task.hf_subset, split)
+        if path and os.path.isfile(path):
+            return datasets.load_dataset(
+                "json", data_files={split: path}, split=split, cache_dir=self.cache_dir, num_proc=self.num_proc
+            )
+        try:
+            return datasets.load_dataset(
+                task.hf_repo, task.hf_subset, split=split, revision=task.hf_revision,
+                cache_dir=self.cache_dir, num_proc=self.num_proc,
+            )
+        except Exception as e:  # hub errors come in many types (connection, missing split, auth)
+            where = f"no file {path} in the mirror, and " if path else ""
+            raise DatasetUnavailableError(
+                f"dataset {task.hf_repo}/{task.hf_subset or 'default'} split '{split}' for task "
+                f"{task.full_name} is unavailable: {where}the hub failed ({type(e).__name__}). "
+                f"Offline, set {DATA_DIR_ENV} (or --dataset_dir) to a mirror laid out as "
+                f"<root>/<hf_repo>/<subset or default>/<split>.jsonl"
+            ) from e

@@ -1,0 +1,39 @@
+"""User-facing errors: one clear line, a fix, and the exit code the CLI returns."""
+
+from __future__ import annotations
+
+
+class LightevalLikeError(Exception):
+    """Base of every error the CLI reports as one line instead of a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(LightevalLikeError):
+    """The user asked for something malformed (bad flag, spec, model arg): exit 2."""
+
+    exit_code = 2
+
+
+class TaskSpecError(UsageError):
+    """A task spec or task-list file is malformed or names an unknown task."""
+
+
+class ModelArgsError(UsageError):
+    """`--model_args` or the model config file is malformed."""
+
+
+class ConfigError(UsageError):
+    """A YAML config file does not match its dataclass."""
+
+
+class DatasetUnavailableError(LightevalLikeError):
+    """A dataset cannot be loaded from the hub or the local mirror."""
+
+
+class BadSampleError(LightevalLikeError):
+    """A dataset row breaks a task's prompt function."""
+
+
+class ModelLoadError(LightevalLikeError):
+    """The model or tokenizer cannot be loaded."""

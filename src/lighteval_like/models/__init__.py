@@ -1,0 +1,1 @@
+"""Model backends. All share `LanguageModel`: loglikelihood, loglikelihood_rolling, greedy_until."""

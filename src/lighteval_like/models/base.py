@@ -1,0 +1,79 @@
+"""The small interface every model backend implements, and the request/response types it speaks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """log P(continuation | context); `single_token` asks the backend to check it is one token."""
+
+    context: str
+    continuation: str
+    single_token: bool = False
+
+
+@dataclass(frozen=True)
+class RollingRequest:
+    """log P(text), over as many windows of `max_length` as the text needs."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Greedy generation from `context` until a stop sequence or `max_new_tokens`."""
+
+    context: str
+    stop_sequences: tuple[str, ...]
+    max_new_tokens: int | None
+
+
+Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
+
+
+@dataclass
+class LoglikelihoodResponse:
+    logprob: float
+    is_greedy: bool
+    num_tokens: int  # continuation tokens scored
+    input_truncated: bool = False  # context cut on the left to fit max_length
+
+
+@dataclass
+class GenerationResponse:
+    text: str
+    num_tokens: int
+    input_truncated: bool = False
+
+
+Response = LoglikelihoodResponse | GenerationResponse
+
+
+class LanguageModel(ABC):
+    """What the pipeline needs from a model; batching and caching are the backend's business."""
+
+    max_length: int
+
+    @abstractmethod
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]: ...
+
+    @abstractmethod
+    def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[LoglikelihoodResponse]: ...
+
+    @abstractmethod
+    def greedy_until(self, requests: list[GenerationRequest]) -> list[GenerationResponse]: ...
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the model would encode a context (for few-shot truncation)."""
+
+    def info(self) -> dict:
+        """Model facts for `config_general` in the results file."""
+        return {}
+
+    def stats(self) -> dict:
+        """Counters for `summary_general` (tokens forwarded, ...)."""
+        return {}

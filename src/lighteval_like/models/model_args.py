@@ -1,0 +1,157 @@
+"""`--model_args "k=v,k=v"` and `--model_config_path` (YAML) -> `TransformersModelConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lighteval_like.errors import ModelArgsError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16", "4bit", "8bit")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+ATTN_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+
+
+@dataclass
+class TransformersModelConfig:
+    """Model arguments, named as in lighteval (plus `attn_implementation`, `gguf_file`)."""
+
+    pretrained: str
+    tokenizer: str | None = None
+    multichoice_continuations_start_space: bool | None = None
+    subfolder: str | None = None
+    revision: str = "main"
+    max_gen_toks: int = 256
+    max_length: int | None = None
+    # lm-eval encodes without special tokens by default; so do we, to match its numbers.
+    add_special_tokens: bool = False
+    model_parallel: bool = False
+    dtype: str = "auto"
+    device: str | None = None  # default: cuda if available, else cpu
+    quantization_config: dict | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    gguf_file: str | None = None
+    # Score requests that share a prefix together (see models/packing.py); off = one row per request.
+    shared_prefix: bool = True
+    cache_dir: str | None = field(default=None, metadata={"cli": False})
+
+    def __post_init__(self):
+        self.dtype = DTYPE_ALIASES.get(str(self.dtype), str(self.dtype))
+        if self.dtype not in DTYPES:
+            raise ModelArgsError(f"dtype '{self.dtype}' is not supported: use one of {', '.join(DTYPES)}")
+        if self.attn_implementation in ("None", "none", ""):
+            self.attn_implementation = None
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ModelArgsError(
+                f"attn_implementation '{self.attn_implementation}' is not allowed: use one of "
+                f"None, {', '.join(ATTN_IMPLEMENTATIONS)}"
+            )
+        if self.device is not None and not (
+            self.device in ("cpu", "cuda", "mps") or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        ):
+            raise ModelArgsError(f"device '{self.device}' is not valid: use cpu, cuda, cuda:N or mps")
+        if self.max_gen_toks <= 0 or (self.max_length is not None and self.max_length <= 0):
+            raise ModelArgsError("max_gen_toks and max_length must be positive integers")
+        if not self.pretrained:
+            raise ModelArgsError("pretrained must name a hub id or a local model directory")
+
+    @property
+    def model_name(self) -> str:
+        """Name used for the results folder: hub ids as given, local paths by their last part."""
+        path = self.pretrained.rstrip("/")
+        return os.path.basename(path) if os.path.isdir(path) else path
+
+
+def _valid_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TransformersModelConfig) if f.metadata.get("cli", True)]
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TransformersModelConfig)
+
+
+def _coerce(key: str, raw: Any, annotation: Any) -> Any:
+    """Turn a raw value (string from the CLI, or YAML scalar) into the field's type."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if raw is None or (isinstance(raw, str) and raw in ("None", "none", "null")):
+        if type(None) in options:
+            return None
+        raise ModelArgsError(f"model arg '{key}' cannot be None")
+    for option in options:
+        if option is bool:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return raw.lower() in ("true", "1", "yes")
+        elif option is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+                return int(raw)
+        elif option is dict:
+            if isinstance(raw, dict):
+                return raw
+        elif option is str:
+            if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+                return str(raw)
+    wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    raise ModelArgsError(f"model arg '{key}={raw}' has the wrong type: expected {wanted}")
+
+
+def build_config(values: dict[str, Any]) -> TransformersModelConfig:
+    valid = _valid_keys()
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        raise ModelArgsError(f"unknown model arg(s) {', '.join(unknown)}: valid ones are {', '.join(valid)}")
+    if "pretrained" not in values:
+        raise ModelArgsError("model args must include pretrained=<hub id or local model directory>")
+    types_ = _field_types()
+    kwargs = {k: _coerce(k, v, types_[k]) for k, v in values.items()}
+    return TransformersModelConfig(**kwargs)
+
+
+def parse_model_args(text: str) -> TransformersModelConfig:
+    """Parse `k=v,k=v`; a bare key means True. Errors name the bad part and the valid keys."""
+    values: dict[str, Any] = {}
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            raise ModelArgsError(f"empty entry in --model_args '{text}' (stray comma?): expected k=v,k=v")
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not key:
+            raise ModelArgsError(f"entry '{part}' in --model_args has no key: expected k=v")
+        if key in values:
+            raise ModelArgsError(f"model arg '{key}' is given twice in --model_args")
+        if sep and not value.strip():
+            raise ModelArgsError(f"model arg '{key}' has an empty value: write {key}=<value>, or the bare key for True")
+        values[key] = value.strip() if sep else "True"
+    return build_config(values)
+
+
+def load_model_config(path: str) -> TransformersModelConfig:
+    """A YAML file: the args at top level, or under `model_parameters` (lighteval's layout)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ModelArgsError(f"cannot read model config '{path}': {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ModelArgsError(f"model config '{path}' is not valid YAML: {str(e).splitlines()[0]}") from e
+    if isinstance(data, dict) and set(data) == {"model_parameters"}:
+        data = data["model_parameters"]
+    if not isinstance(data, dict):
+        raise ModelArgsError(f"model config '{path}' must be a mapping of model args (or model_parameters: ...)")
+    if "model_name" in data and "pretrained" not in data:
+        data["pretrained"] = data.pop("model_name")
+    try:
+        return build_config(data)
+    except ModelArgsError as e:
+        raise ModelArgsError(f"{path}: {e}") from e

@@ -1,0 +1,95 @@
+"""Shared-prefix scoring: pack token sequences into rows laid out as a prefix tree.
+
+Every sequence to score is `tokens` (the model input) with `targets` predicted from
+position `first_pred` on. Sequences are sorted so that those sharing a prefix are adjacent;
+a row holds the union of their paths in the tree, each token once, attending only to its
+ancestors and placed at position = its depth. A context shared by N choices (or a few-shot
+prefix shared by many docs in the row) is therefore forwarded once, and each prediction
+sees exactly the tokens it would see alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    tokens: tuple[int, ...]
+    first_pred: int  # index in `tokens` whose output predicts targets[0]
+    targets: tuple[int, ...]
+
+
+@dataclass
+class PackedRow:
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)  # -1 for a root
+    depths: list[int] = field(default_factory=list)
+    # (item index, node predicting targets[0], node predicting targets[1], ...)
+    predictions: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def unique_tokens(items: list[ScoreItem]) -> int:
+    """Nodes of the prefix tree of all inputs: the fewest tokens any scorer must forward."""
+    seqs = sorted({it.tokens for it in items})
+    return sum(len(s) - (_lcp(prev, s) if prev is not None else 0) for prev, s in zip([None, *seqs], seqs))
+
+
+def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
+    """Rows of at most `row_tokens` tree nodes (or one item, if longer)."""
+    order = sorted(range(len(items)), key=lambda i: items[i].tokens)
+    rows: list[PackedRow] = []
+    row: PackedRow | None = None
+    prev: tuple[int, ...] = ()
+    path: list[int] = []  # node index in `row` at each depth of the previous item
+    for idx in order:
+        seq = items[idx].tokens
+        shared = _lcp(prev, seq) if row is not None else 0
+        if row is not None and len(row.tokens) + len(seq) - shared > row_tokens:
+            row, shared = None, 0
+        if row is None:
+            row = PackedRow()
+            rows.append(row)
+            path = []
+        path = path[:shared]
+        for depth in range(shared, len(seq)):
+            row.parents.append(path[-1] if path else -1)
+            row.depths.append(depth)
+            row.tokens.append(seq[depth])
+            path.append(len(row.tokens) - 1)
+        item = items[idx]
+        row.predictions.append((idx, [path[item.first_pred + t] for t in range(len(item.targets))]))
+        prev = seq
+    return rows
+
+
+def batch_inputs(rows: list[PackedRow], pad_id: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """input_ids, position_ids and an additive 4D mask (0 = may attend, dtype min = may not)."""
+    width = max(len(r.tokens) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    for b, row in enumerate(rows):
+        n = len(row.tokens)
+        input_ids[b, :n] = torch.tensor(row.tokens)
+        positions[b, :n] = torch.tensor(row.depths)
+        parents = row.parents
+        for i in range(n):
+            if parents[i] >= 0:
+                allowed[b, i] = allowed[b, parents[i]]
+            allowed[b, i, i] = True
+        for i in range(n, width):  # padding attends only to itself, so no row is all-masked
+            allowed[b, i, i] = True
+    mask = torch.zeros((len(rows), 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return input_ids, positions, mask

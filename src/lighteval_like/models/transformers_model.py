@@ -1,0 +1,426 @@
+"""The transformers backend: loads a causal LM and answers the three request types.
+
+Tokenisation follows lm-evaluation-harness so per-sample numbers match it: trailing
+whitespace of a context moves to the continuation, the continuation is the tail of the joint
+encoding, an empty context becomes the prefix token (BOS, else EOS), and inputs longer
+than `max_length` are cut from the left.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from lighteval_like.errors import LightevalLikeError, ModelLoadError
+from lighteval_like.models.base import (
+    GenerationRequest,
+    GenerationResponse,
+    LanguageModel,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    RollingRequest,
+)
+from lighteval_like.models.model_args import TransformersModelConfig
+from lighteval_like.models.packing import PackedRow, ScoreItem, batch_inputs, pack_rows, unique_tokens
+
+DEFAULT_MAX_LENGTH = 2048
+CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU when the batch size is automatic
+GPU_TOKEN_BUDGET = 65536  # first try on GPU; halved on out-of-memory
+ROW_TOKENS = 1024  # tree nodes per packed row (longer single items get their own row)
+
+
+@dataclass
+class ScoringStats:
+    tokens_forwarded: int = 0
+    padding_tokens: int = 0
+    unique_prompt_tokens: int = 0
+    forward_passes: int = 0
+    generated_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        if self.unique_prompt_tokens:
+            out["forwarded_over_unique"] = round(self.tokens_forwarded / self.unique_prompt_tokens, 4)
+        return out
+
+
+def _torch_dtype(name: str):
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(name, "auto")
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class TransformersModel(LanguageModel):
+    def __init__(
+        self,
+        config: TransformersModelConfig,
+        batch_size: int | None = None,
+        device: str | None = None,
+        show_progress: bool = True,
+    ):
+        self.config = config
+        self.batch_size = batch_size if batch_size and batch_size > 0 else None
+        self.show_progress = show_progress
+        self.counters = ScoringStats()
+        wanted = device or config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(wanted)
+        self.tokenizer = self._load_tokenizer()
+        self.model = self._load_model()
+        self.max_length = self._max_length()
+        self.token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else GPU_TOKEN_BUDGET
+        forward_params = inspect.signature(self.model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in forward_params
+
+    # ---------------------------------------------------------------- loading
+    def _source_kwargs(self) -> dict:
+        cfg = self.config
+        kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "cache_dir": cfg.cache_dir}
+        if cfg.subfolder:
+            kwargs["subfolder"] = cfg.subfolder
+        if cfg.gguf_file:
+            kwargs["gguf_file"] = cfg.gguf_file
+        return kwargs
+
+    def _check_local_path(self) -> None:
+        path = self.config.pretrained
+        looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep == "\\" and "\\" in path
+        if looks_local and not os.path.exists(os.path.expanduser(path)):
+            raise ModelLoadError(f"model path '{path}' does not exist: pass pretrained=<existing directory or hub id>")
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        self._check_local_path()
+        cfg = self.config
+        kwargs = self._source_kwargs()
+        if cfg.tokenizer:
+            kwargs.pop("gguf_file", None)
+            kwargs.pop("subfolder", None)
+        try:
+            tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.pretrained, **kwargs)
+        except Exception as e:  # hub/IO/format errors have many types
+            raise ModelLoadError(
+                f"cannot load the tokenizer of '{cfg.tokenizer or cfg.pretrained}': {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from e
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+        return tok
+
+    def _load_model(self):
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        cfg = self.config
+        kwargs = self._source_kwargs()
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        quantized = cfg.dtype in ("4bit", "8bit") or cfg.quantization_config is not None
+        if cfg.dtype == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, **(cfg.quantization_config or {}))
+        elif cfg.dtype == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **(cfg.quantization_config or {}))
+        elif cfg.quantization_config is not None:
+            kwargs["quantization_config"] = BitsAndBytesConfig(**cfg.quantization_config)
+            kwargs["dtype"] = _torch_dtype(cfg.dtype)
+        else:
+            kwargs["dtype"] = _torch_dtype(cfg.dtype)
+        if cfg.model_parallel:
+            kwargs["device_map"] = "auto"
+        elif quantized:
+            kwargs["device_map"] = {"": self.device}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, **kwargs)
+        except Exception as e:  # hub/IO/format errors have many types
+            raise ModelLoadError(
+                f"cannot load model '{cfg.pretrained}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from e
+        if not cfg.model_parallel and not quantized:
+            model = model.to(self.device)
+        model.eval()
+        if cfg.model_parallel:
+            self.device = next(model.parameters()).device
+        return model
+
+    def _max_length(self) -> int:
+        if self.config.max_length:
+            return self.config.max_length
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(self.model.config, attr, None)
+            if isinstance(value, int):
+                return value
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and model_max < 1_000_000:
+            return model_max
+        return DEFAULT_MAX_LENGTH
+
+    def info(self) -> dict:
+        params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "model_name": self.config.model_name,
+            "model_sha": getattr(self.model.config, "_commit_hash", None),
+            "model_dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "model_size": f"{params / 1e6:.1f}M parameters",
+            "max_length": self.max_length,
+            "device": str(self.device),
+            "add_special_tokens": self.config.add_special_tokens,
+        }
+
+    def stats(self) -> dict:
+        return self.counters.as_dict()
+
+    # ------------------------------------------------------------ tokenising
+    @property
+    def prefix_token_id(self) -> int:
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def tok_encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=self.config.add_special_tokens)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok_encode(text))
+
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise LightevalLikeError(
+                f"--use_chat_template: the tokenizer of '{self.config.pretrained}' has no chat template"
+            )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _continuation_space(self, continuation: str) -> str:
+        start_space = self.config.multichoice_continuations_start_space
+        if start_space is True and not continuation.startswith(" "):
+            return " " + continuation
+        if start_space is False:
+            return continuation.lstrip()
+        return continuation
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if not context:
+            return [self.prefix_token_id], self.tok_encode(continuation)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.tok_encode(context + continuation)
+        context_enc = self.tok_encode(context)
+        return context_enc, whole[len(context_enc) :]
+
+    def _score_item(self, context_enc: list[int], continuation_enc: list[int]) -> tuple[ScoreItem, bool]:
+        """lm-eval's window: (context + continuation)[-(max_length + 1):][:-1]."""
+        whole = (context_enc + continuation_enc)[-(self.max_length + 1) :]
+        truncated = len(whole) < len(context_enc) + len(continuation_enc)
+        targets = continuation_enc[-(len(whole) - 1) :] if len(continuation_enc) >= len(whole) else continuation_enc
+        inputs = whole[:-1]
+        return ScoreItem(tuple(inputs), len(inputs) - len(targets), tuple(targets)), truncated
+
+    # -------------------------------------------------------------- scoring
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        items, truncated = [], []
+        for req in requests:
+            ctx, cont = self._encode_pair(req.context, self._continuation_space(req.continuation))
+            if not cont:
+                raise LightevalLikeError(f"continuation {req.continuation!r} encodes to no tokens")
+            if req.single_token and len(cont) != 1:
+                raise LightevalLikeError(
+                    f"single-token task: continuation {req.continuation!r} is {len(cont)} tokens for this "
+                    "tokenizer; use the multiple_choice request type instead"
+                )
+            item, cut = self._score_item(ctx, cont)
+            items.append(item)
+            truncated.append(cut)
+        scores = self._score(items, "loglikelihood")
+        return [
+            LoglikelihoodResponse(lp, greedy, len(item.targets), cut)
+            for (lp, greedy), item, cut in zip(scores, items, truncated)
+        ]
+
+    def _rolling_windows(self, tokens: list[int]) -> list[ScoreItem]:
+        """Disjoint windows of at most max_length predictions, each with as much left context as fits."""
+        items, predicted, n = [], 0, len(tokens)
+        while predicted < n:
+            first = predicted == 0
+            span = min(n - predicted, self.max_length)
+            end = predicted + span
+            if first:
+                context = [self.prefix_token_id]
+            else:
+                start = max(0, end - self.max_length - 1)
+                context = tokens[start:predicted]
+            targets = tokens[predicted:end]
+            inputs = (context + targets)[:-1]
+            items.append(ScoreItem(tuple(inputs), len(context) - 1, tuple(targets)))
+            predicted = end
+        return items
+
+    def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[LoglikelihoodResponse]:
+        owners, items = [], []
+        for i, req in enumerate(requests):
+            for item in self._rolling_windows(self.tok_encode(req.text)):
+                owners.append(i)
+                items.append(item)
+        scores = self._score(items, "rolling loglikelihood")
+        totals = [[0.0, True, 0] for _ in requests]
+        for owner, (lp, greedy), item in zip(owners, scores, items):
+            totals[owner][0] += lp
+            totals[owner][1] &= greedy
+            totals[owner][2] += len(item.targets)
+        return [LoglikelihoodResponse(lp, greedy, n) for lp, greedy, n in totals]
+
+    def _score(self, items: list[ScoreItem], label: str) -> list[tuple[float, bool]]:
+        """(sum logprob of targets, all targets greedy) for every item, identical items once."""
+        unique = list(dict.fromkeys(items))
+        self.counters.unique_prompt_tokens += unique_tokens(unique)
+        if self.config.shared_prefix and self.config.attn_implementation != "flash_attention_2":
+            row_tokens = max(ROW_TOKENS, max((len(it.tokens) for it in unique), default=0))
+            rows = pack_rows(unique, row_tokens)
+        else:  # one row per item: the classic computation (flash attention has no 4D masks)
+            rows = [pack_rows([it], len(it.tokens))[0] for it in unique]
+            for index, row in enumerate(rows):
+                row.predictions = [(index, row.predictions[0][1])]
+        rows.sort(key=lambda r: len(r.tokens), reverse=True)  # longest first: OOM shows up at once
+        results: dict[int, tuple[float, bool]] = {}
+        progress = tqdm(total=len(unique), desc=label, disable=not self.show_progress, leave=False)
+        start = 0
+        while start < len(rows):
+            batch = self._take_batch(rows, start)
+            try:
+                self._forward_rows(batch, unique, results)
+            except RuntimeError as e:
+                if not _is_oom(e):
+                    raise
+                self._shrink_after_oom(len(batch))
+                continue
+            start += len(batch)
+            progress.update(sum(len(r.predictions) for r in batch))
+        progress.close()
+        index = {it: i for i, it in enumerate(unique)}
+        return [results[index[it]] for it in items]
+
+    def _take_batch(self, rows: list[PackedRow], start: int) -> list[PackedRow]:
+        width = len(rows[start].tokens)  # rows are sorted longest first
+        if self.batch_size:
+            return rows[start : start + self.batch_size]
+        count = max(1, self.token_budget // max(width, 1))
+        return rows[start : start + count]
+
+    def _shrink_after_oom(self, batch_rows: int) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.batch_size:
+            if self.batch_size == 1:
+                raise LightevalLikeError("out of memory with batch size 1: use a smaller model, dtype or max_length")
+            raise LightevalLikeError(
+                f"out of memory at --override_batch_size {self.batch_size}: pass a smaller one "
+                f"(e.g. {max(1, self.batch_size // 2)}) or omit it to let the batch size adapt"
+            )
+        if batch_rows <= 1 and self.token_budget <= 1:
+            raise LightevalLikeError("out of memory on a single sequence: use a smaller model, dtype or max_length")
+        self.token_budget = max(1, self.token_budget // 2)
+
+    @torch.no_grad()
+    def _forward_rows(self, rows: list[PackedRow], items: list[ScoreItem], results: dict) -> None:
+        dtype = self.model.get_input_embeddings().weight.dtype
+        if not dtype.is_floating_point:
+            dtype = torch.float32
+        input_ids, positions, mask = batch_inputs(rows, self.tokenizer.pad_token_id, dtype)
+        device = self.device
+        # Only the positions that predict a target need logits (the vocabulary is large).
+        needed = sorted({n for row in rows for _, nodes in row.predictions for n in nodes})
+        column = {n: c for c, n in enumerate(needed)}
+        kwargs = {"logits_to_keep": torch.tensor(needed, device=device)} if self._logits_to_keep else {}
+        logits = self.model(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **kwargs
+        ).logits
+        if not self._logits_to_keep:
+            logits = logits[:, needed]
+        self.counters.forward_passes += 1
+        real = sum(len(r.tokens) for r in rows)
+        self.counters.tokens_forwarded += real
+        self.counters.padding_tokens += input_ids.numel() - real
+        for b, row in enumerate(rows):
+            for item_index, nodes in row.predictions:
+                item = items[item_index]
+                logprobs = torch.log_softmax(logits[b, [column[n] for n in nodes]].float(), dim=-1)
+                targets = torch.tensor(item.targets, device=logprobs.device)
+                picked = logprobs.gather(-1, targets[:, None]).squeeze(-1)
+                greedy = bool((logprobs.argmax(-1) == targets).all())
+                results[item_index] = (float(picked.sum()), greedy)
+
+    # ------------------------------------------------------------ generation
+    def greedy_until(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        tokenizer = self.tokenizer
+        eos = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None
+        encoded = []
+        for req in requests:
+            max_new = req.max_new_tokens or self.config.max_gen_toks
+            ids = self.tok_encode(req.context)
+            room = max(1, self.max_length - max_new)
+            encoded.append((ids[-room:], len(ids) > room, max_new))
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i][0]), reverse=True)
+        responses: dict[int, GenerationResponse] = {}
+
+        class StopSequences(StoppingCriteria):
+            """Per-row stop: a stop sequence appeared in the new text, or the row's token limit."""
+
+            def __init__(self, prompt_len: int, stops: list[tuple[str, ...]], limits: list[int]):
+                self.prompt_len, self.stops, self.limits = prompt_len, stops, limits
+
+            def __call__(self, input_ids, scores, **kwargs):
+                done = []
+                for b, row in enumerate(input_ids):
+                    new = row[self.prompt_len :]
+                    tail = tokenizer.decode(new[-24:], skip_special_tokens=False)
+                    done.append(len(new) >= self.limits[b] or any(s in tail for s in self.stops[b]))
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        progress = tqdm(total=len(requests), desc="greedy generation", disable=not self.show_progress, leave=False)
+        start = 0
+        while start < len(order):
+            longest = len(encoded[order[start]][0]) + encoded[order[start]][2]
+            count = self.batch_size or max(1, self.token_budget // max(longest, 1))
+            batch = order[start : start + count]
+            stops = [tuple(s for s in (*requests[i].stop_sequences, eos) if s) for i in batch]
+            limits = [encoded[i][2] for i in batch]
+            width = max(len(encoded[i][0]) for i in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, i in enumerate(batch):  # left padding: every row's prompt ends at `width`
+                ids = encoded[i][0]
+                input_ids[b, width - len(ids) :] = torch.tensor(ids)
+                attention[b, width - len(ids) :] = 1
+            gen_config = GenerationConfig(
+                max_new_tokens=max(limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            try:
+                with torch.no_grad():
+                    out = self.model.generate(
+                        input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                        generation_config=gen_config,
+                        stopping_criteria=StoppingCriteriaList([StopSequences(width, stops, limits)]),
+                    )
+            except RuntimeError as e:
+                if not _is_oom(e):
+                    raise
+                self._shrink_after_oom(len(batch))
+                continue
+            for b, i in enumerate(batch):
+                new = out[b, width:][: limits[b]].tolist()
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                for stop in stops[b]:
+                    text = text.split(stop)[0]
+                self.counters.generated_tokens += len(new)
+                responses[i] = GenerationResponse(text, len(new), encoded[i][1])
+            start += len(batch)
+            progress.update(len(batch))
+        progress.close()
+        return [responses[i] for i in range(len(requests))]

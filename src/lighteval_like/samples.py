@@ -1,0 +1,138 @@
+"""Docs -> samples: few-shot context, truncation, and the model requests each sample needs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lighteval_like.errors import BadSampleError
+from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
+
+FEWSHOT_SEPARATOR = "\n\n"
+ChatFormatter = Callable[[list[dict]], str]
+
+
+@dataclass
+class PromptOptions:
+    """How contexts are rendered; the same for every task of a run."""
+
+    seed: int = 1234
+    num_fewshot_seeds: int = 1
+    system_prompt: str | None = None
+    chat_formatter: ChatFormatter | None = None  # set by --use_chat_template
+    count_tokens: Callable[[str], int] | None = None  # needed for truncate=1
+    max_length: int | None = None
+
+
+@dataclass
+class Sample:
+    """One doc under one few-shot seed, with its rendered contexts and requests."""
+
+    task_key: str
+    doc_index: int
+    fewshot_seed: int
+    doc: Doc
+    contexts: list[str]
+    requests: list[Request]
+    num_fewshot: int
+    fewshot_truncated: bool = False
+    responses: list = field(default_factory=list)
+
+
+def make_docs(task: TaskConfig, rows: list[dict], skip_bad: bool) -> tuple[list[tuple[int, Doc]], int]:
+    """Apply the prompt function to every row; returns (row index, doc) pairs and the skip count."""
+    docs, skipped = [], 0
+    for index, row in enumerate(rows):
+        try:
+            docs.append((index, task.prompt_function(row, task.name)))
+        except Exception as e:  # user data or a custom prompt function may fail in any way
+            if skip_bad:
+                skipped += 1
+                continue
+            raise BadSampleError(
+                f"task {task.full_name}: row {index} of split '{task.evaluation_split}' breaks prompt "
+                f"function {task.prompt_function.__name__} ({type(e).__name__}: {e}); "
+                f"pass --skip_bad_samples to skip and count such rows"
+            ) from e
+    return docs, skipped
+
+
+def select_fewshot(
+    pool: list[tuple[int, Doc]], n: int, doc_index: int, same_split: bool, task: TaskConfig, seed: int
+) -> list[Doc]:
+    """Few-shot examples for one doc: never the doc itself, and independent of batching/ranks
+    because the random generator is seeded by (seed, task, doc index)."""
+    if n == 0:
+        return []
+    candidates = [i for i, (row, _) in enumerate(pool) if not (same_split and row == doc_index)]
+    if task.few_shots_select == "first_n":
+        chosen = candidates[:n]
+    else:
+        rng = random.Random(f"{seed}|{task.full_name}|{doc_index}")
+        chosen = rng.sample(candidates, min(n, len(candidates)))
+    return [pool[i][1] for i in chosen]
+
+
+def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> str:
+    if options.chat_formatter is not None:
+        messages = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
+        for i, ex in enumerate(examples):
+            ex_query = ex.query_per_choice[ex.gold_indices[0]] if ex.query_per_choice else ex.query
+            target = ex.fewshot_target if ex.fewshot_target is not None else ex.choices[ex.gold_indices[0]]
+            prefix = doc.instruction if i == 0 else ""
+            messages += [{"role": "user", "content": prefix + ex_query}, {"role": "assistant", "content": target}]
+        messages.append({"role": "user", "content": ("" if examples else doc.instruction) + query})
+        return options.chat_formatter(messages)
+    system = f"{options.system_prompt}\n" if options.system_prompt else ""
+    shots = "".join(ex.as_fewshot_example() + FEWSHOT_SEPARATOR for ex in examples)
+    return f"{system}{doc.instruction}{shots}{query}"
+
+
+def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> list[Request]:
+    # Under a chat template the answer starts the assistant turn: no delimiter (as lm-eval).
+    delimiter = "" if chat else doc.target_delimiter
+    kind = task.request_type
+    if kind in (RequestType.MULTIPLE_CHOICE, RequestType.SINGLE_TOKEN):
+        single = kind == RequestType.SINGLE_TOKEN
+        return [
+            LoglikelihoodRequest(contexts[i if len(contexts) > 1 else 0], delimiter + choice, single)
+            for i, choice in enumerate(doc.choices)
+        ]
+    if kind == RequestType.LOGLIKELIHOOD:
+        gold = doc.gold_indices[0]
+        return [LoglikelihoodRequest(contexts[0], delimiter + doc.choices[gold])]
+    if kind == RequestType.ROLLING:
+        return [RollingRequest(doc.choices[0])]
+    return [GenerationRequest(contexts[0], tuple(task.stop_sequences), task.generation_size)]
+
+
+def build_samples(
+    task_key: str,
+    task: TaskConfig,
+    docs: list[tuple[int, Doc]],
+    fewshot_pool: list[tuple[int, Doc]],
+    same_split: bool,
+    num_fewshot: int,
+    truncate: bool,
+    options: PromptOptions,
+) -> list[Sample]:
+    """Render every doc (under each few-shot seed when there are shots) into a `Sample`."""
+    seeds = [options.seed + i for i in range(options.num_fewshot_seeds)] if num_fewshot > 0 else [options.seed]
+    samples = []
+    for seed in seeds:
+        for doc_index, doc in docs:
+            examples = select_fewshot(fewshot_pool, num_fewshot, doc_index, same_split, task, seed)
+            queries = doc.query_per_choice or [doc.query]
+            contexts = [_render(doc, q, examples, options) for q in queries]
+            truncated = False
+            if truncate and options.count_tokens and options.max_length:
+                answer_room = task.generation_size or max(options.count_tokens(c) for c in doc.choices)
+                while examples and max(map(options.count_tokens, contexts)) + answer_room > options.max_length:
+                    examples = examples[:-1]
+                    contexts = [_render(doc, q, examples, options) for q in queries]
+                    truncated = True
+            requests = _requests(task, doc, contexts, options.chat_formatter is not None)
+            samples.append(Sample(task_key, doc_index, seed, doc, contexts, requests, len(examples), truncated))
+    return samples

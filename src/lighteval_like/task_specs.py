@@ -1,0 +1,113 @@
+"""Parse task specs `suite|task|fewshot|truncate`, comma lists and task-list files.
+
+Both entry points (`accelerate`, `distributed`) go through `parse_task_specs`, so the
+accepted syntax and the error messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from lighteval_like.errors import TaskSpecError
+
+SPEC_FORMAT = "suite|task|fewshot|truncate, e.g. 'leaderboard|arc:challenge|25|0'"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    suite: str
+    task: str
+    num_fewshot: int
+    truncate_fewshot: bool
+
+    @property
+    def full_name(self) -> str:
+        """`suite|task`: the key of the task in the registry."""
+        return f"{self.suite}|{self.task}"
+
+    @property
+    def key(self) -> str:
+        """`suite|task|fewshot`: how results are named, as lighteval does."""
+        return f"{self.suite}|{self.task}|{self.num_fewshot}"
+
+
+def parse_one_spec(text: str, where: str = "") -> TaskSpec:
+    """Parse a single `suite|task|fewshot|truncate` string; `where` locates it for errors."""
+    at = f" ({where})" if where else ""
+    spec = text.strip()
+    if not spec:
+        raise TaskSpecError(f"empty task spec{at}: expected {SPEC_FORMAT}")
+    parts = [p.strip() for p in spec.split("|")]
+    if len(parts) != 4:
+        raise TaskSpecError(
+            f"task spec '{spec}'{at} has {len(parts)} field(s), expected 4: {SPEC_FORMAT}"
+        )
+    suite, task, fewshot, truncate = parts
+    if not suite or not task:
+        raise TaskSpecError(f"task spec '{spec}'{at} has an empty suite or task name: expected {SPEC_FORMAT}")
+    if not fewshot.isdigit():
+        raise TaskSpecError(
+            f"task spec '{spec}'{at}: fewshot '{fewshot}' must be a non-negative integer: expected {SPEC_FORMAT}"
+        )
+    if truncate not in ("0", "1"):
+        raise TaskSpecError(
+            f"task spec '{spec}'{at}: truncate '{truncate}' must be 0 or 1: expected {SPEC_FORMAT}"
+        )
+    return TaskSpec(suite, task, int(fewshot), truncate == "1")
+
+
+def _read_task_file(path: str) -> list[tuple[str, str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TaskSpecError(f"cannot read task-list file '{path}': {e}") from e
+    entries = []
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        stripped = stripped.split(" #", 1)[0].strip()  # trailing comment
+        for item in stripped.split(","):
+            if not item.strip():
+                raise TaskSpecError(
+                    f"empty task spec in '{path}' line {lineno} (stray comma?): expected {SPEC_FORMAT}"
+                )
+            entries.append((item, f"{path} line {lineno}"))
+    if not entries:
+        raise TaskSpecError(f"task-list file '{path}' contains no task specs: write one {SPEC_FORMAT} per line")
+    return entries
+
+
+def parse_task_specs(tasks: str) -> list[TaskSpec]:
+    """Parse `--tasks`: a path to a task-list file (if it exists) or comma-separated specs.
+
+    Duplicates (same suite, task and fewshot) are dropped; the same task with different
+    fewshot values is kept. Supersets are expanded later by the registry.
+    """
+    if tasks is None or not str(tasks).strip():
+        raise TaskSpecError(f"no tasks given: pass --tasks with {SPEC_FORMAT}, or a task-list file")
+    tasks = str(tasks).strip()
+    if os.path.isfile(tasks):
+        entries = _read_task_file(tasks)
+    else:
+        if os.sep in tasks and "|" not in tasks:
+            raise TaskSpecError(f"task-list file '{tasks}' does not exist")
+        entries = []
+        for i, item in enumerate(tasks.split(","), start=1):
+            if not item.strip():
+                raise TaskSpecError(
+                    f"empty task spec at position {i} of '{tasks}' (stray comma?): expected {SPEC_FORMAT}"
+                )
+            entries.append((item, f"item {i} of --tasks"))
+    specs: list[TaskSpec] = []
+    seen: dict[tuple[str, str, int], TaskSpec] = {}
+    for text, where in entries:
+        spec = parse_one_spec(text, where)
+        ident = (spec.suite, spec.task, spec.num_fewshot)
+        if ident in seen:
+            continue
+        seen[ident] = spec
+        specs.append(spec)
+    return specs

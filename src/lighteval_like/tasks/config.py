@@ -1,0 +1,90 @@
+"""The two data types every task is made of: a `TaskConfig` row and the `Doc`s it yields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+
+class RequestType(str, Enum):
+    """What a task asks of the model; each maps onto one method of the model interface."""
+
+    MULTIPLE_CHOICE = "multiple_choice"  # loglikelihood of each choice given the query
+    LOGLIKELIHOOD = "loglikelihood"  # loglikelihood of the gold continuation only
+    SINGLE_TOKEN = "loglikelihood_single_token"  # multiple choice, every choice one token
+    ROLLING = "loglikelihood_rolling"  # perplexity of the whole text
+    GENERATIVE = "greedy_until"  # greedy generation until a stop sequence
+
+
+@dataclass
+class Doc:
+    """One evaluation example, rendered: what the model sees and what counts as right.
+
+    `query` is the text before the answer. For tasks whose choices change the context
+    (Winogrande), `query_per_choice` holds one context per choice and `choices` the
+    continuation scored after each. `fewshot_target` is the answer shown when the doc is
+    used as a few-shot example (defaults to the gold choice).
+    """
+
+    query: str
+    choices: list[str]
+    gold_index: int | list[int]
+    instruction: str = ""
+    target_delimiter: str = " "
+    fewshot_target: str | None = None
+    query_per_choice: list[str] | None = None
+    specific: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gold_indices(self) -> list[int]:
+        return [self.gold_index] if isinstance(self.gold_index, int) else list(self.gold_index)
+
+    def as_fewshot_example(self) -> str:
+        """Query and answer, as shown in another doc's few-shot context."""
+        first_gold = self.gold_indices[0]
+        query = self.query_per_choice[first_gold] if self.query_per_choice else self.query
+        target = self.fewshot_target if self.fewshot_target is not None else self.choices[first_gold]
+        return f"{query}{self.target_delimiter}{target}"
+
+
+PromptFunction = Callable[[dict, str], Doc]
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Everything that defines a task; prompt functions turn dataset rows into `Doc`s.
+
+    `data_builder`, when set, generates the rows for a split instead of loading a dataset,
+    so such tasks run offline (the demo's arithmetic tasks).
+    """
+
+    name: str
+    suite: str
+    prompt_function: PromptFunction
+    hf_repo: str
+    hf_subset: str | None
+    evaluation_split: str
+    few_shots_split: str | None
+    metrics: tuple[str, ...]
+    request_type: RequestType = RequestType.MULTIPLE_CHOICE
+    few_shots_select: str = "random"  # "random" (seeded per doc) or "first_n"
+    generation_size: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    hf_revision: str | None = None
+    data_builder: Callable[[str], list[dict]] | None = None
+    version: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.suite}|{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view for `config_tasks` in the results file."""
+        out = asdict(self)
+        out["prompt_function"] = self.prompt_function.__name__
+        out["request_type"] = self.request_type.value
+        out["data_builder"] = self.data_builder.__name__ if self.data_builder else None
+        out["metrics"] = list(self.metrics)
+        out["stop_sequences"] = list(self.stop_sequences)
+        return out

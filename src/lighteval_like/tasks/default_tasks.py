@@ -1,0 +1,117 @@
+"""The built-in task table.
+
+Few-shot split: lm-eval's where the dataset mirror has it, otherwise the evaluation split
+itself with the evaluated doc excluded (the mirror has no `train` splits).
+"""
+
+from __future__ import annotations
+
+from lighteval_like.tasks import arithmetic, prompts
+from lighteval_like.tasks.config import RequestType, TaskConfig
+
+MMLU_SUBJECTS = (
+    "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
+    "college_chemistry college_computer_science college_mathematics college_medicine college_physics "
+    "computer_security conceptual_physics econometrics electrical_engineering elementary_mathematics "
+    "formal_logic global_facts high_school_biology high_school_chemistry high_school_computer_science "
+    "high_school_european_history high_school_geography high_school_government_and_politics "
+    "high_school_macroeconomics high_school_mathematics high_school_microeconomics high_school_physics "
+    "high_school_psychology high_school_statistics high_school_us_history high_school_world_history "
+    "human_aging human_sexuality international_law jurisprudence logical_fallacies machine_learning "
+    "management marketing medical_genetics miscellaneous moral_disputes moral_scenarios nutrition "
+    "philosophy prehistory professional_accounting professional_law professional_medicine "
+    "professional_psychology public_relations security_studies sociology us_foreign_policy virology "
+    "world_religions"
+).split()
+
+MC = RequestType.MULTIPLE_CHOICE
+
+TASKS_TABLE: list[TaskConfig] = [
+    TaskConfig(
+        name="truthfulqa:mc", suite="leaderboard", prompt_function=prompts.truthfulqa_mc,
+        hf_repo="truthfulqa/truthful_qa", hf_subset="multiple_choice",
+        evaluation_split="validation", few_shots_split=None, metrics=("mc1", "mc2"),
+    ),
+    TaskConfig(
+        name="arc:challenge", suite="leaderboard", prompt_function=prompts.arc,
+        hf_repo="allenai/ai2_arc", hf_subset="ARC-Challenge",
+        evaluation_split="test", few_shots_split="validation", metrics=("acc", "acc_norm"),
+    ),
+    TaskConfig(
+        name="arc:easy", suite="lighteval", prompt_function=prompts.arc,
+        hf_repo="allenai/ai2_arc", hf_subset="ARC-Easy",
+        evaluation_split="test", few_shots_split="validation", metrics=("acc", "acc_norm"),
+    ),
+    TaskConfig(
+        name="hellaswag", suite="leaderboard", prompt_function=prompts.hellaswag,
+        hf_repo="Rowan/hellaswag", hf_subset=None,
+        evaluation_split="validation", few_shots_split=None, metrics=("acc", "acc_norm"),
+    ),
+    *[
+        TaskConfig(
+            name=f"mmlu:{subject}", suite="leaderboard", prompt_function=prompts.mmlu,
+            hf_repo="cais/mmlu", hf_subset=subject, evaluation_split="test",
+            few_shots_split="dev", few_shots_select="first_n", metrics=("acc",),
+        )
+        for subject in MMLU_SUBJECTS
+    ],
+    TaskConfig(
+        name="gsm8k", suite="leaderboard", prompt_function=prompts.gsm8k,
+        hf_repo="openai/gsm8k", hf_subset="main", evaluation_split="test", few_shots_split=None,
+        request_type=RequestType.GENERATIVE, metrics=("exact_match", "qem"),
+        generation_size=256, stop_sequences=("Question:", "</s>", "<|im_end|>"),
+    ),
+    TaskConfig(
+        name="winogrande", suite="leaderboard", prompt_function=prompts.winogrande,
+        hf_repo="allenai/winogrande", hf_subset="winogrande_xl",
+        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+    ),
+    TaskConfig(
+        name="piqa", suite="lighteval", prompt_function=prompts.piqa,
+        hf_repo="ybisk/piqa", hf_subset=None,
+        evaluation_split="validation", few_shots_split=None, metrics=("acc", "acc_norm"),
+    ),
+    TaskConfig(
+        name="boolq", suite="lighteval", prompt_function=prompts.boolq,
+        hf_repo="aps/super_glue", hf_subset="boolq",
+        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+    ),
+    TaskConfig(
+        name="openbookqa", suite="lighteval", prompt_function=prompts.openbookqa,
+        hf_repo="allenai/openbookqa", hf_subset="main",
+        evaluation_split="test", few_shots_split=None, metrics=("acc", "acc_norm"),
+    ),
+    TaskConfig(
+        name="copa", suite="lighteval", prompt_function=prompts.copa,
+        hf_repo="aps/super_glue", hf_subset="copa",
+        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+    ),
+    TaskConfig(
+        name="lambada:openai", suite="lighteval", prompt_function=prompts.lambada,
+        hf_repo="EleutherAI/lambada_openai", hf_subset="default", evaluation_split="test",
+        few_shots_split=None, request_type=RequestType.LOGLIKELIHOOD, metrics=("acc_greedy", "perplexity"),
+    ),
+    TaskConfig(
+        name="wikitext:2", suite="lighteval", prompt_function=prompts.wikitext,
+        hf_repo="EleutherAI/wikitext_document_level", hf_subset="wikitext-2-raw-v1",
+        evaluation_split="test", few_shots_split=None, request_type=RequestType.ROLLING,
+        metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
+    ),
+    *[
+        TaskConfig(
+            name=f"arithmetic_generated:{kind}", suite="lighteval", prompt_function=prompts.arithmetic,
+            hf_repo="generated/arithmetic", hf_subset=kind, evaluation_split="validation",
+            few_shots_split=None, request_type=RequestType.LOGLIKELIHOOD,
+            metrics=("acc_greedy",), data_builder=arithmetic.builder(kind),
+        )
+        for kind in (*arithmetic.OPERATIONS, "1dc")
+    ],
+]
+
+# `suite|name` -> the subtasks it expands to.
+SUPERSETS: dict[str, list[str]] = {
+    "leaderboard|mmlu": [f"leaderboard|mmlu:{s}" for s in MMLU_SUBJECTS],
+    "lighteval|arithmetic_generated": [
+        f"lighteval|arithmetic_generated:{k}" for k in (*arithmetic.OPERATIONS, "1dc")
+    ],
+}

@@ -1,0 +1,86 @@
+"""Look tasks up by `suite|name`, expand supersets, and load custom task files."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from dataclasses import dataclass
+
+from lighteval_like.errors import TaskSpecError, UsageError
+from lighteval_like.task_specs import TaskSpec
+from lighteval_like.tasks.config import TaskConfig
+from lighteval_like.tasks.default_tasks import SUPERSETS, TASKS_TABLE
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    """A task config paired with the spec (fewshot, truncate) it was asked with."""
+
+    spec: TaskSpec
+    config: TaskConfig
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+def load_custom_tasks(path: str) -> list[TaskConfig]:
+    """Import a Python file and return its `TASKS_TABLE` (a list of `TaskConfig`)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"custom tasks file '{path}' does not exist")
+    try:
+        module_spec = importlib.util.spec_from_file_location("lighteval_like_custom_tasks", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # any import-time failure of user code
+        raise UsageError(f"custom tasks file '{path}' failed to import: {type(e).__name__}: {e}") from e
+    table = getattr(module, "TASKS_TABLE", None)
+    if not isinstance(table, (list, tuple)) or not all(isinstance(t, TaskConfig) for t in table):
+        raise UsageError(
+            f"custom tasks file '{path}' must define TASKS_TABLE, a list of lighteval_like.tasks.TaskConfig"
+        )
+    return list(table)
+
+
+class Registry:
+    """All known tasks: the built-in table plus any custom ones (which may override)."""
+
+    def __init__(self, custom_tasks_path: str | None = None):
+        self.tasks: dict[str, TaskConfig] = {t.full_name: t for t in TASKS_TABLE}
+        self.supersets = dict(SUPERSETS)
+        if custom_tasks_path:
+            for task in load_custom_tasks(custom_tasks_path):
+                self.tasks[task.full_name] = task
+
+    def names(self, suite: str | None = None) -> list[str]:
+        return sorted(n for n in self.tasks if suite is None or n.split("|", 1)[0] == suite)
+
+    def get(self, full_name: str) -> TaskConfig:
+        if full_name in self.tasks:
+            return self.tasks[full_name]
+        raise TaskSpecError(self._unknown_message(full_name))
+
+    def _unknown_message(self, full_name: str) -> str:
+        suite = full_name.split("|", 1)[0]
+        suites = sorted({n.split("|", 1)[0] for n in self.tasks})
+        if suite not in suites:
+            return f"unknown suite '{suite}' in '{full_name}': known suites are {', '.join(suites)}"
+        close = difflib.get_close_matches(full_name, list(self.tasks) + list(self.supersets), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; run `lighteval-like tasks list` to see them"
+        return f"unknown task '{full_name}'{hint}"
+
+    def resolve(self, specs: list[TaskSpec]) -> list[ResolvedTask]:
+        """Expand supersets and pair every spec with its config, keeping the given order."""
+        resolved: list[ResolvedTask] = []
+        seen: set[str] = set()
+        for spec in specs:
+            names = self.supersets.get(spec.full_name, [spec.full_name])
+            for name in names:
+                config = self.get(name)
+                sub = TaskSpec(config.suite, config.name, spec.num_fewshot, spec.truncate_fewshot)
+                if sub.key in seen:
+                    continue
+                seen.add(sub.key)
+                resolved.append(ResolvedTask(sub, config))
+        return resolved
