@@ -54,17 +54,20 @@ def save_details(folder: str, task_key: str, timestamp: str, rows: list[dict[str
 
 
 def format_table(results: dict[str, dict[str, float]], versions: dict[str, int]) -> str:
-    """Markdown table of every metric (stderr beside it), as lighteval prints."""
-    lines = ["|Task|Version|Metric|Value| |Stderr|", "|---|---:|---|---:|---|---:|"]
+    """Aligned text table of every metric with its stderr (task names contain '|', so no markdown)."""
+    rows = [("Task", "Version", "Metric", "Value", "Stderr")]
     for task, metrics in results.items():
         first = True
         for name, value in metrics.items():
             if name.endswith("_stderr"):
                 continue
             stderr = metrics.get(f"{name}_stderr")
-            shown_task = task if first else ""
-            version = versions.get(task, "") if first else ""
-            err = f"{stderr:.4f}" if isinstance(stderr, float) else ""
-            lines.append(f"|{shown_task}|{version}|{name}|{value:.4f}|±|{err}|")
+            rows.append((
+                task if first else "", str(versions.get(task, "")) if first else "", name,
+                f"{value:.4f}", f"± {stderr:.4f}" if isinstance(stderr, float) else "",
+            ))
             first = False
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

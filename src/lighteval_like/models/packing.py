@@ -6,6 +6,10 @@ a row holds the union of their paths in the tree, each token once, attending onl
 ancestors and placed at position = its depth. A context shared by N choices (or a few-shot
 prefix shared by many docs in the row) is therefore forwarded once, and each prediction
 sees exactly the tokens it would see alone.
+
+A prefix shared by more sequences than fit in one row (MMLU's 5-shot examples, TruthfulQA's
+preamble) is split off as a `PrefixGroup`: forwarded once, its key/value cache reused by
+every row of the group, instead of being repeated at the root of each row.
 """
 
 from __future__ import annotations
@@ -73,23 +77,76 @@ def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
     return rows
 
 
-def batch_inputs(rows: list[PackedRow], pad_id: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """input_ids, position_ids and an additive 4D mask (0 = may attend, dtype min = may not)."""
+@dataclass
+class PrefixGroup:
+    """Rows whose sequences all start with `prefix` (empty: no shared prefix)."""
+
+    prefix: tuple[int, ...]
+    rows: list[PackedRow]
+
+
+def group_by_prefix(items: list[ScoreItem], row_tokens: int, min_prefix: int = 32) -> list[PrefixGroup]:
+    """Split off long prefixes shared by more than a row's worth of sequences; pack the rest.
+
+    A run of (sorted) sequences sharing at least `min_prefix` tokens whose tree would not
+    fit in one row becomes a group: the prefix (never past a prediction position) is
+    forwarded once and the suffixes are packed. Everything else is packed as plain rows.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].tokens)
+    runs: list[tuple[list[int], int]] = []  # (item indices, shared prefix length)
+    for idx in order:
+        if runs:
+            run, common = runs[-1]
+            shared = min(common, _lcp(items[run[-1]].tokens, items[idx].tokens), items[idx].first_pred)
+            if shared >= min_prefix:
+                run.append(idx)
+                runs[-1] = (run, shared)
+                continue
+        runs.append(([idx], min(len(items[idx].tokens), items[idx].first_pred)))
+    groups, loose = [], []
+    for run, shared in runs:
+        members = [items[i] for i in run]
+        if len(run) > 1 and shared >= min_prefix and unique_tokens(members) > row_tokens:
+            suffixes = [ScoreItem(m.tokens[shared:], m.first_pred - shared, m.targets) for m in members]
+            rows = pack_rows(suffixes, row_tokens)
+            for row in rows:  # back to indices into `items`
+                row.predictions = [(run[i], nodes) for i, nodes in row.predictions]
+            groups.append(PrefixGroup(members[0].tokens[:shared], rows))
+        else:
+            loose.extend(run)
+    if loose:
+        rows = pack_rows([items[i] for i in loose], row_tokens)
+        for row in rows:
+            row.predictions = [(loose[i], nodes) for i, nodes in row.predictions]
+        groups.append(PrefixGroup((), rows))
+    return groups
+
+
+def batch_inputs(
+    rows: list[PackedRow], pad_id: int, dtype: torch.dtype, prefix_len: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """input_ids, position_ids and an additive 4D mask (0 = may attend, dtype min = may not).
+
+    With `prefix_len`, the rows continue a cached prefix: every token may attend to it and
+    positions start after it; the mask then spans prefix + row columns.
+    """
     width = max(len(r.tokens) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
-    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    allowed = torch.zeros((len(rows), width, prefix_len + width), dtype=torch.bool)
+    allowed[:, :, :prefix_len] = True
+    own = allowed[:, :, prefix_len:]
     for b, row in enumerate(rows):
         n = len(row.tokens)
         input_ids[b, :n] = torch.tensor(row.tokens)
-        positions[b, :n] = torch.tensor(row.depths)
+        positions[b, :n] = torch.tensor(row.depths) + prefix_len
         parents = row.parents
         for i in range(n):
             if parents[i] >= 0:
-                allowed[b, i] = allowed[b, parents[i]]
-            allowed[b, i, i] = True
+                own[b, i] = own[b, parents[i]]
+            own[b, i, i] = True
         for i in range(n, width):  # padding attends only to itself, so no row is all-masked
-            allowed[b, i, i] = True
-    mask = torch.zeros((len(rows), 1, width, width), dtype=dtype)
+            own[b, i, i] = True
+    mask = torch.zeros((len(rows), 1, width, prefix_len + width), dtype=dtype)
     mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
     return input_ids, positions, mask

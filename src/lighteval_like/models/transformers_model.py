@@ -8,9 +8,11 @@ than `max_length` are cut from the left.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +27,15 @@ from lighteval_like.models.base import (
     RollingRequest,
 )
 from lighteval_like.models.model_args import TransformersModelConfig
-from lighteval_like.models.packing import PackedRow, ScoreItem, batch_inputs, pack_rows, unique_tokens
+from lighteval_like.models.packing import (
+    PackedRow,
+    PrefixGroup,
+    ScoreItem,
+    batch_inputs,
+    group_by_prefix,
+    pack_rows,
+    unique_tokens,
+)
 
 DEFAULT_MAX_LENGTH = 2048
 CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU when the batch size is automatic
@@ -57,6 +67,10 @@ def _is_oom(error: BaseException) -> bool:
 
 
 class TransformersModel(LanguageModel):
+    # Whether `_score` may forward a long shared prefix once and reuse its key/value cache
+    # (off for backends whose layers are split across processes).
+    reuses_prefix_cache = True
+
     def __init__(
         self,
         config: TransformersModelConfig,
@@ -235,11 +249,19 @@ class TransformersModel(LanguageModel):
             item, cut = self._score_item(ctx, cont)
             items.append(item)
             truncated.append(cut)
-        scores = self._score(items, "loglikelihood")
-        return [
-            LoglikelihoodResponse(lp, greedy, len(item.targets), cut)
-            for (lp, greedy), item, cut in zip(scores, items, truncated)
-        ]
+        positions: dict[ScoreItem, list[int]] = {}
+        for j, item in enumerate(items):
+            positions.setdefault(item, []).append(j)
+
+        def respond(j: int, score: tuple[float, bool]) -> LoglikelihoodResponse:
+            return LoglikelihoodResponse(score[0], score[1], len(items[j].targets), truncated[j])
+
+        def report(scored: dict[ScoreItem, tuple[float, bool]]) -> None:
+            done = [(j, score) for item, score in scored.items() for j in positions[item]]
+            self._batch_done([requests[j] for j, _ in done], [respond(j, score) for j, score in done])
+
+        scores = self._score(items, "loglikelihood", report if self.on_batch else None)
+        return [respond(j, score) for j, score in enumerate(scores)]
 
     def _rolling_windows(self, tokens: list[int]) -> list[ScoreItem]:
         """Disjoint windows of at most max_length predictions, each with as much left context as fits."""
@@ -261,44 +283,74 @@ class TransformersModel(LanguageModel):
 
     def loglikelihood_rolling(self, requests: list[RollingRequest]) -> list[LoglikelihoodResponse]:
         owners, items = [], []
+        windows: dict[int, list[int]] = {i: [] for i in range(len(requests))}  # request -> its items
         for i, req in enumerate(requests):
             for item in self._rolling_windows(self.tok_encode(req.text)):
+                windows[i].append(len(items))
                 owners.append(i)
                 items.append(item)
-        scores = self._score(items, "rolling loglikelihood")
-        totals = [[0.0, True, 0] for _ in requests]
-        for owner, (lp, greedy), item in zip(owners, scores, items):
-            totals[owner][0] += lp
-            totals[owner][1] &= greedy
-            totals[owner][2] += len(item.targets)
-        return [LoglikelihoodResponse(lp, greedy, n) for lp, greedy, n in totals]
 
-    def _score(self, items: list[ScoreItem], label: str) -> list[tuple[float, bool]]:
-        """(sum logprob of targets, all targets greedy) for every item, identical items once."""
+        def total(i: int, score_of: dict[ScoreItem, tuple[float, bool]]) -> LoglikelihoodResponse:
+            """Windows summed in order, so a response reported early equals the one returned."""
+            lp, greedy, n = 0.0, True, 0
+            for j in windows[i]:
+                lp += score_of[items[j]][0]
+                greedy &= score_of[items[j]][1]
+                n += len(items[j].targets)
+            return LoglikelihoodResponse(lp, greedy, n)
+
+        scored: dict[ScoreItem, tuple[float, bool]] = {}
+        positions: dict[ScoreItem, list[int]] = {}
+        for j, item in enumerate(items):
+            positions.setdefault(item, []).append(j)
+
+        def report(batch_scores: dict[ScoreItem, tuple[float, bool]]) -> None:
+            scored.update(batch_scores)
+            touched = sorted({owners[j] for item in batch_scores for j in positions[item]})
+            ready = [i for i in touched if all(items[j] in scored for j in windows[i])]
+            self._batch_done([requests[i] for i in ready], [total(i, scored) for i in ready])
+
+        scores = self._score(items, "rolling loglikelihood", report if self.on_batch else None)
+        final = dict(zip(items, scores))
+        return [total(i, final) for i in range(len(requests))]
+
+    def _score(
+        self, items: list[ScoreItem], label: str, on_done: Callable[[dict], None] | None = None
+    ) -> list[tuple[float, bool]]:
+        """(sum logprob of targets, all targets greedy) for every item, identical items once.
+        `on_done` gets {item: result} of each batch as it finishes (for the response cache)."""
         unique = list(dict.fromkeys(items))
         self.counters.unique_prompt_tokens += unique_tokens(unique)
         if self.config.shared_prefix and self.config.attn_implementation != "flash_attention_2":
             row_tokens = max(ROW_TOKENS, max((len(it.tokens) for it in unique), default=0))
-            rows = pack_rows(unique, row_tokens)
+            if self.reuses_prefix_cache:
+                groups = group_by_prefix(unique, row_tokens)
+            else:
+                groups = [PrefixGroup((), pack_rows(unique, row_tokens))]
         else:  # one row per item: the classic computation (flash attention has no 4D masks)
             rows = [pack_rows([it], len(it.tokens))[0] for it in unique]
             for index, row in enumerate(rows):
                 row.predictions = [(index, row.predictions[0][1])]
-        rows.sort(key=lambda r: len(r.tokens), reverse=True)  # longest first: OOM shows up at once
+            groups = [PrefixGroup((), rows)]
         results: dict[int, tuple[float, bool]] = {}
         progress = tqdm(total=len(unique), desc=label, disable=not self.show_progress, leave=False)
-        start = 0
-        while start < len(rows):
-            batch = self._take_batch(rows, start)
-            try:
-                self._forward_rows(batch, unique, results)
-            except RuntimeError as e:
-                if not _is_oom(e):
-                    raise
-                self._shrink_after_oom(len(batch))
-                continue
-            start += len(batch)
-            progress.update(sum(len(r.predictions) for r in batch))
+        for group in groups:
+            rows = sorted(group.rows, key=lambda r: len(r.tokens), reverse=True)  # OOM shows up at once
+            cache = self._forward_prefix(group.prefix) if group.prefix else None
+            start = 0
+            while start < len(rows):
+                batch = self._take_batch(rows, start)
+                try:
+                    self._forward_rows(batch, unique, results, group.prefix, cache)
+                except RuntimeError as e:
+                    if not _is_oom(e):
+                        raise
+                    self._shrink_after_oom(len(batch))
+                    continue
+                start += len(batch)
+                progress.update(sum(len(r.predictions) for r in batch))
+                if on_done is not None:
+                    on_done({unique[i]: results[i] for row in batch for i, _ in row.predictions})
         progress.close()
         index = {it: i for i, it in enumerate(unique)}
         return [results[index[it]] for it in items]
@@ -325,25 +377,49 @@ class TransformersModel(LanguageModel):
         self.token_budget = max(1, self.token_budget // 2)
 
     @torch.no_grad()
-    def _forward_rows(self, rows: list[PackedRow], items: list[ScoreItem], results: dict) -> None:
+    def _forward_prefix(self, prefix: tuple[int, ...]):
+        """Forward a shared prefix once; its key/value cache serves every row of its group."""
+        ids = torch.tensor([prefix], device=self.device)
+        out = self.model(input_ids=ids, position_ids=torch.arange(len(prefix), device=self.device)[None], use_cache=True)
+        self.counters.forward_passes += 1
+        self.counters.tokens_forwarded += len(prefix)
+        return out.past_key_values
+
+    def _forward_logits(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, needed: list[int], cache=None
+    ) -> torch.Tensor | None:
+        """Logits [rows, len(needed), vocab] at the `needed` columns: the one place the model runs on
+        packed rows, so a backend that splits the model (pipeline stages) overrides only this."""
+        kwargs = {"logits_to_keep": torch.tensor(needed, device=input_ids.device)} if self._logits_to_keep else {}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        logits = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None, **kwargs
+        ).logits
+        return logits if self._logits_to_keep else logits[:, needed]
+
+    @torch.no_grad()
+    def _forward_rows(
+        self, rows: list[PackedRow], items: list[ScoreItem], results: dict, prefix: tuple[int, ...] = (), cache=None
+    ) -> None:
         dtype = self.model.get_input_embeddings().weight.dtype
         if not dtype.is_floating_point:
             dtype = torch.float32
-        input_ids, positions, mask = batch_inputs(rows, self.tokenizer.pad_token_id, dtype)
+        input_ids, positions, mask = batch_inputs(rows, self.tokenizer.pad_token_id, dtype, len(prefix))
         device = self.device
+        if cache is not None:  # every row continues the same prefix: one copy of its cache per row
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
         # Only the positions that predict a target need logits (the vocabulary is large).
         needed = sorted({n for row in rows for _, nodes in row.predictions for n in nodes})
         column = {n: c for c, n in enumerate(needed)}
-        kwargs = {"logits_to_keep": torch.tensor(needed, device=device)} if self._logits_to_keep else {}
-        logits = self.model(
-            input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **kwargs
-        ).logits
-        if not self._logits_to_keep:
-            logits = logits[:, needed]
+        logits = self._forward_logits(input_ids.to(device), positions.to(device), mask.to(device), needed, cache)
         self.counters.forward_passes += 1
         real = sum(len(r.tokens) for r in rows)
         self.counters.tokens_forwarded += real
         self.counters.padding_tokens += input_ids.numel() - real
+        if logits is None:  # this process computes no logits (a pipeline stage before the last)
+            return
         for b, row in enumerate(rows):
             for item_index, nodes in row.predictions:
                 item = items[item_index]
@@ -354,6 +430,14 @@ class TransformersModel(LanguageModel):
                 results[item_index] = (float(picked.sum()), greedy)
 
     # ------------------------------------------------------------ generation
+    def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config, stopping_criteria):
+        """Greedy ids [rows, prompt + new] for a left-padded batch (transformers' `generate`);
+        a backend that splits the model (pipeline stages) overrides only this."""
+        return self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+            stopping_criteria=stopping_criteria,
+        )
+
     def greedy_until(self, requests: list[GenerationRequest]) -> list[GenerationResponse]:
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
@@ -403,10 +487,9 @@ class TransformersModel(LanguageModel):
             )
             try:
                 with torch.no_grad():
-                    out = self.model.generate(
-                        input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                        generation_config=gen_config,
-                        stopping_criteria=StoppingCriteriaList([StopSequences(width, stops, limits)]),
+                    out = self._generate(
+                        input_ids.to(self.device), attention.to(self.device), gen_config,
+                        StoppingCriteriaList([StopSequences(width, stops, limits)]),
                     )
             except RuntimeError as e:
                 if not _is_oom(e):
@@ -420,6 +503,7 @@ class TransformersModel(LanguageModel):
                     text = text.split(stop)[0]
                 self.counters.generated_tokens += len(new)
                 responses[i] = GenerationResponse(text, len(new), encoded[i][1])
+            self._batch_done([requests[i] for i in batch], [responses[i] for i in batch])
             start += len(batch)
             progress.update(len(batch))
         progress.close()

