@@ -65,6 +65,12 @@ def build_tiny_model(folder: str, arch: str = "llama", seed: int = 0) -> str:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _private_response_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's response cache (~/.cache/lighteval_like)."""
+    monkeypatch.setenv("LIGHTEVAL_LIKE_CACHE", str(tmp_path / "lighteval-like-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-llama")), "llama")

@@ -13,6 +13,15 @@ import click
 from lighteval_like.errors import LightevalLikeError, UsageError
 
 
+def _close_progress_bars() -> None:
+    """A bar left open by the failed stage would share its line with the error (and be
+    redrawn after it): close them all first, so the message stands on its own line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def reports_errors(fn):
     """Our errors become one line on stderr and their exit code; `--debug` shows the traceback."""
 
@@ -22,11 +31,13 @@ def reports_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LightevalLikeError as e:
+            _close_progress_bars()
             if debug:
                 traceback.print_exc()
             click.echo(f"lighteval-like: error: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
+            _close_progress_bars()
             click.echo("lighteval-like: interrupted", err=True)
             sys.exit(130)
 
@@ -47,6 +58,9 @@ def _print_summary(result) -> None:
     click.echo(f"\nResults written to {result.results_path}")
     for path in result.details_paths:
         click.echo(f"Details written to {path}")
+    cache = result.results.get("summary_general", {}).get("response_cache") or {}
+    if cache.get("enabled"):
+        click.echo(f"Response cache: {cache['hits']} reused, {cache['computed']} computed")
 
 
 @main.command("accelerate")
@@ -64,7 +78,11 @@ def _print_summary(result) -> None:
 @click.option("--num_fewshot_seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Evaluate each doc with this many few-shot draws.")
 @click.option("--job_id", help="Free-form id recorded in the results.")
-@click.option("--cache_dir", type=click.Path(), help="Cache folder for models and datasets.")
+@click.option("--cache_dir", type=click.Path(),
+              help="Cache folder for models, datasets and the response cache (<dir>/responses; "
+                   "default $LIGHTEVAL_LIKE_CACHE, else ~/.cache/lighteval_like).")
+@click.option("--no_cache", is_flag=True,
+              help="Neither reuse nor save responses (by default a rerun of a killed run resumes).")
 @click.option("--dataset_dir", type=click.Path(), help="Local hub mirror (else $LIGHTEVAL_LIKE_DATA_DIR, else the hub).")
 @click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws.")
@@ -78,6 +96,25 @@ def accelerate_command(**kwargs) -> None:
     result = run_accelerate(**kwargs)
     if result is not None:
         _print_summary(result)
+
+
+@main.command("distributed")
+@click.option("--checkpoint_config_path", required=True, type=click.Path(),
+              help="YAML of the model: pretrained (path or hub id), dtype, revision, tokenizer, ...")
+@click.option("--lighteval_config_path", required=True, type=click.Path(),
+              help="YAML of the run: tasks, batch_size, generation, logging, parallelism (dp, tp, pp).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@reports_errors
+def distributed_command(**kwargs) -> None:
+    """Evaluate under torchrun with data, tensor and pipeline parallelism (WORLD_SIZE = dp*tp*pp)."""
+    from lighteval_like.entrypoints import run_distributed
+
+    result = run_distributed(**kwargs)
+    if result is not None:
+        _print_summary(result)
+
+
+main.add_command(distributed_command, "nanotron")
 
 
 @main.group("tasks")

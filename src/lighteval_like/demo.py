@@ -11,6 +11,7 @@ The package cannot be imported without its dependency `llm`, so it is found with
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -51,7 +52,19 @@ def export(out_dir: str) -> str:
     plain.load_state_dict(loaded.state_dict())
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    _portable_tokenizer_class(out_dir)
     return out_dir
+
+
+def _portable_tokenizer_class(out_dir: str) -> None:
+    """transformers 5 records `TokenizersBackend`, unknown to transformers 4 (which lighteval
+    0.13 needs); `PreTrainedTokenizerFast` loads the same tokenizer.json in both."""
+    path = os.path.join(out_dir, "tokenizer_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 def main(argv: list[str]) -> int:

@@ -37,3 +37,7 @@ class BadSampleError(LightevalLikeError):
 
 class ModelLoadError(LightevalLikeError):
     """The model or tokenizer cannot be loaded."""
+
+
+class CacheError(LightevalLikeError):
+    """The response cache cannot be read or written (fix: delete the file or pass --no_cache)."""

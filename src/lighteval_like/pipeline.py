@@ -19,6 +19,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from lighteval_like import __version__, outputs
+from lighteval_like.cache import CacheSummary, ResponseCache, model_fingerprint, response_cache_dir
 from lighteval_like.data import DataSource
 from lighteval_like.metrics import aggregate, metric_for
 from lighteval_like.models.base import (
@@ -56,6 +57,7 @@ class PipelineParameters:
     seed: int = 1234
     skip_bad_samples: bool = False
     batch_size: int | None = None  # reported in config_general; the model applies it
+    no_cache: bool = False  # True: neither read nor write the response cache (cache.py)
 
 
 @dataclass
@@ -136,27 +138,75 @@ class Pipeline:
             )
         return samples
 
+    def _open_cache(self, model: LanguageModel, unique: list[Request]) -> tuple[ResponseCache | None, dict]:
+        """This rank's response cache and the requests it already answers.
+
+        The main process alone reads the cache files, then sends every rank the fingerprint and
+        which requests are done: all ranks skip the same ones (the shards of the rest must
+        line up), and no rank writes before the main process has read."""
+        if self.params.no_cache:
+            return None, {}
+        if not self.model_args:
+            logger.warning("response cache off: the pipeline was given no model args to fingerprint the model")
+            return None, {}
+        import torch.distributed as dist
+
+        folder = response_cache_dir(self.params.cache_dir)
+        found: dict[Request, object] = {}
+        shared = None
+        if self.process.is_main:
+            fingerprint, description = model_fingerprint(self.model_args, model.info())
+            found = ResponseCache(folder, fingerprint, description=description).lookup(unique)
+            position = {r: i for i, r in enumerate(unique)}
+            shared = (fingerprint, description, sorted(position[r] for r in found))
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            box = [shared]
+            dist.broadcast_object_list(box, src=0)  # the main process is global rank 0
+            shared = box[0]
+        fingerprint, description, done = shared
+        rank = dist.get_rank() if dist.is_initialized() else self.process.dp_rank
+        cache = ResponseCache(folder, fingerprint, rank, self.process.is_main, description)
+        return cache, found if self.process.is_main else {unique[i]: None for i in done}
+
     def run_requests(self, samples: list[Sample], model: LanguageModel) -> dict[Request, object] | None:
-        """Score every distinct request once; returns request -> response on the main process."""
+        """Score every distinct request once; returns request -> response on the main process.
+
+        Responses found in the response cache are reused; the others are committed to it batch
+        by batch, so the same command run again after a crash computes only what was left."""
         methods = [
             (LoglikelihoodRequest, model.loglikelihood, lambda r: len(r.context) + len(r.continuation)),
             (RollingRequest, model.loglikelihood_rolling, lambda r: len(r.text)),
             (GenerationRequest, model.greedy_until, lambda r: len(r.context) + 4 * (r.max_new_tokens or 256)),
         ]
         unique = list(dict.fromkeys(r for s in samples for r in s.requests))
-        answers: dict[Request, object] = {}
-        for kind, method, weight in methods:
-            todo = sorted((r for r in unique if isinstance(r, kind)), key=lambda r: json.dumps(asdict(r)))
-            if not todo:
-                continue
-            mine = self.process.shard(todo, [weight(r) for r in todo])
-            responses = self._timed(f"scoring_{kind.__name__}", method, [todo[i] for i in mine])
-            gathered = self.process.gather(list(zip(mine, responses)))
-            if gathered is not None:
-                for part in gathered:
-                    for index, response in part:
-                        answers[todo[index]] = response
+        cache, cached = self._open_cache(model, unique)
+        answers: dict[Request, object] = dict(cached)
+        try:
+            for kind, method, weight in methods:
+                todo = sorted(
+                    (r for r in unique if isinstance(r, kind) and r not in cached), key=lambda r: json.dumps(asdict(r))
+                )
+                if not todo:
+                    continue
+                mine = self.process.shard(todo, [weight(r) for r in todo])
+                run = (lambda batch, m=method: cache.compute(model, m, batch)) if cache else method
+                responses = self._timed(f"scoring_{kind.__name__}", run, [todo[i] for i in mine])
+                gathered = self.process.gather(list(zip(mine, responses)))
+                if gathered is not None:
+                    for part in gathered:
+                        for index, response in part:
+                            answers[todo[index]] = response
+        finally:
+            if cache:
+                cache.close()
+        if cache:
+            self.process.barrier()  # every shard is closed before the main process merges them
+            if self.process.is_main:
+                cache.merge_shards()
         self.num_requests = len(unique)
+        self.cache_summary = CacheSummary(
+            cache is not None, cache.fingerprint if cache else None, len(cached), len(unique) - len(cached)
+        )
         return answers if self.process.is_main else None
 
     # ------------------------------------------------------------------ run
@@ -303,7 +353,9 @@ class Pipeline:
             "truncated": truncated,
             "non_truncated": len(samples) - truncated,
             "timings_seconds": dict(self.timings),
-            "requests_per_second": round(self.num_requests / scoring, 3) if scoring else None,
+            "requests_per_second": round(self.cache_summary.computed / scoring, 3) if scoring else None,
+            # Requests answered from the response cache (hits) and computed by this run (all ranks).
+            "response_cache": asdict(self.cache_summary),
             # Counters of the main process's model (its shard, under data parallelism).
             "scoring": model.stats(),
         }

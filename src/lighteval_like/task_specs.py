@@ -7,6 +7,7 @@ accepted syntax and the error messages are the same everywhere.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from lighteval_like.errors import TaskSpecError
@@ -46,7 +47,7 @@ def parse_one_spec(text: str, where: str = "") -> TaskSpec:
     suite, task, fewshot, truncate = parts
     if not suite or not task:
         raise TaskSpecError(f"task spec '{spec}'{at} has an empty suite or task name: expected {SPEC_FORMAT}")
-    if not fewshot.isdigit():
+    if not (fewshot.isascii() and fewshot.isdigit()):  # ASCII digits only: isdigit() alone passes '²'
         raise TaskSpecError(
             f"task spec '{spec}'{at}: fewshot '{fewshot}' must be a non-negative integer: expected {SPEC_FORMAT}"
         )
@@ -61,14 +62,18 @@ def _read_task_file(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise TaskSpecError(f"cannot read task-list file '{path}': {e}") from e
+    except OSError as e:
+        raise TaskSpecError(f"cannot read task-list file '{path}': {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise TaskSpecError(
+            f"cannot read task-list file '{path}': byte {e.start} is not UTF-8; write one {SPEC_FORMAT} per line"
+        ) from e
     entries = []
     for lineno, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        stripped = stripped.split(" #", 1)[0].strip()  # trailing comment
+        stripped = re.split(r"\s#", stripped, maxsplit=1)[0].strip()  # trailing comment (after a space or tab)
         for item in stripped.split(","):
             if not item.strip():
                 raise TaskSpecError(
@@ -92,8 +97,15 @@ def parse_task_specs(tasks: str) -> list[TaskSpec]:
     if os.path.isfile(tasks):
         entries = _read_task_file(tasks)
     else:
+        if os.path.isdir(tasks):
+            raise TaskSpecError(f"--tasks '{tasks}' is a directory: pass a task-list file, or {SPEC_FORMAT}")
         if os.sep in tasks and "|" not in tasks:
-            raise TaskSpecError(f"task-list file '{tasks}' does not exist")
+            raise TaskSpecError(f"task-list file '{tasks}' does not exist (nor is it a task spec {SPEC_FORMAT})")
+        if "|" not in tasks and "," not in tasks:  # lighteval#606: a file name read as a spec
+            raise TaskSpecError(
+                f"task spec '{tasks}' has 1 field(s), expected 4: {SPEC_FORMAT}; "
+                f"no task-list file '{tasks}' exists either"
+            )
         entries = []
         for i, item in enumerate(tasks.split(","), start=1):
             if not item.strip():

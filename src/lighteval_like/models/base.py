@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -53,9 +54,16 @@ Response = LoglikelihoodResponse | GenerationResponse
 
 
 class LanguageModel(ABC):
-    """What the pipeline needs from a model; batching and caching are the backend's business."""
+    """What the pipeline needs from a model; batching is the backend's business."""
 
     max_length: int
+    # Called with (requests, responses) as each batch finishes, so the response cache can
+    # commit it at once (a killed run then loses at most one batch). Optional for backends.
+    on_batch: Callable[[list, list], None] | None = None
+
+    def _batch_done(self, requests: list, responses: list) -> None:
+        if self.on_batch is not None and requests:
+            self.on_batch(requests, responses)
 
     @abstractmethod
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]: ...

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,7 +56,7 @@ class TransformersModelConfig:
                 f"None, {', '.join(ATTN_IMPLEMENTATIONS)}"
             )
         if self.device is not None and not (
-            self.device in ("cpu", "cuda", "mps") or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+            self.device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,4}", self.device)
         ):
             raise ModelArgsError(f"device '{self.device}' is not valid: use cpu, cuda, cuda:N or mps")
         if self.max_gen_toks <= 0 or (self.max_length is not None and self.max_length <= 0):
@@ -77,6 +79,18 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TransformersModelConfig)
 
 
+def _bool_keys() -> list[str]:
+    """Args that may be given bare (`trust_remote_code` = `trust_remote_code=True`)."""
+    return [k for k, t in _field_types().items() if t is bool or bool in typing.get_args(t)]
+
+
+def _short(raw: Any, limit: int = 60) -> str:
+    """A user value as shown in an error: one line, at most `limit` characters."""
+    text = repr(raw) if not isinstance(raw, str) else raw
+    text = " ".join(text.splitlines())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
     """Turn a raw value (string from the CLI, or YAML scalar) into the field's type."""
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
@@ -93,7 +107,7 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
         elif option is int:
             if isinstance(raw, int) and not isinstance(raw, bool):
                 return raw
-            if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            if isinstance(raw, str) and re.fullmatch(r"\s*-?[0-9]{1,18}\s*", raw):  # not '²', '--5', 10**5000
                 return int(raw)
         elif option is dict:
             if isinstance(raw, dict):
@@ -102,14 +116,16 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
             if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
                 return str(raw)
     wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
-    raise ModelArgsError(f"model arg '{key}={raw}' has the wrong type: expected {wanted}")
+    raise ModelArgsError(f"model arg '{key}={_short(raw)}' has the wrong type: expected {wanted}")
 
 
 def build_config(values: dict[str, Any]) -> TransformersModelConfig:
     valid = _valid_keys()
-    unknown = [k for k in values if k not in valid]
+    unknown = [_short(k, 40) for k in values if k not in valid]
     if unknown:
-        raise ModelArgsError(f"unknown model arg(s) {', '.join(unknown)}: valid ones are {', '.join(valid)}")
+        close = [m for k in unknown for m in difflib.get_close_matches(k, valid, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelArgsError(f"unknown model arg(s) {', '.join(unknown)}{hint}: valid ones are {', '.join(valid)}")
     if "pretrained" not in values:
         raise ModelArgsError("model args must include pretrained=<hub id or local model directory>")
     types_ = _field_types()
@@ -123,15 +139,24 @@ def parse_model_args(text: str) -> TransformersModelConfig:
     for part in str(text).split(","):
         part = part.strip()
         if not part:
-            raise ModelArgsError(f"empty entry in --model_args '{text}' (stray comma?): expected k=v,k=v")
+            raise ModelArgsError(f"empty entry in --model_args '{_short(text, 200)}' (stray comma?): expected k=v,k=v")
         key, sep, value = part.partition("=")
         key = key.strip()
         if not key:
-            raise ModelArgsError(f"entry '{part}' in --model_args has no key: expected k=v")
+            raise ModelArgsError(f"entry '{_short(part)}' in --model_args has no key: expected k=v")
         if key in values:
-            raise ModelArgsError(f"model arg '{key}' is given twice in --model_args")
+            raise ModelArgsError(f"model arg '{_short(key, 40)}' is given twice in --model_args")
+        bare_ok = key in _bool_keys()
         if sep and not value.strip():
-            raise ModelArgsError(f"model arg '{key}' has an empty value: write {key}=<value>, or the bare key for True")
+            raise ModelArgsError(
+                f"model arg '{_short(key, 40)}' has an empty value: write {_short(key, 40)}=<value>"
+                + (", or the bare key for True" if bare_ok else "")
+            )
+        if not sep and key in _valid_keys() and not bare_ok:
+            raise ModelArgsError(
+                f"model arg '{key}' needs a value: write {key}=<value> (only true/false args may be given bare: "
+                f"{', '.join(_bool_keys())})"
+            )
         values[key] = value.strip() if sep else "True"
     return build_config(values)
 
@@ -143,8 +168,9 @@ def load_model_config(path: str) -> TransformersModelConfig:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ModelArgsError(f"cannot read model config '{path}': {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ModelArgsError(f"model config '{path}' is not valid YAML: {str(e).splitlines()[0]}") from e
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: a bad date or non-UTF-8 bytes
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelArgsError(f"model config '{path}' is not valid YAML: {first}") from e
     if isinstance(data, dict) and set(data) == {"model_parameters"}:
         data = data["model_parameters"]
     if not isinstance(data, dict):

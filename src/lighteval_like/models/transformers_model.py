@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -119,9 +119,18 @@ class TransformersModel(LanguageModel):
         try:
             tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.pretrained, **kwargs)
         except Exception as e:  # hub/IO/format errors have many types
+            name = cfg.tokenizer or cfg.pretrained
+            hint = ""
+            if not os.path.isdir(os.path.expanduser(name)):  # looked up on the hub: say so, and the fix
+                offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+                hint = (
+                    f" ('{name}' is no local directory, so it was looked up on the hub"
+                    + (" with HF_HUB_OFFLINE set" if offline else "")
+                    + "): pass pretrained=<model directory>, or a hub id that is cached or reachable"
+                )
             raise ModelLoadError(
-                f"cannot load the tokenizer of '{cfg.tokenizer or cfg.pretrained}': {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}"
+                f"cannot load the tokenizer of '{name}': {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}{hint}"
             ) from e
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
@@ -336,11 +345,13 @@ class TransformersModel(LanguageModel):
         progress = tqdm(total=len(unique), desc=label, disable=not self.show_progress, leave=False)
         for group in groups:
             rows = sorted(group.rows, key=lambda r: len(r.tokens), reverse=True)  # OOM shows up at once
-            cache = self._forward_prefix(group.prefix) if group.prefix else None
+            cache = None
             start = 0
             while start < len(rows):
                 batch = self._take_batch(rows, start)
                 try:
+                    if group.prefix and cache is None:
+                        cache = self._forward_prefix(group.prefix)
                     self._forward_rows(batch, unique, results, group.prefix, cache)
                 except RuntimeError as e:
                     if not _is_oom(e):

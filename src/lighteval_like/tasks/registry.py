@@ -66,7 +66,12 @@ class Registry:
         suites = sorted({n.split("|", 1)[0] for n in self.tasks})
         if suite not in suites:
             return f"unknown suite '{suite}' in '{full_name}': known suites are {', '.join(suites)}"
-        close = difflib.get_close_matches(full_name, list(self.tasks) + list(self.supersets), n=5, cutoff=0.5)
+        # Compare task names without the suite: the shared 'suite|' prefix alone made anything look close.
+        by_task: dict[str, list[str]] = {}
+        for known in [*self.tasks, *self.supersets]:
+            by_task.setdefault(known.split("|", 1)[1], []).append(known)
+        wanted = full_name.split("|", 1)[-1]
+        close = [n for t in difflib.get_close_matches(wanted, list(by_task), n=5, cutoff=0.6) for n in by_task[t]][:5]
         hint = f"; did you mean {', '.join(close)}?" if close else "; run `lighteval-like tasks list` to see them"
         return f"unknown task '{full_name}'{hint}"
 
