@@ -37,8 +37,50 @@ def run_accelerate(
     def load_model() -> TransformersModel:
         return TransformersModel(config, batch_size=batch_size, device=device, show_progress=process.is_main)
 
-    model_args_record = {k: v for k, v in dataclasses.asdict(config).items() if k != "cache_dir"}
-    return Pipeline(params, load_model, process, model_args_record).evaluate()
+    return Pipeline(params, load_model, process, model_args_record(config)).evaluate()
+
+
+def model_args_record(config: TransformersModelConfig) -> dict:
+    """The model args as recorded in the results (where files are cached is not one)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "cache_dir"}
+
+
+def run_distributed(
+    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
+) -> EvaluationResult | None:
+    """Evaluate under torchrun over a (dp, pp, tp) mesh: the same pipeline as `accelerate`,
+    with the model split by models/parallel_model.py. Returns the results on global rank 0."""
+    from lighteval_like import distributed
+
+    config = distributed.load_checkpoint_config(checkpoint_config_path)
+    override = distributed.load_override_config(lighteval_config_path)
+    env = distributed.torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
+    tasks = override.tasks
+    if tasks.multichoice_continuations_start_space is not None:
+        config.multichoice_continuations_start_space = tasks.multichoice_continuations_start_space
+    if override.generation is not None and override.generation.max_new_tokens is not None:
+        config.max_gen_toks = override.generation.max_new_tokens
+    params = PipelineParameters(
+        tasks=tasks.tasks, output_dir=override.logging.output_dir, max_samples=tasks.max_samples,
+        save_details=override.logging.save_details, custom_tasks=tasks.custom_tasks,
+        num_fewshot_seeds=tasks.num_fewshot_seeds or 1, dataset_loading_processes=tasks.dataset_loading_processes,
+        batch_size=override.batch_size,
+    )
+    session = None
+    try:
+        session = distributed.DistributedSession.start(override.parallelism, env, config.device)
+        from lighteval_like.models.parallel_model import DistributedTransformersModel
+
+        def load_model() -> DistributedTransformersModel:
+            return DistributedTransformersModel(
+                config, session.layout(), batch_size=override.batch_size, show_progress=session.process.is_main
+            )
+
+        result = Pipeline(params, load_model, session.process, model_args_record(config)).evaluate()
+    except BaseException as error:  # any rank's failure ends every rank (see fail_rank)
+        distributed.fail_rank(error, env, debug)
+    session.close()
+    return result
 
 
 def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_dir: str | None) -> str:
@@ -75,8 +117,14 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
         return "\n".join(lines)
     same = (cfg.few_shots_split or cfg.evaluation_split) == cfg.evaluation_split
     sample = build_samples(cfg.full_name, cfg, docs, pool, same, num_fewshot, False, PromptOptions())[0]
-    lines.append(f"\n--- example (doc 0, {num_fewshot}-shot) ---")
+    lines.append(f"\n--- example prompt (doc 0, {num_fewshot}-shot) ---")
+    for context in dict.fromkeys(sample.contexts):
+        lines.append(context)
+        lines.append("---")
     for i, request in enumerate(sample.requests):
-        lines.append(f"[request {i}] {request!r}")
-    lines.append(f"gold: {sample.doc.gold_indices}")
+        target = getattr(request, "continuation", None) or getattr(request, "text", None)
+        if target is None:
+            target = f"<greedy generation, stop at {list(request.stop_sequences)}>"
+        gold = " (gold)" if i in sample.doc.gold_indices else ""
+        lines.append(f"choice {i}{gold}: {target!r}")
     return "\n".join(lines)

@@ -6,8 +6,9 @@ Accelerate's state, the distributed entry point from its (dp, tp, pp) mesh.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch.distributed as dist
 
@@ -25,6 +26,9 @@ class ProcessContext:
     is_main: bool = True
     group: Any = None
     gather_dst: int = 0
+    # True when ranks outside the data-parallel group exist (tensor/pipeline parallelism):
+    # `barrier` then waits for the whole world, so they stay in step too.
+    world_barrier: bool = False
 
     def shard(self, items: Sequence, weights: Sequence[int]) -> list[int]:
         """Indices of `items` this replica handles: contiguous runs of the given order with
@@ -48,7 +52,11 @@ class ProcessContext:
         return out
 
     def barrier(self) -> None:
-        if self.dp_size > 1 and dist.is_initialized():
+        if not dist.is_initialized():
+            return
+        if self.world_barrier:
+            dist.barrier()
+        elif self.dp_size > 1:
             dist.barrier(group=self.group)
 
 
