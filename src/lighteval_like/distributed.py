@@ -36,6 +36,8 @@ class LoggingArgs:
 
     output_dir: str = "results"
     save_details: bool = False
+    cache_dir: str | None = None  # response cache (resume); None = $LIGHTEVAL_LIKE_CACHE or ~/.cache
+    no_cache: bool = False
 
 
 @dataclass

@@ -64,7 +64,7 @@ def run_distributed(
         tasks=tasks.tasks, output_dir=override.logging.output_dir, max_samples=tasks.max_samples,
         save_details=override.logging.save_details, custom_tasks=tasks.custom_tasks,
         num_fewshot_seeds=tasks.num_fewshot_seeds or 1, dataset_loading_processes=tasks.dataset_loading_processes,
-        batch_size=override.batch_size,
+        batch_size=override.batch_size, cache_dir=override.logging.cache_dir, no_cache=override.logging.no_cache,
     )
     session = None
     try:
