@@ -6,6 +6,7 @@ Accelerate's state, the distributed entry point from its (dp, tp, pp) mesh.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +63,15 @@ class ProcessContext:
 
 def accelerate_context() -> tuple[ProcessContext, str | None]:
     """Context and device under `accelerate launch` (or a single plain process)."""
+    import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # Launched as several ranks on a machine without CUDA (`accelerate launch --multi_gpu` on
+    # CPU), PartialState() finds no accelerator backend and silently makes every rank a lone
+    # process: each would score every request and write the results. Ask for CPU (gloo) ranks.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu)
     device = str(state.device) if state.num_processes > 1 else None
     return ProcessContext(state.process_index, state.num_processes, state.is_main_process), device
