@@ -163,3 +163,9 @@ def test_exactly_one_source():
     with pytest.raises(UsageError, match="exactly one"):
         model_config_from_flags("pretrained=m", "model.yaml")
     assert isinstance(model_config_from_flags("pretrained=m", None), TransformersModelConfig)
+
+
+def test_model_name_of_a_gguf_model_is_the_file_name(tmp_path):
+    """Results of a GGUF model go under the file's name, not the folder that happens to hold it."""
+    config = parse_model_args(f"pretrained={tmp_path},gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert config.model_name == "SmolLM2-135M-Instruct.Q4_1"

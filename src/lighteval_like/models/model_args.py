@@ -66,7 +66,9 @@ class TransformersModelConfig:
 
     @property
     def model_name(self) -> str:
-        """Name used for the results folder: hub ids as given, local paths by their last part."""
+        """Name used for the results folder: hub ids as given, local paths by their last part, GGUF files by their name."""
+        if self.gguf_file:  # the folder only holds it: the file names the model
+            return os.path.splitext(os.path.basename(self.gguf_file))[0]
         path = self.pretrained.rstrip("/")
         return os.path.basename(path) if os.path.isdir(path) else path
 
