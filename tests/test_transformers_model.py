@@ -33,7 +33,7 @@ REQUESTS = [
 LONG_TEXT = " ".join(f"Sentence {i}: she walked to the store because she needed {i} clips." for i in range(6))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hf(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +64,7 @@ def _token_logprobs(hf, inputs: list[int], targets: list[int]) -> tuple[torch.Te
     return logprobs.gather(-1, target[:, None]).squeeze(-1), bool((logprobs.argmax(-1) == target).all())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_loglikelihood(path: str, context: str, continuation: str, max_length: int) -> tuple[float, bool, bool]:
     """lm-eval's unshared loglikelihood: (logprob, is_greedy, input truncated)."""
     hf, tok = _hf(path)
@@ -83,7 +83,7 @@ def reference_loglikelihood(path: str, context: str, continuation: str, max_leng
     return float(picked.sum()), greedy, len(full) > max_length + 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_rolling(path: str, text: str, max_length: int) -> float:
     """lm-eval's rolling loglikelihood: disjoint windows of max_length predictions, summed."""
     hf, tok = _hf(path)

@@ -23,7 +23,7 @@ class DataSource:
     num_proc: int | None = None
 
     @classmethod
-    def from_env(cls, data_dir: str | None = None, **kwargs) -> "DataSource":
+    def from_env(cls, data_dir: str | None = None, **kwargs) -> DataSource:
         return cls(data_dir=data_dir or os.environ.get(DATA_DIR_ENV) or None, **kwargs)
 
     def mirror_path(self, hf_repo: str, hf_subset: str | None, split: str) -> str | None:

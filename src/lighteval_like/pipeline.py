@@ -12,9 +12,9 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from tqdm.auto import tqdm
 

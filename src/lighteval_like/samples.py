@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lighteval_like.errors import BadSampleError
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
