@@ -188,7 +188,7 @@ class Pipeline:
                 )
                 if not todo:
                     continue
-                mine = self.process.shard(todo, [weight(r) for r in todo])
+                mine = self._my_share(model, todo, weight)
                 run = (lambda batch, m=method: cache.compute(model, m, batch)) if cache else method
                 responses = self._timed(f"scoring_{kind.__name__}", run, [todo[i] for i in mine])
                 gathered = self.process.gather(list(zip(mine, responses)))
@@ -208,6 +208,15 @@ class Pipeline:
             cache is not None, cache.fingerprint if cache else None, len(cached), len(unique) - len(cached)
         )
         return answers if self.process.is_main else None
+
+    def _my_share(self, model: LanguageModel, todo: list[Request], weight) -> list[int]:
+        """Indices of `todo` this replica scores: whole units as the model plans them, so the
+        rows (hence the numbers) are those a single process would compute."""
+        if self.process.dp_size == 1:
+            return list(range(len(todo)))
+        units = model.shard_units(todo)
+        chosen = self.process.shard(units, [sum(weight(todo[i]) for i in unit) for unit in units])
+        return sorted(i for u in chosen for i in units[u])
 
     # ------------------------------------------------------------------ run
     def evaluate(self) -> EvaluationResult | None:

@@ -78,6 +78,10 @@ class LanguageModel(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` as the model would encode a context (for few-shot truncation)."""
 
+    def shard_units(self, requests: list[Request]) -> list[list[int]]:
+        """Groups of request indices that data-parallel ranks must not split (default: none)."""
+        return [[i] for i in range(len(requests))]
+
     def info(self) -> dict:
         """Model facts for `config_general` in the results file."""
         return {}

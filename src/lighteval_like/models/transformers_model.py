@@ -82,6 +82,7 @@ class TransformersModel(LanguageModel):
         self.batch_size = batch_size if batch_size and batch_size > 0 else None
         self.show_progress = show_progress
         self.counters = ScoringStats()
+        self._plan: tuple[list[ScoreItem], list[PrefixGroup]] | None = None  # set by shard_units
         wanted = device or config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(wanted)
         self.tokenizer = self._load_tokenizer()
@@ -243,19 +244,79 @@ class TransformersModel(LanguageModel):
         inputs = whole[:-1]
         return ScoreItem(tuple(inputs), len(inputs) - len(targets), tuple(targets)), truncated
 
+    def _request_item(self, req: LoglikelihoodRequest) -> tuple[ScoreItem, bool]:
+        ctx, cont = self._encode_pair(req.context, self._continuation_space(req.continuation))
+        if not cont:
+            raise LightevalLikeError(f"continuation {req.continuation!r} encodes to no tokens")
+        if req.single_token and len(cont) != 1:
+            raise LightevalLikeError(
+                f"single-token task: continuation {req.continuation!r} is {len(cont)} tokens for this "
+                "tokenizer; use the multiple_choice request type instead"
+            )
+        return self._score_item(ctx, cont)
+
     # -------------------------------------------------------------- scoring
+    def shard_units(self, requests: list) -> list[list[int]]:
+        """Requests that must be scored on the same rank: those packed in one row or sharing a
+        cached prefix. Every rank plans the same rows from the same requests and scores its
+        share of them as planned, so a request's numbers do not depend on how many ranks run."""
+        scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
+        units = [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)]
+        if not scored:
+            return units
+        items = [self._request_item(requests[i])[0] for i in scored]
+        unique = list(dict.fromkeys(items))
+        groups = self._group(unique)
+        self._plan = (unique, groups)
+        owners: dict[ScoreItem, list[int]] = {}
+        for i, item in zip(scored, items):
+            owners.setdefault(item, []).append(i)
+
+        def unit(rows: list[PackedRow]) -> list[int]:
+            return [i for row in rows for index, _ in row.predictions for i in owners[unique[index]]]
+
+        for group in groups:
+            units += [unit(group.rows)] if group.prefix else [unit([row]) for row in group.rows]
+        return units
+
+    def _group(self, unique: list[ScoreItem]) -> list[PrefixGroup]:
+        """How `unique` is laid out in rows (and prefix groups) for the forward passes."""
+        if not self.config.shared_prefix or self.config.attn_implementation == "flash_attention_2":
+            # one row per item: the classic computation (flash attention has no 4D masks)
+            rows = [pack_rows([it], len(it.tokens))[0] for it in unique]
+            for index, row in enumerate(rows):
+                row.predictions = [(index, row.predictions[0][1])]
+            return [PrefixGroup((), rows)]
+        row_tokens = max(ROW_TOKENS, max((len(it.tokens) for it in unique), default=0))
+        if self.reuses_prefix_cache:
+            return group_by_prefix(unique, row_tokens)
+        return [PrefixGroup((), pack_rows(unique, row_tokens))]
+
+    def _planned(self, unique: list[ScoreItem]) -> list[PrefixGroup] | None:
+        """The rows planned by `shard_units` that hold `unique`, re-indexed; None when some item
+        was not planned. Rows keep all their tokens (so their numbers do not change) but only
+        predict what is asked."""
+        if self._plan is None:
+            return None
+        planned, groups = self._plan
+        wanted = {item: i for i, item in enumerate(unique)}
+        if not set(unique) <= set(planned):
+            return None
+        out = []
+        for group in groups:
+            rows = []
+            for row in group.rows:
+                predictions = [(wanted[planned[i]], nodes) for i, nodes in row.predictions if planned[i] in wanted]
+                if predictions:
+                    rows.append(PackedRow(row.tokens, row.parents, row.depths, predictions))
+            if rows:
+                out.append(PrefixGroup(group.prefix, rows))
+        return out
+
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
         items, truncated = [], []
         for req in requests:
-            ctx, cont = self._encode_pair(req.context, self._continuation_space(req.continuation))
-            if not cont:
-                raise LightevalLikeError(f"continuation {req.continuation!r} encodes to no tokens")
-            if req.single_token and len(cont) != 1:
-                raise LightevalLikeError(
-                    f"single-token task: continuation {req.continuation!r} is {len(cont)} tokens for this "
-                    "tokenizer; use the multiple_choice request type instead"
-                )
-            item, cut = self._score_item(ctx, cont)
+            item, cut = self._request_item(req)
             items.append(item)
             truncated.append(cut)
         positions: dict[ScoreItem, list[int]] = {}
@@ -330,17 +391,7 @@ class TransformersModel(LanguageModel):
         `on_done` gets {item: result} of each batch as it finishes (for the response cache)."""
         unique = list(dict.fromkeys(items))
         self.counters.unique_prompt_tokens += unique_tokens(unique)
-        if self.config.shared_prefix and self.config.attn_implementation != "flash_attention_2":
-            row_tokens = max(ROW_TOKENS, max((len(it.tokens) for it in unique), default=0))
-            if self.reuses_prefix_cache:
-                groups = group_by_prefix(unique, row_tokens)
-            else:
-                groups = [PrefixGroup((), pack_rows(unique, row_tokens))]
-        else:  # one row per item: the classic computation (flash attention has no 4D masks)
-            rows = [pack_rows([it], len(it.tokens))[0] for it in unique]
-            for index, row in enumerate(rows):
-                row.predictions = [(index, row.predictions[0][1])]
-            groups = [PrefixGroup((), rows)]
+        groups = self._planned(unique) or self._group(unique)
         results: dict[int, tuple[float, bool]] = {}
         progress = tqdm(total=len(unique), desc=label, disable=not self.show_progress, leave=False)
         for group in groups:
@@ -464,17 +515,23 @@ class TransformersModel(LanguageModel):
         responses: dict[int, GenerationResponse] = {}
 
         class StopSequences(StoppingCriteria):
-            """Per-row stop: a stop sequence appeared in the new text, or the row's token limit."""
+            """Per-row stop: a stop sequence appeared in the new text, or the row's token limit.
+            `stopped_at[b]` records how many tokens row b had generated when it stopped (the
+            batch goes on, padding finished rows, until every row has stopped)."""
 
             def __init__(self, prompt_len: int, stops: list[tuple[str, ...]], limits: list[int]):
                 self.prompt_len, self.stops, self.limits = prompt_len, stops, limits
+                self.stopped_at: list[int | None] = [None] * len(limits)
 
             def __call__(self, input_ids, scores, **kwargs):
-                done = []
                 for b, row in enumerate(input_ids):
+                    if self.stopped_at[b] is not None:
+                        continue
                     new = row[self.prompt_len :]
                     tail = tokenizer.decode(new[-24:], skip_special_tokens=False)
-                    done.append(len(new) >= self.limits[b] or any(s in tail for s in self.stops[b]))
+                    if len(new) >= self.limits[b] or any(s in tail for s in self.stops[b]):
+                        self.stopped_at[b] = len(new)
+                done = [n is not None for n in self.stopped_at]
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
         progress = tqdm(total=len(requests), desc="greedy generation", disable=not self.show_progress, leave=False)
@@ -492,6 +549,7 @@ class TransformersModel(LanguageModel):
                 ids = encoded[i][0]
                 input_ids[b, width - len(ids) :] = torch.tensor(ids)
                 attention[b, width - len(ids) :] = 1
+            stopper = StopSequences(width, stops, limits)
             gen_config = GenerationConfig(
                 max_new_tokens=max(limits), do_sample=False, pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
@@ -500,7 +558,7 @@ class TransformersModel(LanguageModel):
                 with torch.no_grad():
                     out = self._generate(
                         input_ids.to(self.device), attention.to(self.device), gen_config,
-                        StoppingCriteriaList([StopSequences(width, stops, limits)]),
+                        StoppingCriteriaList([stopper]),
                     )
             except RuntimeError as e:
                 if not _is_oom(e):
@@ -508,7 +566,7 @@ class TransformersModel(LanguageModel):
                 self._shrink_after_oom(len(batch))
                 continue
             for b, i in enumerate(batch):
-                new = out[b, width:][: limits[b]].tolist()
+                new = out[b, width:][: stopper.stopped_at[b] or limits[b]].tolist()
                 text = tokenizer.decode(new, skip_special_tokens=True)
                 for stop in stops[b]:
                     text = text.split(stop)[0]

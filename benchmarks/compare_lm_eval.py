@@ -1,0 +1,404 @@
+"""Per-sample parity with lm-evaluation-harness: same model, same docs, same numbers?
+
+Runs our harness and lm-eval (in its own python, offline, on the same dataset mirror through
+`_lm_eval_offline.py`), matches docs by index and prints, per task, the largest |Δ| between
+per-choice loglikelihoods (or the differing generations) and both harnesses' metrics side by
+side. Exits 1 on any mismatch, so it can guard a change.
+
+    python benchmarks/compare_lm_eval.py --model DIR --data_dir MIRROR \
+        --lm_eval_python LM_EVAL_VENV/bin/python --tasks "truthfulqa:mc,hellaswag,mmlu:anatomy|5" \
+        --limit 30 --out report.json [--write_reference tests/data/reference_smollm2.json]
+
+Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses).
+`--work_dir DIR` keeps both harnesses' outputs; with `--reuse` a later call compares what is
+there instead of re-running (delete DIR/ours to re-run only our side after a change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LL_TOLERANCE = 1e-4
+METRIC_TOLERANCE = 1e-4
+DEFAULT_TASKS = "truthfulqa:mc,hellaswag,arc:challenge"
+
+
+@dataclass(frozen=True)
+class TaskPair:
+    """How one of our tasks maps onto lm-eval: its task names (their per-choice results are
+    concatenated in this order, as our truthfulqa:mc scores the mc1 then the mc2 choices) and
+    which lm-eval metric (task, metric key) each of our metrics corresponds to."""
+
+    lm_eval_tasks: tuple[str, ...]
+    metrics: dict[str, tuple[str, str]]
+    generative: bool = False
+    relative_metrics: tuple[str, ...] = ()  # compared relative to their size (perplexities)
+
+
+def task_pair(name: str) -> TaskPair:
+    """The lm-eval counterpart of our task `name` (no suite)."""
+    acc = {"acc": ("{t}", "acc,none")}
+    acc_both = {"acc": ("{t}", "acc,none"), "acc_norm": ("{t}", "acc_norm,none")}
+    simple = {
+        "hellaswag": ("hellaswag", acc_both), "arc:challenge": ("arc_challenge", acc_both),
+        "arc:easy": ("arc_easy", acc_both), "piqa": ("piqa", acc_both), "openbookqa": ("openbookqa", acc_both),
+        "winogrande": ("winogrande", acc), "boolq": ("boolq", acc), "copa": ("copa", acc),
+    }
+    if name in simple:
+        lm_task, metrics = simple[name]
+        return TaskPair((lm_task,), {m: (lm_task, key) for m, (_, key) in metrics.items()})
+    if name.startswith("mmlu:"):
+        lm_task = "mmlu_" + name.split(":", 1)[1]
+        return TaskPair((lm_task,), {"acc": (lm_task, "acc,none")})
+    if name == "truthfulqa:mc":
+        return TaskPair(
+            ("truthfulqa_mc1", "truthfulqa_mc2"),
+            {"mc1": ("truthfulqa_mc1", "acc,none"), "mc2": ("truthfulqa_mc2", "acc,none")},
+        )
+    if name == "lambada:openai":
+        return TaskPair(
+            ("lambada_openai",),
+            {"acc_greedy": ("lambada_openai", "acc,none"), "perplexity": ("lambada_openai", "perplexity,none")},
+            relative_metrics=("perplexity",),
+        )
+    if name == "gsm8k":
+        return TaskPair(
+            ("gsm8k",),
+            {"exact_match": ("gsm8k", "exact_match,strict-match"), "qem": ("gsm8k", "exact_match,flexible-extract")},
+            generative=True,
+        )
+    raise SystemExit(f"compare_lm_eval: no lm-eval counterpart known for task '{name}'")
+
+
+@dataclass
+class TaskRun:
+    """One harness's outputs for one task: per-doc loglikelihoods or generations, and metrics."""
+
+    loglikelihoods: dict[int, list[float]] = field(default_factory=dict)
+    generations: dict[int, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    doc_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # our metric names
+
+
+def parse_tasks(text: str) -> list[tuple[str, str, int]]:
+    """`name[|K],...` -> (suite, name, fewshot), the suite looked up in our registry."""
+    from lighteval_like.tasks.registry import Registry
+
+    registry = Registry()
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, shots = item.partition("|")
+        suites = [n.split("|", 1)[0] for n in registry.names() if n.split("|", 1)[1] == name]
+        if not suites:
+            raise SystemExit(f"compare_lm_eval: unknown task '{name}'")
+        out.append((suites[0], name, int(shots or 0)))
+    return out
+
+
+# ------------------------------------------------------------------ our harness
+def our_command(
+    model: str, data_dir: str, specs: list[tuple[str, str, int]], limit: int, out_dir: str,
+    batch_size: int | None = None, processes: int = 1,
+) -> list[str]:
+    """The command line evaluating `specs` with our CLI (under `accelerate launch` when processes > 1)."""
+    launcher = [sys.executable, "-m", "lighteval_like"]
+    if processes > 1:
+        launcher = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()), "-m", "lighteval_like",
+        ]
+    args = [
+        "accelerate", "--model_args", f"pretrained={model},dtype=float32",
+        "--tasks", ",".join(f"{s}|{n}|{k}|0" for s, n, k in specs),
+        "--max_samples", str(limit), "--save_details", "--output_dir", out_dir, "--dataset_dir", data_dir,
+        "--no_cache",  # measure what the model computes now, never responses cached by an earlier run
+    ]
+    if batch_size:
+        args += ["--override_batch_size", str(batch_size)]
+    return launcher + args
+
+
+def free_port() -> int:
+    """A free local port for the ranks' rendezvous (the default one may be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_logged(command: list[str], env: dict | None = None) -> None:
+    """Run quietly; on failure show the end of its stderr and raise CalledProcessError."""
+    print("$ " + " ".join(command), flush=True)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-4000:], file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, command)
+
+
+def run_ours(command: list[str], out_dir: str, reuse: bool = False) -> dict[str, TaskRun]:
+    """Run our CLI (unless `reuse` and `out_dir` holds a finished run) and read back its results
+    file and details parquet files, keyed `suite|name|k`."""
+    if reuse and glob.glob(os.path.join(out_dir, "results", "*", "results_*.json")):
+        return read_our_outputs(out_dir)
+    run_logged(command, {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return read_our_outputs(out_dir)
+
+
+def read_our_outputs(out_dir: str) -> dict[str, TaskRun]:
+    (results_path,) = glob.glob(os.path.join(out_dir, "results", "*", "results_*.json"))
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)["results"]
+    runs: dict[str, TaskRun] = {}
+    for path in glob.glob(os.path.join(out_dir, "details", "*", "*", "details_*.parquet")):
+        timestamp = os.path.basename(os.path.dirname(path))
+        key = os.path.basename(path)[len("details_") : -len(f"_{timestamp}.parquet")]
+        run = TaskRun(metrics={m: v for m, v in results[key].items() if not m.endswith("_stderr")})
+        for row in pq.read_table(path).to_pylist():
+            run.doc_metrics[row["doc_index"]] = json.loads(row["metrics"])
+            if row["generation"] is not None:
+                run.generations[row["doc_index"]] = row["generation"]
+            else:
+                run.loglikelihoods[row["doc_index"]] = list(row["loglikelihoods"])
+        runs[key] = run
+    return runs
+
+
+# --------------------------------------------------------------------- lm-eval
+def run_lm_eval(
+    lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
+    batch_size: int, out_dir: str, reuse: bool = False,
+) -> tuple[dict, dict[str, list[dict]]]:
+    """Run lm-eval offline (unless `reuse` and `out_dir` holds a finished run); returns its
+    results section and its logged samples per task."""
+    if not (reuse and glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)):
+        _run_lm_eval(lm_eval_python, model, data_dir, lm_tasks, fewshot, limit, batch_size, out_dir)
+    (results_path,) = glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)["results"]
+    samples = {}
+    for task in lm_tasks:
+        (path,) = glob.glob(os.path.join(out_dir, "**", f"samples_{task}_*.jsonl"), recursive=True)
+        with open(path, encoding="utf-8") as f:
+            samples[task] = [json.loads(line) for line in f]
+    return results, samples
+
+
+def _run_lm_eval(
+    lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
+    batch_size: int, out_dir: str,
+) -> None:
+    command = [
+        lm_eval_python, os.path.join(HERE, "_lm_eval_offline.py"), "--mirror", data_dir, "--",
+        "--model", "hf", "--model_args", f"pretrained={model},dtype=float32", "--device", "cpu",
+        "--tasks", ",".join(lm_tasks), "--num_fewshot", str(fewshot), "--limit", str(limit),
+        "--batch_size", str(batch_size), "--log_samples", "--output_path", out_dir,
+    ]
+    run_logged(command)
+
+
+def lm_eval_version(lm_eval_python: str) -> str:
+    out = subprocess.run(
+        [lm_eval_python, "-c", "import importlib.metadata as m; print(m.version('lm_eval'))"],
+        capture_output=True, text=True,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def lm_eval_run(pair: TaskPair, results: dict, samples: dict[str, list[dict]]) -> TaskRun:
+    """lm-eval's per-doc numbers for one of our tasks (its tasks' choices concatenated)."""
+    run = TaskRun(metrics={ours: results[task][key] for ours, (task, key) in pair.metrics.items()})
+    for ours, (task, key) in pair.metrics.items():
+        metric, _, filter_name = key.partition(",")
+        for sample in samples[task]:
+            if sample.get("filter", "none") == filter_name:
+                run.doc_metrics.setdefault(int(sample["doc_id"]), {})[ours] = float(sample[metric])
+    for task in pair.lm_eval_tasks:
+        for sample in samples[task]:
+            doc = int(sample["doc_id"])
+            if pair.generative:
+                # One line per filter; the raw generation (resps) is the same in each.
+                run.generations.setdefault(doc, sample["resps"][0][0])
+            else:
+                # resps: one [[loglikelihood, is_greedy]] per request (choice).
+                run.loglikelihoods.setdefault(doc, []).extend(float(r[0][0]) for r in sample["resps"])
+    return run
+
+
+# ------------------------------------------------------------------ comparison
+def compare_loglikelihoods(
+    ours: dict[int, list[float]], ref: dict[int, list[float]], tolerance: float = LL_TOLERANCE
+) -> dict:
+    """Max |Δ| over every choice of every doc, how many exceed the tolerance, and structural
+    differences (docs missing on one side, different numbers of choices)."""
+    problems, deltas = [], []
+    for doc in sorted(set(ours) | set(ref)):
+        if doc not in ours or doc not in ref:
+            problems.append(f"doc {doc} only in {'ours' if doc in ours else 'the reference'}")
+            continue
+        if len(ours[doc]) != len(ref[doc]):
+            problems.append(f"doc {doc}: {len(ours[doc])} choices vs {len(ref[doc])}")
+            continue
+        deltas += [(abs(a - b), doc, i, abs(a - b) / max(abs(b), 1e-9)) for i, (a, b) in enumerate(zip(ours[doc], ref[doc]))]
+    worst = max(deltas, default=(0.0, None, None, 0.0))
+    return {
+        "choices": len(deltas),
+        "max_abs_delta": worst[0],
+        # fp32 rounding grows with a continuation's length, hence with |loglikelihood|.
+        "max_rel_delta": max((d[3] for d in deltas), default=0.0),
+        "worst_at": {"doc": worst[1], "choice": worst[2]},
+        "over_tolerance": sum(d[0] > tolerance for d in deltas),
+        "problems": problems,
+    }
+
+
+def compare_generations(ours: dict[int, str], ref: dict[int, str]) -> dict:
+    differing = [doc for doc in sorted(set(ours) | set(ref)) if ours.get(doc) != ref.get(doc)]
+    return {"docs": len(set(ours) | set(ref)), "differing_docs": differing}
+
+
+def metrics_equal(a: float, b: float, relative: bool) -> bool:
+    if relative:
+        return math.isclose(a, b, rel_tol=METRIC_TOLERANCE)
+    return abs(a - b) <= METRIC_TOLERANCE
+
+
+def compare_task(pair: TaskPair, ours: TaskRun, ref: TaskRun) -> dict:
+    report: dict = {"metrics": {}}
+    if pair.generative:
+        report["generations"] = compare_generations(ours.generations, ref.generations)
+        ok = not report["generations"]["differing_docs"]
+    else:
+        report["loglikelihoods"] = compare_loglikelihoods(ours.loglikelihoods, ref.loglikelihoods)
+        ok = not report["loglikelihoods"]["over_tolerance"] and not report["loglikelihoods"]["problems"]
+    for name, (task, key) in pair.metrics.items():
+        a, b = ours.metrics.get(name), ref.metrics.get(name)
+        same = a is not None and b is not None and metrics_equal(a, b, name in pair.relative_metrics)
+        # Per doc too: equal means could hide two disagreements that cancel out.
+        differing_docs = [
+            doc for doc in sorted(set(ours.doc_metrics) | set(ref.doc_metrics))
+            if (x := ours.doc_metrics.get(doc, {}).get(name)) is None
+            or (y := ref.doc_metrics.get(doc, {}).get(name)) is None
+            or abs(x - y) > METRIC_TOLERANCE
+        ]
+        report["metrics"][name] = {
+            "ours": a, "lm_eval": b, "lm_eval_name": f"{task} {key}", "equal": same and not differing_docs,
+            "differing_docs": differing_docs,
+        }
+        ok &= same and not differing_docs
+    report["ok"] = bool(ok)
+    return report
+
+
+def print_report(reports: dict[str, dict]) -> None:
+    for key, rep in reports.items():
+        print(f"\n== {key}: {'OK' if rep['ok'] else 'MISMATCH'}")
+        if "loglikelihoods" in rep:
+            ll = rep["loglikelihoods"]
+            print(f"   loglikelihoods: {ll['choices']} choices, max |Δ| = {ll['max_abs_delta']:.3g} "
+                  f"(relative {ll['max_rel_delta']:.2g}) "
+                  f"(doc {ll['worst_at']['doc']}, choice {ll['worst_at']['choice']}), "
+                  f"{ll['over_tolerance']} over {LL_TOLERANCE:g}")
+            for problem in ll["problems"][:10]:
+                print(f"   ! {problem}")
+        if "generations" in rep:
+            gen = rep["generations"]
+            print(f"   generations: {gen['docs']} docs, {len(gen['differing_docs'])} differ {gen['differing_docs'][:10]}")
+        for name, m in rep["metrics"].items():
+            mark = "==" if m["equal"] else "!="
+            per_doc = f", differs on docs {m['differing_docs'][:10]}" if m["differing_docs"] else ", same on every doc"
+            print(f"   {name:<12} ours {m['ours']!s:<22} {mark} lm-eval {m['lm_eval']!s:<22} ({m['lm_eval_name']}{per_doc})")
+
+
+def reference_data(runs: dict[str, TaskRun], reports: dict[str, dict], limit: int, provenance: dict) -> dict:
+    """Our per-choice loglikelihoods and metrics, rounded to 1e-6, for the slow parity test, with
+    how far they were from lm-eval's when written."""
+    return {
+        **provenance,
+        "max_samples": limit,
+        "loglikelihood_tolerance": LL_TOLERANCE,
+        "tasks": {
+            key: {
+                "lm_eval_max_abs_delta": float(f"{reports[key]['loglikelihoods']['max_abs_delta']:.3g}"),
+                "metrics": {m: round(v, 6) for m, v in sorted(run.metrics.items())},
+                "loglikelihoods": {str(d): [round(x, 6) for x in lls] for d, lls in sorted(run.loglikelihoods.items())},
+            }
+            for key, run in sorted(runs.items())
+            if key in reports and "loglikelihoods" in reports[key]
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="transformers model folder (evaluated in float32)")
+    parser.add_argument("--data_dir", required=True, help="hub mirror root (<repo>/<subset>/<split>.jsonl)")
+    parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"),
+                        help="python of the environment where lm-eval is installed (default: $LM_EVAL_PYTHON)")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help="our task names, NAME or NAME|FEWSHOT, comma-separated")
+    parser.add_argument("--limit", type=int, default=30, help="first N docs of each task")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="ours: --override_batch_size (default automatic); lm-eval: --batch_size (default 8)")
+    parser.add_argument("--out", help="write the full comparison report (JSON) here")
+    parser.add_argument("--write_reference", help="write our per-choice loglikelihoods and metrics (JSON) here")
+    parser.add_argument("--work_dir", help="keep both harnesses' outputs here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --work_dir: compare the outputs a previous run left there instead of re-running")
+    args = parser.parse_args(argv)
+    if not args.lm_eval_python:
+        parser.error("pass --lm_eval_python or set LM_EVAL_PYTHON")
+    model, data_dir = os.path.abspath(args.model), os.path.abspath(args.data_dir)
+    specs = parse_tasks(args.tasks)
+
+    with tempfile.TemporaryDirectory(prefix="compare_lm_eval_") as tmp:
+        work = args.work_dir or tmp
+        ours_dir = os.path.join(work, "ours")
+        command = our_command(model, data_dir, specs, args.limit, ours_dir, args.batch_size)
+        ours = run_ours(command, ours_dir, args.reuse)
+        reports: dict[str, dict] = {}
+        for shots in sorted({k for _, _, k in specs}):
+            group = [(s, n, k) for s, n, k in specs if k == shots]
+            pairs = {f"{s}|{n}|{k}": task_pair(n) for s, n, k in group}
+            lm_tasks = [t for p in pairs.values() for t in p.lm_eval_tasks]
+            results, samples = run_lm_eval(
+                args.lm_eval_python, model, data_dir, lm_tasks, shots, args.limit, args.batch_size or 8,
+                os.path.join(work, f"lm_eval_{shots}shot"), args.reuse,
+            )
+            for key, pair in pairs.items():
+                reports[key] = compare_task(pair, ours[key], lm_eval_run(pair, results, samples))
+
+    print_report(reports)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"limit": args.limit, "model": args.model, "tasks": reports}, f, indent=2)
+    ok = all(r["ok"] for r in reports.values())
+    if args.write_reference:
+        if not ok:
+            print("not writing the reference: the harnesses disagree", file=sys.stderr)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(args.write_reference)), exist_ok=True)
+            provenance = {
+                "model_folder": os.path.basename(model.rstrip(os.sep)),
+                "lm_eval_version": lm_eval_version(args.lm_eval_python),
+                "written_by": "benchmarks/compare_lm_eval.py --write_reference",
+            }
+            with open(args.write_reference, "w", encoding="utf-8") as f:
+                json.dump(reference_data(ours, reports, args.limit, provenance), f, indent=1)
+                f.write("\n")
+    print(f"\n{'all tasks match' if ok else 'MISMATCH'} (tolerance {LL_TOLERANCE:g})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
