@@ -20,6 +20,7 @@ REPO_ALIASES = {
     "truthful_qa": "truthfulqa/truthful_qa",
     "gsm8k": "openai/gsm8k",
     "hails/mmlu_no_train": "cais/mmlu",
+    "lighteval/mmlu": "cais/mmlu",  # lighteval's copy of the same data
     "piqa": "ybisk/piqa",
     "baber/piqa": "ybisk/piqa",
     "boolq": "google/boolq",

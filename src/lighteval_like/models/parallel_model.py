@@ -385,10 +385,16 @@ class DistributedTransformersModel(TransformersModel):
             "(the batch size cannot adapt when ranks must run identical batches)"
         )
 
-    def _forward_logits(self, input_ids, positions, mask, needed, cache=None):
+    def _forward_logits(self, input_ids, positions, mask, wanted, cache=None):
         if self.runner is None:
-            return super()._forward_logits(input_ids, positions, mask, needed, cache)
-        return self.runner.run(input_ids, mask == 0, positions, needed)
+            return super()._forward_logits(input_ids, positions, mask, wanted, cache)
+        # Stages exchange fixed shapes, so the last one computes the union of the rows' columns.
+        needed = sorted({c for cols in wanted for c in cols})
+        logits = self.runner.run(input_ids, mask == 0, positions, needed)
+        if logits is None:
+            return None
+        column = {c: i for i, c in enumerate(needed)}
+        return torch.cat([logits[b, [column[c] for c in cols]] for b, cols in enumerate(wanted)])
 
     @torch.no_grad()
     def _forward_rows(self, rows: list[PackedRow], items: list[ScoreItem], results: dict, *args, **kwargs) -> None:

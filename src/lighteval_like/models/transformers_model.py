@@ -40,6 +40,10 @@ from lighteval_like.models.packing import (
 DEFAULT_MAX_LENGTH = 2048
 CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU when the batch size is automatic
 GPU_TOKEN_BUDGET = 65536  # first try on GPU; halved on out-of-memory
+# Bytes of fp32 logits (predictions x vocabulary) per forward: with a 50k vocabulary, 256 MiB is
+# about 1,300 predictions; the vocabulary-sized tensor is what dominates memory otherwise.
+CPU_LOGITS_BUDGET = 2**28
+GPU_LOGITS_BUDGET = 2**32
 ROW_TOKENS = 1024  # tree nodes per packed row (longer single items get their own row)
 
 
@@ -56,6 +60,11 @@ class ScoringStats:
         if self.unique_prompt_tokens:
             out["forwarded_over_unique"] = round(self.tokens_forwarded / self.unique_prompt_tokens, 4)
         return out
+
+
+def _predicting_nodes(row: PackedRow) -> list[int]:
+    """The nodes of a row whose outputs predict a target (each once)."""
+    return sorted({n for _, nodes in row.predictions for n in nodes})
 
 
 def _torch_dtype(name: str):
@@ -89,6 +98,9 @@ class TransformersModel(LanguageModel):
         self.model = self._load_model()
         self.max_length = self._max_length()
         self.token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else GPU_TOKEN_BUDGET
+        logits_budget = CPU_LOGITS_BUDGET if self.device.type == "cpu" else GPU_LOGITS_BUDGET
+        vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
+        self.prediction_budget = max(1, logits_budget // (4 * vocab))
         forward_params = inspect.signature(self.model.forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward_params
 
@@ -418,11 +430,18 @@ class TransformersModel(LanguageModel):
         return [results[index[it]] for it in items]
 
     def _take_batch(self, rows: list[PackedRow], start: int) -> list[PackedRow]:
+        """The next rows to forward: at most the batch size (or the token budget), and no more
+        predictions than the logits budget allows (one row at least)."""
         width = len(rows[start].tokens)  # rows are sorted longest first
-        if self.batch_size:
-            return rows[start : start + self.batch_size]
-        count = max(1, self.token_budget // max(width, 1))
-        return rows[start : start + count]
+        count = self.batch_size or max(1, self.token_budget // max(width, 1))
+        batch, predictions = [], 0
+        for row in rows[start : start + count]:
+            n = len(_predicting_nodes(row))
+            if batch and predictions + n > self.prediction_budget:
+                break
+            batch.append(row)
+            predictions += n
+        return batch
 
     def _shrink_after_oom(self, batch_rows: int) -> None:
         if torch.cuda.is_available():
@@ -437,6 +456,7 @@ class TransformersModel(LanguageModel):
         if batch_rows <= 1 and self.token_budget <= 1:
             raise LightevalLikeError("out of memory on a single sequence: use a smaller model, dtype or max_length")
         self.token_budget = max(1, self.token_budget // 2)
+        self.prediction_budget = max(1, self.prediction_budget // 2)
 
     @torch.no_grad()
     def _forward_prefix(self, prefix: tuple[int, ...]):
@@ -448,17 +468,31 @@ class TransformersModel(LanguageModel):
         return out.past_key_values
 
     def _forward_logits(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, needed: list[int], cache=None
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, wanted: list[list[int]], cache=None
     ) -> torch.Tensor | None:
-        """Logits [rows, len(needed), vocab] at the `needed` columns: the one place the model runs on
-        packed rows, so a backend that splits the model (pipeline stages) overrides only this."""
-        kwargs = {"logits_to_keep": torch.tensor(needed, device=input_ids.device)} if self._logits_to_keep else {}
-        if cache is not None:
-            kwargs["past_key_values"] = cache
-        logits = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None, **kwargs
-        ).logits
-        return logits if self._logits_to_keep else logits[:, needed]
+        """Logits [N, vocab] at row b's columns `wanted[b]`, rows after one another: the one place
+        the model runs on packed rows, so a backend that splits the model overrides only this.
+
+        The output head sees only the wanted hidden states (a pre-hook gathers them), so the
+        vocabulary-sized tensor has one row per prediction, not one per token of the batch; what
+        a model does after its head (logit scaling or soft-capping) still applies."""
+        kwargs = {"past_key_values": cache} if cache is not None else {}
+        rows = torch.tensor([b for b, cols in enumerate(wanted) for _ in cols], device=input_ids.device)
+        cols = torch.tensor([c for cols in wanted for c in cols], device=input_ids.device)
+        head = self.model.get_output_embeddings()
+
+        def gather(module, args):
+            return (args[0][rows, cols][None], *args[1:])
+
+        handle = head.register_forward_pre_hook(gather) if head is not None else None
+        try:
+            logits = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None, **kwargs
+            ).logits
+        finally:
+            if handle is not None:
+                handle.remove()
+        return logits[0] if handle is not None else logits[rows, cols]
 
     @torch.no_grad()
     def _forward_rows(
@@ -473,19 +507,21 @@ class TransformersModel(LanguageModel):
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(len(rows))
         # Only the positions that predict a target need logits (the vocabulary is large).
-        needed = sorted({n for row in rows for _, nodes in row.predictions for n in nodes})
-        column = {n: c for c, n in enumerate(needed)}
-        logits = self._forward_logits(input_ids.to(device), positions.to(device), mask.to(device), needed, cache)
+        wanted = [_predicting_nodes(row) for row in rows]
+        logits = self._forward_logits(input_ids.to(device), positions.to(device), mask.to(device), wanted, cache)
         self.counters.forward_passes += 1
         real = sum(len(r.tokens) for r in rows)
         self.counters.tokens_forwarded += real
         self.counters.padding_tokens += input_ids.numel() - real
         if logits is None:  # this process computes no logits (a pipeline stage before the last)
             return
-        for b, row in enumerate(rows):
+        offset = 0
+        for row, cols in zip(rows, wanted):
+            column = {n: offset + c for c, n in enumerate(cols)}
+            offset += len(cols)
             for item_index, nodes in row.predictions:
                 item = items[item_index]
-                logprobs = torch.log_softmax(logits[b, [column[n] for n in nodes]].float(), dim=-1)
+                logprobs = torch.log_softmax(logits[[column[n] for n in nodes]].float(), dim=-1)
                 targets = torch.tensor(item.targets, device=logprobs.device)
                 picked = logprobs.gather(-1, targets[:, None]).squeeze(-1)
                 greedy = bool((logprobs.argmax(-1) == targets).all())
