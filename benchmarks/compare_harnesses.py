@@ -137,7 +137,10 @@ def commands(name: str, bench: Benchmark, args, out: str) -> dict[str, list[str]
     if args.lighteval_python and bench.lighteval:
         cmds["lighteval"] = [
             args.lighteval_python, os.path.join(HERE, "_lighteval_offline.py"), "--mirror", args.data_dir, "--",
-            "accelerate", f"model_name={args.model},batch_size={args.batch_size},dtype=float32", bench.lighteval,
+            # a fresh cache_dir: lighteval 0.13 otherwise reuses the samples of an earlier run
+            "accelerate",
+            f"model_name={args.model},batch_size={args.batch_size},dtype=float32,cache_dir={out}/lighteval-cache",
+            bench.lighteval,
             "--max-samples", str(args.limit), "--output-dir", os.path.join(out, "lighteval"),
         ]
     return cmds

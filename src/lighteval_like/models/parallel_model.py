@@ -17,6 +17,7 @@ shards requests by replica), which is what keeps the collectives in step.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -340,9 +341,8 @@ class DistributedTransformersModel(TransformersModel):
         if layout.pp > 1:
             text_config = self.model.config.get_text_config()
             dtype = self.model.get_input_embeddings().weight.dtype
-            module = StageModule(
-                self.model, layout.pp_rank == 0, layout.pp_rank == layout.pp - 1, dtype, self._logits_to_keep
-            )
+            logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+            module = StageModule(self.model, layout.pp_rank == 0, layout.pp_rank == layout.pp - 1, dtype, logits_to_keep)
             self.runner = PipelineRunner(
                 module, layout, text_config.hidden_size, text_config.vocab_size, self.tokenizer.pad_token_id
             )

@@ -9,7 +9,6 @@ than `max_length` are cut from the left.
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,8 +100,6 @@ class TransformersModel(LanguageModel):
         logits_budget = CPU_LOGITS_BUDGET if self.device.type == "cpu" else GPU_LOGITS_BUDGET
         vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
         self.prediction_budget = max(1, logits_budget // (4 * vocab))
-        forward_params = inspect.signature(self.model.forward).parameters
-        self._logits_to_keep = "logits_to_keep" in forward_params
 
     # ---------------------------------------------------------------- loading
     def _source_kwargs(self) -> dict:
