@@ -6,7 +6,7 @@ import dataclasses
 
 from lighteval_like.errors import UsageError
 from lighteval_like.models.model_args import TransformersModelConfig, load_model_config, parse_model_args
-from lighteval_like.pipeline import EvaluationResult, Pipeline, PipelineParameters
+from lighteval_like.pipeline import EvaluationResult, Pipeline, PipelineParameters, load_task_data
 
 
 def model_config_from_flags(model_args: str | None, model_config_path: str | None) -> TransformersModelConfig:
@@ -87,8 +87,9 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     """Config, dataset and one rendered prompt (when the data can be loaded)."""
     from lighteval_like.data import DataSource
     from lighteval_like.errors import DatasetUnavailableError
-    from lighteval_like.samples import PromptOptions, build_samples, make_docs
-    from lighteval_like.tasks.registry import Registry
+    from lighteval_like.samples import PromptOptions, build_samples
+    from lighteval_like.task_specs import TaskSpec
+    from lighteval_like.tasks.registry import Registry, ResolvedTask
 
     registry = Registry(custom_tasks)
     full = name if "|" in name else next((n for n in registry.names() if n.split("|", 1)[1] == name), name)
@@ -105,18 +106,15 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     ]
     if cfg.generation_size:
         lines.append(f"generation:    max {cfg.generation_size} tokens, stop at {list(cfg.stop_sequences)}")
-    source = DataSource.from_env(dataset_dir)
+    task = ResolvedTask(TaskSpec(cfg.suite, cfg.name, num_fewshot, False), cfg)
     try:
-        rows = source.load_rows(cfg, cfg.evaluation_split, limit=1)
-        pool = []
-        if num_fewshot:
-            pool, _ = make_docs(cfg, source.load_rows(cfg, cfg.few_shots_split or cfg.evaluation_split), True)
-        docs, _ = make_docs(cfg, rows, skip_bad=False)
+        data = load_task_data(DataSource.from_env(dataset_dir), task, max_samples=1, skip_bad=False)
     except DatasetUnavailableError as e:
         lines.append(f"example:       unavailable ({e})")
         return "\n".join(lines)
-    same = (cfg.few_shots_split or cfg.evaluation_split) == cfg.evaluation_split
-    sample = build_samples(cfg.full_name, cfg, docs, pool, same, num_fewshot, False, PromptOptions())[0]
+    sample = build_samples(
+        cfg.full_name, cfg, data.docs, data.fewshot_pool, data.same_split, num_fewshot, False, PromptOptions()
+    )[0]
     lines.append(f"\n--- example prompt (doc 0, {num_fewshot}-shot) ---")
     for context in dict.fromkeys(sample.contexts):
         lines.append(context)

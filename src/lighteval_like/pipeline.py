@@ -69,6 +69,16 @@ class TaskData:
     skipped: int
 
 
+def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | None, skip_bad: bool) -> TaskData:
+    """The docs to evaluate (the first `max_samples`) and, when shots are asked for, the few-shot pool."""
+    cfg = task.config
+    docs, skipped = make_docs(cfg, source.load_rows(cfg, cfg.evaluation_split, max_samples), skip_bad)
+    pool: list[tuple[int, Doc]] = []
+    if task.spec.num_fewshot > 0:
+        pool, _ = make_docs(cfg, source.load_rows(cfg, cfg.fewshot_split), skip_bad=True)
+    return TaskData(task, docs, pool, cfg.fewshot_split == cfg.evaluation_split, skipped)
+
+
 @dataclass
 class EvaluationResult:
     results: dict
@@ -108,19 +118,10 @@ class Pipeline:
             self.params.dataset_dir, cache_dir=self.params.cache_dir,
             num_proc=self.params.dataset_loading_processes if self.params.dataset_loading_processes > 1 else None,
         )
-        loaded = []
-        for task in tqdm(tasks, desc="loading data", disable=not self.process.is_main or len(tasks) < 2):
-            cfg = task.config
-            rows = source.load_rows(cfg, cfg.evaluation_split, self.params.max_samples)
-            docs, skipped = make_docs(cfg, rows, self.params.skip_bad_samples)
-            pool: list[tuple[int, Doc]] = []
-            split = cfg.few_shots_split or cfg.evaluation_split
-            same_split = split == cfg.evaluation_split
-            if task.spec.num_fewshot > 0:
-                pool_rows = source.load_rows(cfg, split)
-                pool, _ = make_docs(cfg, pool_rows, skip_bad=True)
-            loaded.append(TaskData(task, docs, pool, same_split, skipped))
-        return loaded
+        return [
+            load_task_data(source, task, self.params.max_samples, self.params.skip_bad_samples)
+            for task in tqdm(tasks, desc="loading data", disable=not self.process.is_main or len(tasks) < 2)
+        ]
 
     def build_samples(self, data: list[TaskData], model: LanguageModel) -> list[Sample]:
         chat = getattr(model, "apply_chat_template", None) if self.params.use_chat_template else None

@@ -79,10 +79,11 @@ def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -
     if options.chat_formatter is not None:
         messages = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
         for i, ex in enumerate(examples):
-            ex_query = ex.query_per_choice[ex.gold_indices[0]] if ex.query_per_choice else ex.query
-            target = ex.fewshot_target if ex.fewshot_target is not None else ex.choices[ex.gold_indices[0]]
             prefix = doc.instruction if i == 0 else ""
-            messages += [{"role": "user", "content": prefix + ex_query}, {"role": "assistant", "content": target}]
+            messages += [
+                {"role": "user", "content": prefix + ex.fewshot_query},
+                {"role": "assistant", "content": ex.fewshot_answer},
+            ]
         messages.append({"role": "user", "content": ("" if examples else doc.instruction) + query})
         return options.chat_formatter(messages)
     system = f"{options.system_prompt}\n" if options.system_prompt else ""

@@ -41,12 +41,19 @@ class Doc:
     def gold_indices(self) -> list[int]:
         return [self.gold_index] if isinstance(self.gold_index, int) else list(self.gold_index)
 
+    @property
+    def fewshot_query(self) -> str:
+        """The query shown when this doc is another doc's few-shot example (gold context)."""
+        return self.query_per_choice[self.gold_indices[0]] if self.query_per_choice else self.query
+
+    @property
+    def fewshot_answer(self) -> str:
+        """The answer shown after `fewshot_query` (defaults to the gold choice)."""
+        return self.fewshot_target if self.fewshot_target is not None else self.choices[self.gold_indices[0]]
+
     def as_fewshot_example(self) -> str:
         """Query and answer, as shown in another doc's few-shot context."""
-        first_gold = self.gold_indices[0]
-        query = self.query_per_choice[first_gold] if self.query_per_choice else self.query
-        target = self.fewshot_target if self.fewshot_target is not None else self.choices[first_gold]
-        return f"{query}{self.target_delimiter}{target}"
+        return f"{self.fewshot_query}{self.target_delimiter}{self.fewshot_answer}"
 
 
 PromptFunction = Callable[[dict, str], Doc]
@@ -79,6 +86,12 @@ class TaskConfig:
     @property
     def full_name(self) -> str:
         return f"{self.suite}|{self.name}"
+
+    @property
+    def fewshot_split(self) -> str:
+        """Where few-shot examples come from: the few-shot split, else the evaluation split
+        (the evaluated doc then excluded)."""
+        return self.few_shots_split or self.evaluation_split
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view for `config_tasks` in the results file."""
