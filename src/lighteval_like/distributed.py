@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shlex
 import sys
+import time
 import traceback
 import types
 import typing
@@ -296,22 +297,31 @@ def _is_peer_failure(error: BaseException) -> bool:
     )
 
 
+# How long a rank that only lost contact with a peer waits before leaving: long enough for
+# torchrun's agent (polling every 0.1 s) to see the failing rank exit first and stop this one.
+PEER_FAILURE_GRACE_S = 10.0
+
+
 def fail_rank(error: BaseException, env: TorchrunEnv, debug: bool = False) -> typing.NoReturn:
-    """Report this rank's error and leave at once, without waiting on any collective.
+    """Report this rank's error and leave without waiting on any collective.
 
     os._exit skips interpreter teardown (which could block on the process group); torchrun's
     agent sees the exit and stops the other ranks, and a peer blocked in a collective with
     this rank fails as its connection closes. The error is also written to torchrun's error
-    file, so its final summary names this rank and message.
+    file, so its final summary names this rank and message. A rank failing only because a
+    peer is gone writes no error file and waits a moment: torchrun names the failure with the
+    earliest timestamp (whole seconds, ties to the lowest rank) as the root cause, and that
+    must be the peer's own error, not this echo of it.
     """
     where = f"rank {env.rank}/{env.world_size}"
+    peer_failure = _is_peer_failure(error)
     if debug:
         traceback.print_exception(error)
     if isinstance(error, LightevalLikeError):
         code, message = error.exit_code, str(error)
     elif isinstance(error, KeyboardInterrupt):
         code, message = 130, "interrupted"
-    elif _is_peer_failure(error):
+    elif peer_failure:
         code = 1
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         message = f"lost contact with another rank ({first}); the first failing rank's error is the cause"
@@ -320,11 +330,14 @@ def fail_rank(error: BaseException, env: TorchrunEnv, debug: bool = False) -> ty
         if not debug:
             traceback.print_exception(error)
     print(f"lighteval-like: error ({where}): {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    if peer_failure:
+        time.sleep(PEER_FAILURE_GRACE_S)
+        os._exit(code)
     try:
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
         ErrorHandler().record_exception(error)
     except Exception:  # the report above is what matters; the error file is a courtesy
         pass
-    sys.stdout.flush()
     os._exit(code)
