@@ -8,6 +8,7 @@ continuation, an empty context becomes BOS, and inputs are cut on the left to ma
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 import torch
@@ -343,3 +344,43 @@ def test_chat_template_required(tiny_model):
     model = load(tiny_model)
     with pytest.raises(LightevalLikeError, match="has no chat template"):
         model.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("dtype, layer, rel_tol", [("8bit", "Linear8bitLt", 0.05), ("4bit", "Linear4bit", 0.3)])
+def test_bitsandbytes_quantised_model_scores_near_full_precision(tiny_model, dtype, layer, rel_tol):
+    """dtype=4bit/8bit loads the linear layers through bitsandbytes (it runs on CPU) and the
+    results record it; the loglikelihoods move, but stay near the fp32 model's."""
+    full = [r.logprob for r in load(tiny_model).loglikelihood(REQUESTS)]
+    model = load(tiny_model, f"dtype={dtype}")
+    assert type(model.model.model.layers[0].mlp.up_proj).__name__ == layer
+    info = model.info()
+    assert info["model_dtype"].startswith(f"{dtype} (bitsandbytes") and info["model_size"] == "0.1M parameters"
+    quantised = [r.logprob for r in model.loglikelihood(REQUESTS)]
+    assert quantised != full
+    assert all(q == pytest.approx(f, rel=rel_tol) for q, f in zip(quantised, full))
+
+
+def test_quantization_config_reaches_bitsandbytes(tiny_model):
+    from lighteval_like.models.model_args import build_config
+
+    config = build_config({"pretrained": tiny_model, "dtype": "4bit", "quantization_config": {"bnb_4bit_quant_type": "fp4"}})
+    model = TransformersModel(config, device="cpu", show_progress=False)
+    assert model.model.model.layers[0].mlp.up_proj.weight.quant_state.quant_type == "fp4"
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"bnb_4bit_quant_typ": "nf4"}, "unknown quantization_config key(s) bnb_4bit_quant_typ (did you mean bnb_4bit_quant_type?)"),
+        ({"load_in_8bit": True}, "load_in_4bit and load_in_8bit are both True"),
+    ],
+)
+def test_bad_quantization_config_is_one_clear_error(tiny_model, options, fragment):
+    from lighteval_like.errors import ModelArgsError
+    from lighteval_like.models.model_args import build_config
+
+    with pytest.raises(ModelArgsError, match=re.escape(fragment)):
+        TransformersModel(
+            build_config({"pretrained": tiny_model, "dtype": "4bit", "quantization_config": options}),
+            device="cpu", show_progress=False,
+        )

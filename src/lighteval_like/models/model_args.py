@@ -63,6 +63,12 @@ class TransformersModelConfig:
             raise ModelArgsError("max_gen_toks and max_length must be positive integers")
         if not self.pretrained:
             raise ModelArgsError("pretrained must name a hub id or a local model directory")
+        if self.quantization_config is not None:
+            _check_quantization_keys(self.quantization_config)
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("4bit", "8bit") or self.quantization_config is not None
 
     @property
     def model_name(self) -> str:
@@ -71,6 +77,22 @@ class TransformersModelConfig:
             return os.path.splitext(os.path.basename(self.gguf_file))[0]
         path = self.pretrained.rstrip("/")
         return os.path.basename(path) if os.path.isdir(path) else path
+
+
+def _check_quantization_keys(options: dict) -> None:
+    """BitsAndBytesConfig keeps unknown keys without a word: a typo would quietly load other weights."""
+    import inspect
+
+    from transformers import BitsAndBytesConfig
+
+    known = [k for k in inspect.signature(BitsAndBytesConfig.__init__).parameters if k not in ("self", "kwargs")]
+    unknown = [_short(k, 40) for k in options if k not in known]
+    if unknown:
+        close = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelArgsError(
+            f"unknown quantization_config key(s) {', '.join(unknown)}{hint}: bitsandbytes accepts {', '.join(known)}"
+        )
 
 
 def _valid_keys() -> list[str]:

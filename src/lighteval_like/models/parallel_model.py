@@ -330,8 +330,7 @@ class DistributedTransformersModel(TransformersModel):
     ):
         if config.model_parallel:
             raise UsageError("model_parallel=True (device_map='auto') cannot be combined with `distributed`")
-        quantized = config.dtype in ("4bit", "8bit") or config.quantization_config is not None
-        if quantized and (layout.tp > 1 or layout.pp > 1):
+        if config.quantized and (layout.tp > 1 or layout.pp > 1):
             raise UsageError("quantized models (4bit/8bit, quantization_config) are not supported with tp > 1 or pp > 1")
         self.layout = layout
         self.replicated_groups: dict[str, str] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from lighteval_like.errors import LightevalLikeError, ModelLoadError
+from lighteval_like.errors import LightevalLikeError, ModelArgsError, ModelLoadError
 from lighteval_like.models.base import (
     GenerationRequest,
     GenerationResponse,
@@ -68,6 +68,19 @@ def _predicting_nodes(row: PackedRow) -> list[int]:
 
 def _torch_dtype(name: str):
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(name, "auto")
+
+
+def _bitsandbytes_config(cfg: TransformersModelConfig):
+    """`dtype=4bit/8bit` sets the bit width; `quantization_config` the rest (or everything)."""
+    from transformers import BitsAndBytesConfig
+
+    options = dict(cfg.quantization_config or {})
+    if cfg.dtype in ("4bit", "8bit"):
+        options[f"load_in_{cfg.dtype}"] = True
+    try:
+        return BitsAndBytesConfig(**options)
+    except (TypeError, ValueError) as e:
+        raise ModelArgsError(f"quantization_config {options} is not valid: {str(e).splitlines()[0]}") from e
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -147,25 +160,19 @@ class TransformersModel(LanguageModel):
         return tok
 
     def _load_model(self):
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
 
         cfg = self.config
         kwargs = self._source_kwargs()
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
-        quantized = cfg.dtype in ("4bit", "8bit") or cfg.quantization_config is not None
-        if cfg.dtype == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, **(cfg.quantization_config or {}))
-        elif cfg.dtype == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **(cfg.quantization_config or {}))
-        elif cfg.quantization_config is not None:
-            kwargs["quantization_config"] = BitsAndBytesConfig(**cfg.quantization_config)
-            kwargs["dtype"] = _torch_dtype(cfg.dtype)
-        else:
+        if cfg.quantized:
+            kwargs["quantization_config"] = _bitsandbytes_config(cfg)
+        if cfg.dtype not in ("4bit", "8bit"):
             kwargs["dtype"] = _torch_dtype(cfg.dtype)
         if cfg.model_parallel:
             kwargs["device_map"] = "auto"
-        elif quantized:
+        elif cfg.quantized:
             kwargs["device_map"] = {"": self.device}
         try:
             model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, **kwargs)
@@ -173,7 +180,7 @@ class TransformersModel(LanguageModel):
             raise ModelLoadError(
                 f"cannot load model '{cfg.pretrained}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ) from e
-        if not cfg.model_parallel and not quantized:
+        if not cfg.model_parallel and not cfg.quantized:
             model = model.to(self.device)
         model.eval()
         if cfg.model_parallel:
@@ -193,11 +200,16 @@ class TransformersModel(LanguageModel):
         return DEFAULT_MAX_LENGTH
 
     def info(self) -> dict:
-        params = sum(p.numel() for p in self.model.parameters())
+        # num_parameters counts bitsandbytes' packed 4-bit weights as the weights they stand for.
+        params = self.model.num_parameters()
+        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        for bits in ("4bit", "8bit"):
+            if getattr(self.model, f"is_loaded_in_{bits}", False):
+                dtype = f"{bits} (bitsandbytes; other weights {dtype})"
         return {
             "model_name": self.config.model_name,
             "model_sha": getattr(self.model.config, "_commit_hash", None),
-            "model_dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "model_dtype": dtype,
             "model_size": f"{params / 1e6:.1f}M parameters",
             "max_length": self.max_length,
             "device": str(self.device),
