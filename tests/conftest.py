@@ -104,7 +104,7 @@ def mirror(tmp_path_factory) -> str:
          "choices": {"text": ["water", "rock", "wood", "iron"], "label": ["A", "B", "C", "D"]}, "answerKey": "A"}
         for i in range(6)
     ])
-    write_rows(root, "allenai/ai2_arc", "ARC-Challenge", "validation", [
+    write_rows(root, "allenai/ai2_arc", "ARC-Challenge", "train", [
         {"id": f"v{i}", "question": f"What is hot, example {i}?",
          "choices": {"text": ["fire", "ice"], "label": ["1", "2"]}, "answerKey": "1"}
         for i in range(4)

@@ -216,5 +216,5 @@ def test_tasks_inspect_shows_dataset_metrics_and_prompt(mirror):
     assert "allenai/ai2_arc" in out and "ARC-Challenge" in out
     assert "acc, acc_norm" in out
     assert "Question: Which is a liquid, case 0?\nAnswer:" in out
-    assert "What is hot, example" in out  # the shot, from the validation split
+    assert "What is hot, example" in out  # the shot, from the train split
     assert "water" in out

@@ -4,6 +4,7 @@ few-shot bookkeeping, and the offline demo task."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pyarrow.parquet as pq
 import pytest
@@ -43,7 +44,7 @@ def test_group_averages_and_overall():
     data = []
     for key in results:
         spec = parse_one_spec(key + "|0")
-        data.append(TaskData(ResolvedTask(spec, registry.get(spec.full_name)), [], [], True, 0))
+        data.append(TaskData(ResolvedTask(spec, registry.get(spec.full_name)), [], [], None, 0))
     groups = Pipeline._group_averages(data, results)
     assert set(groups) == {"leaderboard|mmlu:_average|5"}  # virology alone at 0-shot; arc has no sibling
     assert groups["leaderboard|mmlu:_average|5"] == pytest.approx({"acc": 0.4, "acc_stderr": 0.2})
@@ -118,7 +119,31 @@ def test_fewshot_seeds_multiply_samples(tiny_model, mirror, tmp_path):
                       num_fewshot_seeds=2, seed=5)
     rows = detail_rows(result, "leaderboard|arc:challenge|1")
     assert sorted((r["doc_index"], r["fewshot_seed"]) for r in rows) == [(0, 5), (0, 6), (1, 5), (1, 6)]
-    assert result.results["summary_tasks"]["leaderboard|arc:challenge|1"]["num_samples"] == 4
+    summary = result.results["summary_tasks"]["leaderboard|arc:challenge|1"]
+    assert summary["num_samples"] == 4
+    assert summary["fewshot_split"] == "train"  # lm-eval's few-shot split, present in the test mirror
+    assert all(r["prompt"].count("What is hot, example") == 1 for r in rows)
+
+
+def test_mirror_without_the_fewshot_split_draws_from_the_evaluated_split(tiny_model, tmp_path, caplog):
+    """The shared mirror keeps evaluation splits only: shots then come from the evaluated split,
+    never a doc's own row, with a warning and the split recorded in the results."""
+    root = str(tmp_path / "mirror")
+    write_rows(root, "allenai/ai2_arc", "ARC-Challenge", "test", [
+        {"id": f"q{i}", "question": f"Which is wet, case {i}?",
+         "choices": {"text": ["water", "rock"], "label": ["A", "B"]}, "answerKey": "A"}
+        for i in range(3)
+    ])
+    with caplog.at_level(logging.WARNING, logger="lighteval_like.data"):
+        result = evaluate(tmp_path, "fallback", tiny_model, "leaderboard|arc:challenge|2|0", root)
+    assert "leaderboard|arc:challenge: the mirror has no few-shot split 'train'" in caplog.text
+    assert result.results["summary_tasks"]["leaderboard|arc:challenge|2"]["fewshot_split"] == "test"
+    rows = detail_rows(result, "leaderboard|arc:challenge|2")
+    assert len(rows) == 3
+    for row in rows:  # the two other docs are the shots; the doc's own question is asked once, last
+        prompt = row["prompt"]
+        assert all(prompt.count(f"case {i}?") == 1 for i in range(3))
+        assert prompt.rindex(f"case {row['doc_index']}?") > max(prompt.index(f"case {i}?") for i in range(3) if i != row["doc_index"])
 
 
 def test_skip_bad_samples(tiny_model, tmp_path):

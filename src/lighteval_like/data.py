@@ -5,6 +5,7 @@ Mirror layout (see the project README): `<root>/<hf_repo>/<hf_subset or default>
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from lighteval_like.errors import DatasetUnavailableError
 from lighteval_like.tasks.config import TaskConfig
 
 DATA_DIR_ENV = "LIGHTEVAL_LIKE_DATA_DIR"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,26 @@ class DataSource:
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         return dataset.to_list()
+
+    def load_fewshot_rows(self, task: TaskConfig) -> tuple[list[dict], str]:
+        """The few-shot pool's rows and the split they came from.
+
+        A mirror that holds the task's evaluation split but not its few-shot split (a mirror of
+        evaluation splits only) serves the evaluation split instead, each doc's own row then
+        excluded, with a warning; the hub is not asked, so an offline run does not wait on retries.
+        """
+        split = task.fewshot_split
+        if task.data_builder is None and split != task.evaluation_split:
+            wanted = self.mirror_path(task.hf_repo, task.hf_subset, split)
+            held = self.mirror_path(task.hf_repo, task.hf_subset, task.evaluation_split)
+            if wanted and not os.path.isfile(wanted) and os.path.isfile(held):
+                logger.warning(
+                    "%s: the mirror has no few-shot split '%s' (%s); few-shot examples come from '%s', "
+                    "each doc's own row excluded, so scores differ from runs that draw them from '%s'",
+                    task.full_name, split, wanted, task.evaluation_split, split,
+                )
+                split = task.evaluation_split
+        return self.load_rows(task, split), split
 
     def _load(self, task: TaskConfig, split: str):
         import datasets

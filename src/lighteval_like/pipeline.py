@@ -65,8 +65,13 @@ class TaskData:
     task: ResolvedTask
     docs: list[tuple[int, Doc]]
     fewshot_pool: list[tuple[int, Doc]]
-    same_split: bool
+    fewshot_split: str | None  # the split the pool came from; None when no shots are asked for
     skipped: int
+
+    @property
+    def same_split(self) -> bool:
+        """Shots drawn from the evaluated split: each doc's own row is never its own example."""
+        return self.fewshot_split == self.task.config.evaluation_split
 
 
 def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | None, skip_bad: bool) -> TaskData:
@@ -74,9 +79,11 @@ def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | No
     cfg = task.config
     docs, skipped = make_docs(cfg, source.load_rows(cfg, cfg.evaluation_split, max_samples), skip_bad)
     pool: list[tuple[int, Doc]] = []
+    split = None
     if task.spec.num_fewshot > 0:
-        pool, _ = make_docs(cfg, source.load_rows(cfg, cfg.fewshot_split), skip_bad=True)
-    return TaskData(task, docs, pool, cfg.fewshot_split == cfg.evaluation_split, skipped)
+        rows, split = source.load_fewshot_rows(cfg)
+        pool, _ = make_docs(cfg, rows, skip_bad=True)
+    return TaskData(task, docs, pool, split, skipped)
 
 
 @dataclass
@@ -325,6 +332,7 @@ class Pipeline:
             "non_truncated": len(samples) - truncated,
             "effective_few_shots": (sum(s.num_fewshot for s in samples) / len(samples)) if samples else 0.0,
             "requested_few_shots": td.task.spec.num_fewshot,
+            "fewshot_split": td.fewshot_split,
         }
 
     def _config_general(self, model: LanguageModel) -> dict:

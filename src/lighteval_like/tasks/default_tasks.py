@@ -1,7 +1,8 @@
 """The built-in task table.
 
-Few-shot split: lm-eval's where the dataset mirror has it, otherwise the evaluation split
-itself with the evaluated doc excluded (the mirror has no `train` splits).
+Few-shot split: lm-eval 0.4.13's (`train` where the dataset has one); None means the
+evaluation split itself, the evaluated doc excluded. A mirror without the few-shot split
+falls back to the evaluation split with a warning (see `DataSource.load_fewshot_rows`).
 """
 
 from __future__ import annotations
@@ -35,17 +36,17 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="arc:challenge", suite="leaderboard", prompt_function=prompts.arc,
         hf_repo="allenai/ai2_arc", hf_subset="ARC-Challenge",
-        evaluation_split="test", few_shots_split="validation", metrics=("acc", "acc_norm"),
+        evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="arc:easy", suite="lighteval", prompt_function=prompts.arc,
         hf_repo="allenai/ai2_arc", hf_subset="ARC-Easy",
-        evaluation_split="test", few_shots_split="validation", metrics=("acc", "acc_norm"),
+        evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="hellaswag", suite="leaderboard", prompt_function=prompts.hellaswag,
         hf_repo="Rowan/hellaswag", hf_subset=None,
-        evaluation_split="validation", few_shots_split=None, metrics=("acc", "acc_norm"),
+        evaluation_split="validation", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     *[
         TaskConfig(
@@ -57,34 +58,34 @@ TASKS_TABLE: list[TaskConfig] = [
     ],
     TaskConfig(
         name="gsm8k", suite="leaderboard", prompt_function=prompts.gsm8k,
-        hf_repo="openai/gsm8k", hf_subset="main", evaluation_split="test", few_shots_split=None,
+        hf_repo="openai/gsm8k", hf_subset="main", evaluation_split="test", few_shots_split="train",
         request_type=RequestType.GENERATIVE, metrics=("exact_match", "qem"),
         generation_size=256, stop_sequences=("Question:", "</s>", "<|im_end|>"),
     ),
     TaskConfig(
         name="winogrande", suite="leaderboard", prompt_function=prompts.winogrande,
         hf_repo="allenai/winogrande", hf_subset="winogrande_xl",
-        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
     ),
     TaskConfig(
         name="piqa", suite="lighteval", prompt_function=prompts.piqa,
         hf_repo="ybisk/piqa", hf_subset=None,
-        evaluation_split="validation", few_shots_split=None, metrics=("acc", "acc_norm"),
+        evaluation_split="validation", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="boolq", suite="lighteval", prompt_function=prompts.boolq,
         hf_repo="aps/super_glue", hf_subset="boolq",
-        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
     ),
     TaskConfig(
         name="openbookqa", suite="lighteval", prompt_function=prompts.openbookqa,
         hf_repo="allenai/openbookqa", hf_subset="main",
-        evaluation_split="test", few_shots_split=None, metrics=("acc", "acc_norm"),
+        evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="copa", suite="lighteval", prompt_function=prompts.copa,
         hf_repo="aps/super_glue", hf_subset="copa",
-        evaluation_split="validation", few_shots_split=None, metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
     ),
     TaskConfig(
         name="lambada:openai", suite="lighteval", prompt_function=prompts.lambada,
