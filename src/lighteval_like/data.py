@@ -14,6 +14,8 @@ from lighteval_like.tasks.config import TaskConfig
 
 DATA_DIR_ENV = "LIGHTEVAL_LIKE_DATA_DIR"
 logger = logging.getLogger(__name__)
+# Where few-shot examples come from when a task's own few-shot split is missing, in order.
+FALLBACK_FEWSHOT_SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -47,21 +49,27 @@ class DataSource:
         """The few-shot pool's rows and the split they came from.
 
         A mirror that holds the task's evaluation split but not its few-shot split (a mirror of
-        evaluation splits only) serves the evaluation split instead, each doc's own row then
-        excluded, with a warning; the hub is not asked, so an offline run does not wait on retries.
+        evaluation splits only) serves its first split of train, validation, test instead, as
+        lm-eval and lighteval choose when a task names none, with a warning. The hub is not
+        asked then, so an offline run does not wait on its retries.
         """
         split = task.fewshot_split
         if task.data_builder is None and split != task.evaluation_split:
-            wanted = self.mirror_path(task.hf_repo, task.hf_subset, split)
-            held = self.mirror_path(task.hf_repo, task.hf_subset, task.evaluation_split)
-            if wanted and not os.path.isfile(wanted) and os.path.isfile(held):
+            if self._mirror_has(task, task.evaluation_split) and not self._mirror_has(task, split):
+                candidates = (*FALLBACK_FEWSHOT_SPLITS, task.evaluation_split)
+                fallback = next(s for s in candidates if self._mirror_has(task, s))
                 logger.warning(
-                    "%s: the mirror has no few-shot split '%s' (%s); few-shot examples come from '%s', "
-                    "each doc's own row excluded, so scores differ from runs that draw them from '%s'",
-                    task.full_name, split, wanted, task.evaluation_split, split,
+                    "%s: the mirror has no few-shot split '%s' (%s); few-shot examples come from '%s'%s, "
+                    "so scores differ from runs that draw them from '%s'",
+                    task.full_name, split, self.mirror_path(task.hf_repo, task.hf_subset, split), fallback,
+                    " (each doc's own row excluded)" if fallback == task.evaluation_split else "", split,
                 )
-                split = task.evaluation_split
+                split = fallback
         return self.load_rows(task, split), split
+
+    def _mirror_has(self, task: TaskConfig, split: str) -> bool:
+        path = self.mirror_path(task.hf_repo, task.hf_subset, split)
+        return path is not None and os.path.isfile(path)
 
     def _load(self, task: TaskConfig, split: str):
         import datasets

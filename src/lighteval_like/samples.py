@@ -59,20 +59,38 @@ def make_docs(task: TaskConfig, rows: list[dict], skip_bad: bool) -> tuple[list[
     return docs, skipped
 
 
-def select_fewshot(
-    pool: list[tuple[int, Doc]], n: int, doc_index: int, same_split: bool, task: TaskConfig, seed: int
-) -> list[Doc]:
-    """Few-shot examples for one doc: never the doc itself, and independent of batching/ranks
-    because the random generator is seeded by (seed, task, doc index)."""
-    if n == 0:
-        return []
-    candidates = [i for i, (row, _) in enumerate(pool) if not (same_split and row == doc_index)]
+def fewshot_examples(
+    pool: list[tuple[int, Doc]], n: int, docs: list[tuple[int, Doc]], same_split: bool, task: TaskConfig, seed: int
+) -> dict[int, list[Doc]]:
+    """Few-shot examples for each doc (by row index), drawn as lm-eval 0.4.13 draws them.
+
+    One `random.Random(seed)` makes one draw per row of the evaluation split, in row order, so
+    a doc's examples depend on (seed, row) alone: not on batch size, ranks or `max_samples`, and
+    equal to lm-eval's for the same rows. A draw takes n examples, or n + 1 with the evaluated doc
+    then dropped where lm-eval's task does so (`few_shots_draw_extra`). The doc is never its own
+    example: from its own split it is left out, and a draw left short is redrawn without it.
+    """
+    if n == 0 or not docs:
+        return {row: [] for row, _ in docs}
+    wanted = dict(docs)
     if task.few_shots_select == "first_n":
-        chosen = candidates[:n]
-    else:
-        rng = random.Random(f"{seed}|{task.full_name}|{doc_index}")
-        chosen = rng.sample(candidates, min(n, len(candidates)))
-    return [pool[i][1] for i in chosen]
+        return {row: [d for r, d in pool if not (same_split and r == row)][:n] for row in wanted}
+    rng = random.Random(seed)
+    draw = n + 1 if task.few_shots_draw_extra else n
+    chosen: dict[int, list[Doc]] = {}
+    for row in range(max(wanted) + 1):
+        doc = wanted.get(row)
+
+        def is_doc(i: int, row=row, doc=doc) -> bool:
+            return (same_split and pool[i][0] == row) or (task.few_shots_draw_extra and pool[i][1] == doc)
+
+        picked = [i for i in rng.sample(range(len(pool)), min(draw, len(pool))) if not is_doc(i)][:n]
+        if len(picked) < n:
+            rest = [i for i in range(len(pool)) if not is_doc(i)]
+            picked = rng.sample(rest, min(n, len(rest)))
+        if doc is not None:
+            chosen[row] = [pool[i][1] for i in picked]
+    return chosen
 
 
 def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> str:
@@ -123,8 +141,9 @@ def build_samples(
     seeds = [options.seed + i for i in range(options.num_fewshot_seeds)] if num_fewshot > 0 else [options.seed]
     samples = []
     for seed in seeds:
+        drawn = fewshot_examples(fewshot_pool, num_fewshot, docs, same_split, task, seed)
         for doc_index, doc in docs:
-            examples = select_fewshot(fewshot_pool, num_fewshot, doc_index, same_split, task, seed)
+            examples = drawn[doc_index]
             queries = doc.query_per_choice or [doc.query]
             contexts = [_render(doc, q, examples, options) for q in queries]
             truncated = False

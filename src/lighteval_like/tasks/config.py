@@ -76,7 +76,10 @@ class TaskConfig:
     few_shots_split: str | None
     metrics: tuple[str, ...]
     request_type: RequestType = RequestType.MULTIPLE_CHOICE
-    few_shots_select: str = "random"  # "random" (seeded per doc) or "first_n"
+    few_shots_select: str = "random"  # "random" (lm-eval's seeded draws) or "first_n"
+    # lm-eval draws n + 1 examples and drops the evaluated doc where its task's fewshot_split
+    # equals its test_split (both unset counts); the extra draw moves the random sequence.
+    few_shots_draw_extra: bool = False
     generation_size: int | None = None
     stop_sequences: tuple[str, ...] = ()
     hf_revision: str | None = None

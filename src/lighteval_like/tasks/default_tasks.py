@@ -31,7 +31,7 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="truthfulqa:mc", suite="leaderboard", prompt_function=prompts.truthfulqa_mc,
         hf_repo="truthfulqa/truthful_qa", hf_subset="multiple_choice",
-        evaluation_split="validation", few_shots_split=None, metrics=("mc1", "mc2"),
+        evaluation_split="validation", few_shots_split=None, few_shots_draw_extra=True, metrics=("mc1", "mc2"),
     ),
     TaskConfig(
         name="arc:challenge", suite="leaderboard", prompt_function=prompts.arc,
@@ -46,7 +46,7 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="hellaswag", suite="leaderboard", prompt_function=prompts.hellaswag,
         hf_repo="Rowan/hellaswag", hf_subset=None,
-        evaluation_split="validation", few_shots_split="train", metrics=("acc", "acc_norm"),
+        evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc", "acc_norm"),
     ),
     *[
         TaskConfig(
@@ -65,17 +65,17 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="winogrande", suite="leaderboard", prompt_function=prompts.winogrande,
         hf_repo="allenai/winogrande", hf_subset="winogrande_xl",
-        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
         name="piqa", suite="lighteval", prompt_function=prompts.piqa,
         hf_repo="ybisk/piqa", hf_subset=None,
-        evaluation_split="validation", few_shots_split="train", metrics=("acc", "acc_norm"),
+        evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="boolq", suite="lighteval", prompt_function=prompts.boolq,
         hf_repo="aps/super_glue", hf_subset="boolq",
-        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
         name="openbookqa", suite="lighteval", prompt_function=prompts.openbookqa,
@@ -85,7 +85,7 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="copa", suite="lighteval", prompt_function=prompts.copa,
         hf_repo="aps/super_glue", hf_subset="copa",
-        evaluation_split="validation", few_shots_split="train", metrics=("acc",),
+        evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
         name="lambada:openai", suite="lighteval", prompt_function=prompts.lambada,

@@ -138,6 +138,8 @@ def lambada(row: dict, task_name: str) -> Doc:
         choices=[" " + words[-1]],
         gold_index=0,
         target_delimiter="",
+        # lm-eval joins a few-shot example's text and target (" word") with its default " ".
+        fewshot_target="  " + words[-1],
     )
 
 
