@@ -9,7 +9,10 @@ side. Exits 1 on any mismatch, so it can guard a change.
         --lm_eval_python LM_EVAL_VENV/bin/python --tasks "truthfulqa:mc,hellaswag,mmlu:anatomy|5" \
         --limit 30 --out report.json [--write_reference tests/data/reference_smollm2.json]
 
-Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses).
+Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses). Both draw
+most tasks' shots from `train`, which the shared mirror lacks: `--stand_in_train` then compares
+on a copy of the mirror (links) where each missing `train` is the validation split, else the test
+split, so the few-shot draws themselves are compared.
 `--work_dir DIR` keeps both harnesses' outputs; with `--reuse` a later call compares what is
 there instead of re-running (delete DIR/ours to re-run only our side after a change).
 """
@@ -340,6 +343,23 @@ def reference_data(runs: dict[str, TaskRun], reports: dict[str, dict], limit: in
     }
 
 
+def mirror_with_train(root: str, out: str) -> str:
+    """`out`: `root` linked file by file, plus a `train.jsonl` (the validation split, else the
+    test split) in every dataset folder that has none."""
+    for folder, _, files in os.walk(root):
+        splits = {f[: -len(".jsonl")] for f in files if f.endswith(".jsonl")}
+        if not splits:
+            continue
+        target = os.path.join(out, os.path.relpath(folder, root))
+        os.makedirs(target, exist_ok=True)
+        for split in splits:
+            os.symlink(os.path.join(folder, f"{split}.jsonl"), os.path.join(target, f"{split}.jsonl"))
+        stand_in = next((s for s in ("validation", "test") if s in splits), None)
+        if "train" not in splits and stand_in:
+            os.symlink(os.path.join(folder, f"{stand_in}.jsonl"), os.path.join(target, "train.jsonl"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="transformers model folder (evaluated in float32)")
@@ -355,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", help="keep both harnesses' outputs here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --work_dir: compare the outputs a previous run left there instead of re-running")
+    parser.add_argument("--stand_in_train", action="store_true",
+                        help="give datasets without a train split one (their validation, else test split), "
+                             "so both harnesses draw few-shot examples from it")
     args = parser.parse_args(argv)
     if not args.lm_eval_python:
         parser.error("pass --lm_eval_python or set LM_EVAL_PYTHON")
@@ -363,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="compare_lm_eval_") as tmp:
         work = args.work_dir or tmp
+        if args.stand_in_train:
+            data_dir = os.path.join(work, "mirror")
+            if not (args.reuse and os.path.isdir(data_dir)):
+                mirror_with_train(os.path.abspath(args.data_dir), data_dir)
         ours_dir = os.path.join(work, "ours")
         command = our_command(model, data_dir, specs, args.limit, ours_dir, args.batch_size)
         ours = run_ours(command, ours_dir, args.reuse)
