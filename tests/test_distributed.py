@@ -273,7 +273,8 @@ def test_world_size_mismatch_exits_2_before_loading(tiny_model, tmp_path):
     env = _env({}, uuid.uuid4().hex, tmp_path)
     (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=3", *distributed_args(ckpt, override)]], env)
     assert run.returncode != 0 and not run.leftover
-    assert run.output.count("WORLD_SIZE=3 but") == 3  # every rank says it
+    # Every rank that gets there says it; torchrun stops the others once the first one exits.
+    assert run.output.count("WORLD_SIZE=3 but") >= 1
     assert "dp*tp*pp = 2*1*1 = 2 processes: launch torchrun with --nproc-per-node=2" in run.output
     # The workers exit 2 (torchrun itself then exits 1 and names the first failing worker).
     assert re.search(r"Root Cause.*?exitcode\s*: 2 ", run.output, re.S)
