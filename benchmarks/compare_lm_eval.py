@@ -113,7 +113,7 @@ def parse_tasks(text: str) -> list[tuple[str, str, int]]:
 # ------------------------------------------------------------------ our harness
 def our_command(
     model: str, data_dir: str, specs: list[tuple[str, str, int]], limit: int, out_dir: str,
-    batch_size: int | None = None, processes: int = 1,
+    batch_size: int | None = None, processes: int = 1, chat: bool = False,
 ) -> list[str]:
     """The command line evaluating `specs` with our CLI (under `accelerate launch` when processes > 1)."""
     launcher = [sys.executable, "-m", "lighteval_like"]
@@ -131,6 +131,8 @@ def our_command(
     ]
     if batch_size:
         args += ["--override_batch_size", str(batch_size)]
+    if chat:
+        args.append("--use_chat_template")
     return launcher + args
 
 
@@ -181,12 +183,12 @@ def read_our_outputs(out_dir: str) -> dict[str, TaskRun]:
 # --------------------------------------------------------------------- lm-eval
 def run_lm_eval(
     lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
-    batch_size: int, out_dir: str, reuse: bool = False,
+    batch_size: int, out_dir: str, reuse: bool = False, chat: bool = False,
 ) -> tuple[dict, dict[str, list[dict]]]:
     """Run lm-eval offline (unless `reuse` and `out_dir` holds a finished run); returns its
     results section and its logged samples per task."""
     if not (reuse and glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)):
-        _run_lm_eval(lm_eval_python, model, data_dir, lm_tasks, fewshot, limit, batch_size, out_dir)
+        _run_lm_eval(lm_eval_python, model, data_dir, lm_tasks, fewshot, limit, batch_size, out_dir, chat)
     (results_path,) = glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)
     with open(results_path, encoding="utf-8") as f:
         results = json.load(f)["results"]
@@ -200,7 +202,7 @@ def run_lm_eval(
 
 def _run_lm_eval(
     lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
-    batch_size: int, out_dir: str,
+    batch_size: int, out_dir: str, chat: bool = False,
 ) -> None:
     command = [
         lm_eval_python, os.path.join(HERE, "_lm_eval_offline.py"), "--mirror", data_dir, "--",
@@ -208,6 +210,8 @@ def _run_lm_eval(
         "--tasks", ",".join(lm_tasks), "--num_fewshot", str(fewshot), "--limit", str(limit),
         "--batch_size", str(batch_size), "--log_samples", "--output_path", out_dir,
     ]
+    if chat:  # shots as user/assistant turns, as ours under --use_chat_template
+        command += ["--apply_chat_template", "--fewshot_as_multiturn"]
     run_logged(command)
 
 
@@ -378,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stand_in_train", action="store_true",
                         help="give datasets without a train split one (their validation, else test split), "
                              "so both harnesses draw few-shot examples from it")
+    parser.add_argument("--chat", action="store_true",
+                        help="render prompts with the model's chat template (ours: --use_chat_template; "
+                             "lm-eval: --apply_chat_template --fewshot_as_multiturn)")
     args = parser.parse_args(argv)
     if not args.lm_eval_python:
         parser.error("pass --lm_eval_python or set LM_EVAL_PYTHON")
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.reuse and os.path.isdir(data_dir)):
                 mirror_with_train(os.path.abspath(args.data_dir), data_dir)
         ours_dir = os.path.join(work, "ours")
-        command = our_command(model, data_dir, specs, args.limit, ours_dir, args.batch_size)
+        command = our_command(model, data_dir, specs, args.limit, ours_dir, args.batch_size, chat=args.chat)
         ours = run_ours(command, ours_dir, args.reuse)
         reports: dict[str, dict] = {}
         for shots in sorted({k for _, _, k in specs}):
@@ -400,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             lm_tasks = [t for p in pairs.values() for t in p.lm_eval_tasks]
             results, samples = run_lm_eval(
                 args.lm_eval_python, model, data_dir, lm_tasks, shots, args.limit, args.batch_size or 8,
-                os.path.join(work, f"lm_eval_{shots}shot"), args.reuse,
+                os.path.join(work, f"lm_eval_{shots}shot"), args.reuse, chat=args.chat,
             )
             for key, pair in pairs.items():
                 reports[key] = compare_task(pair, ours[key], lm_eval_run(pair, results, samples))

@@ -17,6 +17,8 @@ REGISTRY = Registry()
 GSM8K = REGISTRY.get("leaderboard|gsm8k")  # few-shot from the evaluation split itself, random
 ARC = REGISTRY.get("leaderboard|arc:challenge")
 MMLU = REGISTRY.get("leaderboard|mmlu:anatomy")  # first_n from the dev split
+ARC_ROW = {"id": "q0", "question": "Which is wet?", "choices": {"text": ["water", "rock"], "label": ["A", "B"]},
+           "answerKey": "A"}
 
 GSM8K_ROWS = [{"question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(8)]
 MMLU_TEST = [{"question": f"Test question {i}?", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": i % 4}
@@ -149,15 +151,15 @@ def chat_model(tiny_model):
 
 
 def test_chat_template_rendering(chat_model):
-    """Under a chat template, shots are user/assistant turns, the system prompt leads, the
-    instruction opens the first user turn, and continuations have no delimiter."""
+    """Under a chat template (as lm-eval renders it), the system prompt and the task instruction
+    share the system message, shots are user/assistant turns, and continuations have no delimiter."""
     docs, pool = docs_of(MMLU, MMLU_TEST), docs_of(MMLU, MMLU_DEV)
     options = PromptOptions(system_prompt="Be brief.", chat_formatter=chat_model.apply_chat_template)
     sample = build_samples("k", MMLU, docs[:1], pool, False, 2, False, options)[0]
     doc, s0, s1 = docs[0][1], pool[0][1], pool[1][1]
     expected = (
-        "<|system|>Be brief.<|end|>\n"
-        f"<|user|>{doc.instruction}{s0.query}<|end|>\n<|assistant|>{s0.choices[s0.gold_indices[0]]}<|end|>\n"
+        f"<|system|>Be brief.\n\n{doc.instruction}<|end|>\n"
+        f"<|user|>{s0.query}<|end|>\n<|assistant|>{s0.choices[s0.gold_indices[0]]}<|end|>\n"
         f"<|user|>{s1.query}<|end|>\n<|assistant|>{s1.choices[s1.gold_indices[0]]}<|end|>\n"
         f"<|user|>{doc.query}<|end|>\n<|assistant|>"
     )
@@ -165,7 +167,13 @@ def test_chat_template_rendering(chat_model):
     assert [r.continuation for r in sample.requests] == ["A", "B", "C", "D"]
     chat_only = PromptOptions(chat_formatter=chat_model.apply_chat_template)
     zero = build_samples("k", MMLU, docs[:1], pool, False, 0, False, chat_only)[0]
-    assert zero.contexts == [f"<|user|>{doc.instruction}{doc.query}<|end|>\n<|assistant|>"]
+    assert zero.contexts == [f"<|system|>{doc.instruction}<|end|>\n<|user|>{doc.query}<|end|>\n<|assistant|>"]
+    spaced = PromptOptions(system_prompt="Be brief.\n", chat_formatter=chat_model.apply_chat_template)
+    assert build_samples("k", MMLU, docs[:1], pool, False, 0, False, spaced)[0].contexts[0].startswith(
+        f"<|system|>Be brief.\n{doc.instruction}<|end|>"
+    )
+    arc = build_samples("k", ARC, docs_of(ARC, [ARC_ROW]), [], False, 0, False, chat_only)[0]
+    assert arc.contexts[0].startswith("<|user|>")  # no instruction, no system prompt: no system message
 
 
 def test_truncate_drops_shots_until_prompt_and_answer_fit(chat_model):
@@ -208,6 +216,20 @@ def test_truncate_uses_longest_choice_as_answer_room(chat_model):
     options = PromptOptions(count_tokens=count, max_length=one + room)
     sample = build_samples("k", ARC, docs[:1], docs, True, 3, True, options)[0]
     assert sample.num_fewshot == 1 and sample.fewshot_truncated is True
+
+
+def test_loglikelihood_task_shots_join_as_lm_eval(chat_model):
+    """lambada's target carries its own space: the request scores it as it is, a plain few-shot
+    example joins it with the default delimiter (two spaces, as lm-eval), a chat shot answers it."""
+    task = REGISTRY.get("lighteval|lambada:openai")
+    docs = docs_of(task, [{"text": "she needed some milk"}, {"text": "the play was long"}])
+    plain = build_samples("k", task, docs[:1], docs, True, 1, False, PromptOptions())[0]
+    assert plain.contexts == ["the play was  long\n\nshe needed some"]
+    assert plain.requests == [LoglikelihoodRequest("the play was  long\n\nshe needed some", " milk")]
+    options = PromptOptions(chat_formatter=chat_model.apply_chat_template)
+    chat = build_samples("k", task, docs[:1], docs, True, 1, False, options)[0]
+    assert chat.contexts == ["<|user|>the play was<|end|>\n<|assistant|> long<|end|>\n<|user|>she needed some<|end|>\n<|assistant|>"]
+    assert chat.requests == [LoglikelihoodRequest(chat.contexts[0], " milk")]
 
 
 def test_request_types():

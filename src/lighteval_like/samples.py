@@ -93,16 +93,25 @@ def fewshot_examples(
     return chosen
 
 
+def _system_message(system_prompt: str | None, instruction: str) -> str:
+    """Under a chat template the task instruction joins the system prompt in the system message
+    (as lm-eval renders it), a blank line between unless either side brings whitespace there."""
+    if not system_prompt or not instruction:
+        return system_prompt or instruction
+    blank = not (system_prompt[-1].isspace() or instruction[0].isspace())
+    return system_prompt + (FEWSHOT_SEPARATOR if blank else "") + instruction
+
+
 def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> str:
     if options.chat_formatter is not None:
-        messages = [{"role": "system", "content": options.system_prompt}] if options.system_prompt else []
-        for i, ex in enumerate(examples):
-            prefix = doc.instruction if i == 0 else ""
+        system = _system_message(options.system_prompt, doc.instruction)
+        messages = [{"role": "system", "content": system}] if system else []
+        for ex in examples:
             messages += [
-                {"role": "user", "content": prefix + ex.fewshot_query},
+                {"role": "user", "content": ex.fewshot_query},
                 {"role": "assistant", "content": ex.fewshot_answer},
             ]
-        messages.append({"role": "user", "content": ("" if examples else doc.instruction) + query})
+        messages.append({"role": "user", "content": query})
         return options.chat_formatter(messages)
     system = f"{options.system_prompt}\n" if options.system_prompt else ""
     shots = "".join(ex.as_fewshot_example() + FEWSHOT_SEPARATOR for ex in examples)
@@ -119,9 +128,8 @@ def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> li
             LoglikelihoodRequest(contexts[i if len(contexts) > 1 else 0], delimiter + choice, single)
             for i, choice in enumerate(doc.choices)
         ]
-    if kind == RequestType.LOGLIKELIHOOD:
-        gold = doc.gold_indices[0]
-        return [LoglikelihoodRequest(contexts[0], delimiter + doc.choices[gold])]
+    if kind == RequestType.LOGLIKELIHOOD:  # the target as it is (lm-eval): no delimiter before it
+        return [LoglikelihoodRequest(contexts[0], doc.choices[doc.gold_indices[0]])]
     if kind == RequestType.ROLLING:
         return [RollingRequest(doc.choices[0])]
     return [GenerationRequest(contexts[0], tuple(task.stop_sequences), task.generation_size)]

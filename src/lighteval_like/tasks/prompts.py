@@ -137,9 +137,8 @@ def lambada(row: dict, task_name: str) -> Doc:
         query=" ".join(words[:-1]),
         choices=[" " + words[-1]],
         gold_index=0,
-        target_delimiter="",
-        # lm-eval joins a few-shot example's text and target (" word") with its default " ".
-        fewshot_target="  " + words[-1],
+        # The target carries its space; lm-eval's default " " still joins few-shot examples.
+        target_delimiter=" ",
     )
 
 
