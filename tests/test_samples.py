@@ -128,10 +128,14 @@ def test_plain_rendering_and_requests():
     sample = build_samples("k", MMLU, docs[:1], pool, False, 1, False, PromptOptions(system_prompt="Be brief."))[0]
     doc, shot = docs[0][1], pool[0][1]
     shot_text = shot.query + " " + shot.choices[shot.gold_indices[0]]
-    expected = "Be brief.\n" + doc.instruction + shot_text + FEWSHOT_SEPARATOR + doc.query
+    expected = "Be brief.\n\n" + doc.instruction + shot_text + FEWSHOT_SEPARATOR + doc.query
     assert sample.contexts == [expected]
     assert sample.contexts[0].count("The following are multiple choice questions") == 1
     assert sample.requests == [LoglikelihoodRequest(expected, f" {c}") for c in "ABCD"]
+    arc_docs = docs_of(ARC, [ARC_ROW])
+    for system, lead in (("Be brief.", "Be brief.\n\n"), ("Be brief.\n", "Be brief.\n"), ("", "")):
+        arc = build_samples("k", ARC, arc_docs, [], False, 0, False, PromptOptions(system_prompt=system or None))[0]
+        assert arc.contexts == [lead + arc_docs[0][1].query]  # a blank line unless one side brings whitespace
 
 
 CHAT_TEMPLATE = (

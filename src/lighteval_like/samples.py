@@ -93,18 +93,18 @@ def fewshot_examples(
     return chosen
 
 
-def _system_message(system_prompt: str | None, instruction: str) -> str:
-    """Under a chat template the task instruction joins the system prompt in the system message
-    (as lm-eval renders it), a blank line between unless either side brings whitespace there."""
-    if not system_prompt or not instruction:
-        return system_prompt or instruction
-    blank = not (system_prompt[-1].isspace() or instruction[0].isspace())
-    return system_prompt + (FEWSHOT_SEPARATOR if blank else "") + instruction
+def _join_blank(first: str | None, second: str) -> str:
+    """`first`, a blank line, `second` (as lm-eval joins a system prompt and a task instruction);
+    no blank line where either side already brings whitespace there."""
+    if not first or not second:
+        return first or second
+    blank = not (first[-1].isspace() or second[0].isspace())
+    return first + (FEWSHOT_SEPARATOR if blank else "") + second
 
 
 def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> str:
-    if options.chat_formatter is not None:
-        system = _system_message(options.system_prompt, doc.instruction)
+    if options.chat_formatter is not None:  # the instruction goes with the system prompt
+        system = _join_blank(options.system_prompt, doc.instruction)
         messages = [{"role": "system", "content": system}] if system else []
         for ex in examples:
             messages += [
@@ -113,9 +113,8 @@ def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -
             ]
         messages.append({"role": "user", "content": query})
         return options.chat_formatter(messages)
-    system = f"{options.system_prompt}\n" if options.system_prompt else ""
     shots = "".join(ex.as_fewshot_example() + FEWSHOT_SEPARATOR for ex in examples)
-    return f"{system}{doc.instruction}{shots}{query}"
+    return _join_blank(options.system_prompt, f"{doc.instruction}{shots}{query}")
 
 
 def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> list[Request]:
