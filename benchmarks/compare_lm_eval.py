@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                 "model_folder": os.path.basename(model.rstrip(os.sep)),
                 "lm_eval_version": lm_eval_version(args.lm_eval_python),
                 "written_by": "benchmarks/compare_lm_eval.py --write_reference",
+                "stand_in_train": args.stand_in_train,
+                "chat": args.chat,
             }
             with open(args.write_reference, "w", encoding="utf-8") as f:
                 json.dump(reference_data(ours, reports, args.limit, provenance), f, indent=1)

@@ -1,32 +1,51 @@
 """SmolLM2-135M-Instruct still scores exactly what lm-evaluation-harness 0.4.13 scored.
 
-tests/data/reference_smollm2.json holds our per-choice loglikelihoods and metrics on the first
-30 docs of truthfulqa:mc, hellaswag and arc:challenge. It was written by
-`benchmarks/compare_lm_eval.py --write_reference` in a run that found every one of them within
-1e-4 of lm-eval's and every metric equal, so matching the file means matching lm-eval without
-needing lm-eval installed. Regenerate it only with that script.
+tests/data/reference_smollm2*.json hold our per-choice loglikelihoods and metrics on the first
+docs of several tasks: 0-shot on the shared mirror (`reference_smollm2.json`), with few-shot
+examples (`_fewshot`) and under the chat template (`_chat`). Each was written by
+`benchmarks/compare_lm_eval.py --write_reference` in a run that found every value within 1e-4 of
+lm-eval's and every metric equal, so matching the files means matching lm-eval without needing
+lm-eval installed. The few-shot and chat files were written with `--stand_in_train` (a linked
+mirror whose missing train splits stand in from validation/test), which the test rebuilds.
+Regenerate them only with that script.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference_smollm2.json")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+REFERENCE = "reference_smollm2.json"
+REFERENCES = (REFERENCE, "reference_smollm2_fewshot.json", "reference_smollm2_chat.json")
 # mc2 is a mean of probabilities, so loglikelihood noise within tolerance moves it a little;
 # the other metrics are means of 0/1 decisions and must be identical.
 CONTINUOUS_METRICS = {"mc2": 1e-4}
 
 
-def load_reference() -> dict:
-    with open(REFERENCE, encoding="utf-8") as f:
+def load_reference(name: str = REFERENCE) -> dict:
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
         return json.load(f)
+
+
+def reference_mirror(reference: dict, hub_mirror: str, folder: str) -> str:
+    """The mirror the reference was written on: the shared one, or its `--stand_in_train` copy
+    (built by the comparison script's own function)."""
+    if not reference.get("stand_in_train"):
+        return hub_mirror
+    spec = importlib.util.spec_from_file_location("compare_lm_eval", os.path.join(REPO, "benchmarks", "compare_lm_eval.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.mirror_with_train(os.path.abspath(hub_mirror), folder)
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +94,36 @@ def test_reference_file_is_complete():
     assert set(tasks["leaderboard|truthfulqa:mc|0"]["metrics"]) == {"mc1", "mc2"}
 
 
+@pytest.mark.parametrize("name", REFERENCES)
+def test_every_reference_file_is_complete(name):
+    reference = load_reference(name)
+    assert reference["lm_eval_version"] == "0.4.13" and reference["tasks"]
+    for key, task in reference["tasks"].items():
+        assert sorted(map(int, task["loglikelihoods"])) == list(range(reference["max_samples"])), key
+        assert all(lls and all(x < 0 for x in lls) for lls in task["loglikelihoods"].values()), key
+        assert task["lm_eval_max_abs_delta"] <= reference["loglikelihood_tolerance"], key
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("batch_size", [None, 1], ids=["auto-batch", "batch-1"])
-def test_smollm2_matches_lm_eval_reference(smollm2, hub_mirror, tmp_path, batch_size):
-    reference = load_reference()
+@pytest.mark.parametrize(
+    "name, batch_size",
+    [(REFERENCE, None), (REFERENCE, 1), (REFERENCES[1], None), (REFERENCES[2], None)],
+    ids=["auto-batch", "batch-1", "fewshot", "chat"],
+)
+def test_smollm2_matches_lm_eval_reference(smollm2, hub_mirror, tmp_path, name, batch_size):
+    reference = load_reference(name)
     tolerance = reference["loglikelihood_tolerance"]
     out = tmp_path / "out"
     args = [
         "accelerate", "--model_args", f"pretrained={smollm2},dtype=float32",
         "--tasks", ",".join(f"{key}|0" for key in reference["tasks"]),
         "--max_samples", str(reference["max_samples"]), "--save_details", "--output_dir", str(out),
-        "--dataset_dir", hub_mirror, "--no_cache",
+        "--dataset_dir", reference_mirror(reference, hub_mirror, str(tmp_path / "mirror")), "--no_cache",
     ]
     if batch_size:
         args += ["--override_batch_size", str(batch_size)]
+    if reference.get("chat"):
+        args.append("--use_chat_template")
     result = run_cli(args)
     assert result.returncode == 0, result.stderr[-3000:]
     results, details = read_details(str(out))
