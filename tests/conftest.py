@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -132,6 +133,13 @@ def mirror(tmp_path_factory) -> str:
         {"text": "What is the capital of France? Paris"},
     ])
     return root
+
+
+def free_port() -> int:
+    """A free local port for a rendezvous (a fixed one may be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(args: list[str], env: dict | None = None, cwd: str | None = None, timeout: int = 600):

@@ -11,23 +11,16 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 TASKS = (
     "leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,"
     "lighteval|lambada:openai|0|0,leaderboard|gsm8k|0|0"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _outputs(out_dir: str) -> tuple[list[str], dict, dict]:
@@ -55,7 +48,7 @@ def test_two_cpu_ranks_score_as_one_process(tiny_model, mirror, tmp_path):
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), "-m", "lighteval_like",
+        "--main_process_port", str(free_port()), "-m", "lighteval_like",
     ]
     dp = subprocess.run(
         [*launch, *common, "--output_dir", str(tmp_path / "dp")], capture_output=True, text=True, env=env, timeout=600

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 from lighteval_like.distributed import PEER_FAILURE_GRACE_S, load_checkpoint_config, load_override_config
 from lighteval_like.errors import ConfigError, ModelArgsError, UsageError
@@ -234,9 +233,7 @@ def test_same_scores_as_accelerate(layout, batch_size, shared_prefix, engine, ti
 def test_two_launchers_on_two_nodes_are_one_job(tiny_model, mirror, reference, tmp_path):
     """--nnodes=2 with c10d rendezvous on 127.0.0.1: global ranks, one results file."""
     ckpt, override, out = write_configs(tmp_path, tiny_model, "nodes", {"dp": 2, "tp": 1, "pp": 1})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = _env({"LIGHTEVAL_LIKE_DATA_DIR": mirror}, uuid.uuid4().hex, tmp_path)
     node = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
             f"--rdzv-id={uuid.uuid4().hex}", *distributed_args(ckpt, override)]

@@ -75,7 +75,7 @@ class DataSource:
         import datasets
 
         path = self.mirror_path(task.hf_repo, task.hf_subset, split)
-        if path and os.path.isfile(path):
+        if self._mirror_has(task, split):
             return datasets.load_dataset(
                 "json", data_files={split: path}, split=split, cache_dir=self.cache_dir, num_proc=self.num_proc
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from lighteval_like.errors import BadSampleError
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
@@ -74,19 +75,19 @@ def fewshot_examples(
         return {row: [] for row, _ in docs}
     wanted = dict(docs)
     if task.few_shots_select == "first_n":
-        return {row: [d for r, d in pool if not (same_split and r == row)][:n] for row in wanted}
+        return {row: list(islice((d for r, d in pool if not (same_split and r == row)), n)) for row in wanted}
+
+    def is_doc(i: int, row: int, doc: Doc | None) -> bool:
+        return (same_split and pool[i][0] == row) or (task.few_shots_draw_extra and pool[i][1] == doc)
+
     rng = random.Random(seed)
     draw = n + 1 if task.few_shots_draw_extra else n
     chosen: dict[int, list[Doc]] = {}
     for row in range(max(wanted) + 1):
         doc = wanted.get(row)
-
-        def is_doc(i: int, row=row, doc=doc) -> bool:
-            return (same_split and pool[i][0] == row) or (task.few_shots_draw_extra and pool[i][1] == doc)
-
-        picked = [i for i in rng.sample(range(len(pool)), min(draw, len(pool))) if not is_doc(i)][:n]
+        picked = [i for i in rng.sample(range(len(pool)), min(draw, len(pool))) if not is_doc(i, row, doc)][:n]
         if len(picked) < n:
-            rest = [i for i in range(len(pool)) if not is_doc(i)]
+            rest = [i for i in range(len(pool)) if not is_doc(i, row, doc)]
             picked = rng.sample(rest, min(n, len(rest)))
         if doc is not None:
             chosen[row] = [pool[i][1] for i in picked]
