@@ -28,12 +28,13 @@ TASKS = [
 # gsm8k's prompt, metrics and rows, generating GEN_TOKENS tokens instead of 256 (CPU time).
 CUSTOM_TASKS = f'''
 from lighteval_like.tasks import RequestType, TaskConfig
+from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
 from lighteval_like.tasks.prompts import gsm8k
 
 TASKS_TABLE = [
     TaskConfig(name="gsm8k_short", suite="custom", prompt_function=gsm8k, hf_repo="openai/gsm8k", hf_subset="main",
                evaluation_split="test", few_shots_split=None, request_type=RequestType.GENERATIVE,
-               metrics=("exact_match", "qem"), generation_size={GEN_TOKENS}, stop_sequences=("Question:",)),
+               metrics=(GSM8K_STRICT, GSM8K_FLEXIBLE), generation_size={GEN_TOKENS}, stop_sequences=("Question:",)),
 ]
 '''
 

@@ -21,10 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import free_port, run_cli
+from hooks import FAULT_ENV
 
-from lighteval_like.distributed import PEER_FAILURE_GRACE_S, load_checkpoint_config, load_override_config
 from lighteval_like.errors import ConfigError, ModelArgsError, UsageError
-from lighteval_like.models.parallel_model import stage_layers, tensor_parallel_plan
+from lighteval_like.override_config import load_checkpoint_config, load_override_config
+from lighteval_like.runtime.faults import PEER_FAILURE_GRACE_S
+from lighteval_like.runtime.placement import stage_layers, tensor_parallel_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAG_VAR = "LIGHTEVAL_LIKE_TEST_RUN_TAG"
@@ -86,7 +88,7 @@ def _env(extra: dict | None, tag: str, tmp_path) -> dict:
         # A fresh response cache per run: every score is computed, none reused from another run.
         "LIGHTEVAL_LIKE_CACHE": str(tmp_path / f"cache-{tag}"),
     }
-    env.pop("LIGHTEVAL_LIKE_TEST_FAULT", None)
+    env.pop(FAULT_ENV, None)
     return {**env, **(extra or {})}
 
 
@@ -248,9 +250,9 @@ def test_two_launchers_on_two_nodes_are_one_job(tiny_model, mirror, reference, t
 @pytest.mark.parametrize("action", ["raise", "kill"])
 def test_a_failing_rank_stops_every_rank(action, tiny_model, mirror, tmp_path):
     ckpt, override, out = write_configs(tmp_path, tiny_model, "fault", {"dp": 1, "tp": 2, "pp": 1})
-    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": mirror, "LIGHTEVAL_LIKE_TEST_FAULT": f"1:{action}"},
-               uuid.uuid4().hex, tmp_path)
-    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=2", *distributed_args(ckpt, override)]], env)
+    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": mirror, FAULT_ENV: f"1:{action}"}, uuid.uuid4().hex, tmp_path)
+    hooked = [os.path.join(REPO, "tests", "hooks.py"), *distributed_args(ckpt, override)[2:]]  # the CLI with the fault hook
+    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=2", *hooked]], env)
     assert run.returncode != 0
     assert not run.leftover, "a rank outlived the failure"
     fault_at = float(re.search(r"test fault on rank 1 at t=([0-9.]+)", run.output).group(1))

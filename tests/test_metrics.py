@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from lighteval_like.metrics import METRICS, aggregate, metric_for
+from lighteval_like.metrics import METRICS, aggregate, resolve_metrics
 from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
 from lighteval_like.tasks.config import Doc
+from lighteval_like.tasks.registry import Registry
 
 
 def lls(*values, greedy=None):
@@ -20,8 +21,10 @@ def gen(text: str):
     return [GenerationResponse(text, 5)]
 
 
-def score(name: str, doc: Doc, responses, task: str = "task") -> float:
-    return metric_for(task, name).sample_fn(doc, responses)
+def score(name: str, doc: Doc, responses, task: str | None = None) -> float:
+    """The metric `name` as the built-in task `task` declares it (else the shared metric of that name)."""
+    declared = {m.name: m for m in resolve_metrics(Registry().get(task))} if task else METRICS
+    return declared[name].sample_fn(doc, responses)
 
 
 def test_acc_is_argmax_in_gold():
@@ -110,14 +113,16 @@ GSM8K_DOC = Doc("Question: ...", ["She sold 48 + 24 = 72 clips.\n#### 1234"], 0)
 )
 def test_gsm8k_strict_and_flexible(text, strict, flexible):
     """gsm8k exact_match is strict-match ('#### N'); qem is flexible-extract (last number)."""
-    assert score("exact_match", GSM8K_DOC, gen(text), task="gsm8k") == strict
-    assert score("qem", GSM8K_DOC, gen(text), task="gsm8k") == flexible
+    assert score("exact_match", GSM8K_DOC, gen(text), task="leaderboard|gsm8k") == strict
+    assert score("qem", GSM8K_DOC, gen(text), task="leaderboard|gsm8k") == flexible
 
 
 def test_gsm8k_names_only_for_gsm8k():
     """Outside gsm8k, qem is the generic quasi-exact match."""
-    assert metric_for("gsm8k", "qem").sample_fn.__name__ == "gsm8k_flexible"
-    assert metric_for("triviaqa", "qem") is METRICS["qem"]
+    gsm8k = {m.name: m for m in resolve_metrics(Registry().get("leaderboard|gsm8k"))}
+    assert gsm8k["qem"].sample_fn.__name__ == "gsm8k_flexible"
+    assert gsm8k["exact_match"].sample_fn.__name__ == "gsm8k_strict"
+    assert METRICS["qem"].sample_fn.__name__ == "quasi_exact_match"
 
 
 def test_em_and_qem():

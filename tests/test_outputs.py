@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lighteval_like import outputs
+from lighteval_like.results import MetricScore
 
 
 def test_layout_of_results_and_details(tmp_path):
@@ -60,8 +61,8 @@ def test_save_details_parquet(tmp_path):
 def test_format_table_lists_metrics_with_stderr():
     """The table shows every task and metric with value and stderr, and no '_stderr' rows."""
     results = {
-        "leaderboard|arc:challenge|0": {"acc": 0.75, "acc_stderr": 0.25, "acc_norm": 0.5, "acc_norm_stderr": 0.125},
-        "all": {"acc": 0.75, "acc_stderr": 0.25},
+        "leaderboard|arc:challenge|0": {"acc": MetricScore(0.75, 0.25), "acc_norm": MetricScore(0.5, 0.125)},
+        "all": {"acc": MetricScore(0.75, 0.25)},
     }
     table = outputs.format_table(results, {"leaderboard|arc:challenge|0": 3})
     lines = table.splitlines()

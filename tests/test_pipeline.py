@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_rows
 
+from lighteval_like.docs import TaskData
 from lighteval_like.entrypoints import run_accelerate
 from lighteval_like.errors import BadSampleError
-from lighteval_like.pipeline import Pipeline, TaskData
+from lighteval_like.results import MetricScore, scores_record
+from lighteval_like.scoring import group_averages, overall
 from lighteval_like.task_specs import parse_one_spec
 from lighteval_like.tasks.registry import Registry, ResolvedTask
 
@@ -45,12 +47,13 @@ def test_group_averages_and_overall():
     for key in results:
         spec = parse_one_spec(key + "|0")
         data.append(TaskData(ResolvedTask(spec, registry.get(spec.full_name)), [], [], None, 0))
-    groups = Pipeline._group_averages(data, results)
+    typed = {k: {m: MetricScore(v[m], v[f"{m}_stderr"]) for m in v if not m.endswith("_stderr")} for k, v in results.items()}
+    groups = group_averages(data, typed)
     assert set(groups) == {"leaderboard|mmlu:_average|5"}  # virology alone at 0-shot; arc has no sibling
-    assert groups["leaderboard|mmlu:_average|5"] == pytest.approx({"acc": 0.4, "acc_stderr": 0.2})
-    overall = Pipeline._overall({**results, **groups})
-    assert overall["acc"] == pytest.approx((0.2 + 0.6 + 1.0 + 0.5) / 4)
-    assert overall["acc_norm"] == pytest.approx(0.25)
+    assert scores_record(groups["leaderboard|mmlu:_average|5"]) == pytest.approx({"acc": 0.4, "acc_stderr": 0.2})
+    everything = scores_record(overall({**typed, **groups}))
+    assert everything["acc"] == pytest.approx((0.2 + 0.6 + 1.0 + 0.5) / 4)
+    assert everything["acc_norm"] == pytest.approx(0.25)
 
 
 TASKS = "leaderboard|arc:challenge|0|0,leaderboard|truthfulqa:mc|0|0,leaderboard|mmlu:anatomy|1|0"

@@ -12,20 +12,23 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import run_cli
+from hooks import SLEEP_ENV
 
 from lighteval_like import outputs
-from lighteval_like.cache import TEST_SLEEP_ENV, ResponseCache, model_fingerprint, response_cache_dir
+from lighteval_like.cache import ResponseCache, model_fingerprint, response_cache_dir
 from lighteval_like.errors import CacheError, LightevalLikeError
 from lighteval_like.models.base import (
     GenerationRequest,
     LanguageModel,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
+    ModelIdentity,
     RollingRequest,
 )
 from lighteval_like.models.model_args import TransformersModelConfig
@@ -74,8 +77,9 @@ def test_killed_run_resumes_and_computes_only_the_rest(tiny_model, mirror, tmp_p
         "--dataset_dir", mirror, "--override_batch_size", "1", "--save_details",
         "--output_dir", out, "--cache_dir", cache_dir,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", TEST_SLEEP_ENV: "0.3"}
-    proc = subprocess.Popen([sys.executable, "-m", "lighteval_like", *args], env=env,
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", SLEEP_ENV: "0.3"}
+    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.py")
+    proc = subprocess.Popen([sys.executable, hooks, *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 300
@@ -193,22 +197,6 @@ def test_unreadable_cache_file_is_a_clear_error(tmp_path):
         ResponseCache(str(folder), "fp").lookup(_requests(1))
 
 
-def test_sampling_generations_are_never_cached(tmp_path):
-    """A request that samples is neither stored nor looked up; greedy ones are."""
-    from dataclasses import dataclass
-
-    from lighteval_like.models.base import GenerationResponse
-
-    @dataclass(frozen=True)
-    class SamplingRequest(GenerationRequest):
-        do_sample: bool = True
-
-    sampled, greedy = SamplingRequest("ctx", (), 5), GenerationRequest("ctx", (), 5)
-    cache = ResponseCache(str(tmp_path), "fp")
-    cache.store([sampled, greedy], [GenerationResponse("a", 1), GenerationResponse("b", 1)])
-    assert ResponseCache(str(tmp_path), "fp").lookup([sampled, greedy]) == {greedy: GenerationResponse("b", 1)}
-
-
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_model):
     config = TransformersModelConfig(pretrained=tiny_model, shared_prefix=False, max_length=24)
@@ -250,12 +238,14 @@ def test_transformers_backend_reports_each_batch_as_it_finishes(tiny_backend, me
 # ------------------------------------------------------- data-parallel shards
 RANK_SCRIPT = textwrap.dedent('''
     """One data-parallel rank: run the pipeline's request stage with the response cache."""
-    import json, sys, types
+    import json, sys
     from dataclasses import asdict
     import torch.distributed as dist
-    from lighteval_like.models.base import LanguageModel, LoglikelihoodRequest, LoglikelihoodResponse
-    from lighteval_like.parallel import ProcessContext
-    from lighteval_like.pipeline import Pipeline, PipelineParameters
+    from lighteval_like.execution import CacheSettings, execute
+    from lighteval_like.models.base import (
+        LanguageModel, LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ModelInfo,
+    )
+    from lighteval_like.runtime import ProcessContext
 
     rank, world, store, cache_dir, n, out = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
@@ -263,24 +253,24 @@ RANK_SCRIPT = textwrap.dedent('''
     class Model(LanguageModel):
         max_length = 1000
         computed = []
-        def loglikelihood(self, requests):
+        def loglikelihood(self, requests, plan=None):
             answers = [LoglikelihoodResponse(-float(len(r.context)), False, 1) for r in requests]
             for i in range(len(requests)):
                 self._batch_done(requests[i : i + 1], answers[i : i + 1])
             self.computed += requests
             return answers
-        def loglikelihood_rolling(self, requests): raise NotImplementedError
-        def greedy_until(self, requests): raise NotImplementedError
+        def loglikelihood_rolling(self, requests, plan=None): raise NotImplementedError
+        def greedy_until(self, requests, plan=None): raise NotImplementedError
         def count_tokens(self, text): return len(text)
-        def info(self): return {"model_name": "fake"}
+        def info(self): return ModelInfo(ModelIdentity("fake"))
 
     model = Model()
     requests = [LoglikelihoodRequest(f"context {i:03d}", " x") for i in range(n)]
-    pipeline = Pipeline(PipelineParameters(tasks="unused", cache_dir=cache_dir), lambda: model,
-                        ProcessContext(rank, world, rank == 0), {"pretrained": "fake"})
-    answers = pipeline.run_requests([types.SimpleNamespace(requests=[r]) for r in requests], model)
+    execution = execute(requests, model, ProcessContext(rank, world, rank == 0),
+                        CacheSettings({"pretrained": "fake"}, cache_dir))
+    answers = execution.answers
     right = answers is None or all(answers[r].logprob == -float(len(r.context)) for r in requests)
-    json.dump({"computed": len(model.computed), "summary": asdict(pipeline.cache_summary), "right": right},
+    json.dump({"computed": len(model.computed), "summary": asdict(execution.cache), "right": right},
               open(out, "w"))
     dist.destroy_process_group()
 ''')
@@ -335,11 +325,11 @@ def test_fingerprint_follows_what_changes_the_answers(tmp_path):
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"1")
     args = {"pretrained": str(folder), "dtype": "float32", "device": "cpu", "model_parallel": False}
-    info = {"model_name": "model", "model_dtype": "float32", "device": "cpu"}
+    info = ModelIdentity("model", model_dtype="float32")  # the device is no part of a model's identity
     base = model_fingerprint(args, info)[0]
-    assert model_fingerprint({**args, "device": "cuda", "model_parallel": True}, {**info, "device": "cuda:0"})[0] == base
+    assert model_fingerprint({**args, "device": "cuda", "model_parallel": True}, info)[0] == base
     assert model_fingerprint({**args, "dtype": "bfloat16"}, info)[0] != base
-    assert model_fingerprint(args, {**info, "model_sha": "abc123"})[0] != base
+    assert model_fingerprint(args, replace(info, model_sha="abc123"))[0] != base
     (folder / "model.safetensors").write_bytes(b"22")  # the model re-saved in place
     assert model_fingerprint(args, info)[0] != base
 

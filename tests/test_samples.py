@@ -6,12 +6,21 @@ import dataclasses
 
 import pytest
 
+from lighteval_like.docs import TaskData, make_docs
 from lighteval_like.errors import BadSampleError
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
-from lighteval_like.samples import FEWSHOT_SEPARATOR, PromptOptions, build_samples, fewshot_examples, make_docs
+from lighteval_like.samples import FEWSHOT_SEPARATOR, PromptOptions, build_samples, fewshot_examples
+from lighteval_like.task_specs import TaskSpec
 from lighteval_like.tasks import prompts
 from lighteval_like.tasks.config import RequestType
-from lighteval_like.tasks.registry import Registry
+from lighteval_like.tasks.registry import Registry, ResolvedTask
+
+
+def build(task, docs, pool, same_split: bool, num_fewshot: int, truncate: bool, options: PromptOptions):
+    """`build_samples` on the docs and few-shot pool of one task asked with `num_fewshot` shots."""
+    spec = TaskSpec(task.suite, task.name, num_fewshot, truncate)
+    split = task.evaluation_split if same_split else f"not-{task.evaluation_split}"
+    return build_samples(TaskData(ResolvedTask(spec, task), docs, pool, split, 0), options)
 
 REGISTRY = Registry()
 GSM8K = REGISTRY.get("leaderboard|gsm8k")  # few-shot from the evaluation split itself, random
@@ -41,7 +50,7 @@ def shots_in(context: str, rows) -> list[int]:
 def test_fewshot_never_contains_the_doc_itself():
     """Drawing from the evaluation split excludes the doc being evaluated."""
     docs = docs_of(GSM8K, GSM8K_ROWS)
-    samples = build_samples("k", GSM8K, docs, docs, True, 7, False, PromptOptions(num_fewshot_seeds=3))
+    samples = build(GSM8K, docs, docs, True, 7, False, PromptOptions(num_fewshot_seeds=3))
     assert len(samples) == 3 * len(docs)
     for s in samples:
         shots = [i for i in shots_in(s.contexts[0], GSM8K_ROWS) if i != s.doc_index]
@@ -76,26 +85,26 @@ def test_fewshot_independent_of_order_and_subset():
     """A doc's few-shot draw depends on (seed, its row), not on batching or other docs."""
     docs = docs_of(GSM8K, GSM8K_ROWS)
     options = PromptOptions(seed=7)
-    full = {s.doc_index: s.contexts for s in build_samples("k", GSM8K, docs, docs, True, 3, False, options)}
-    reverse = {s.doc_index: s.contexts for s in build_samples("k", GSM8K, docs[::-1], docs, True, 3, False, options)}
-    alone = build_samples("k", GSM8K, [docs[5]], docs, True, 3, False, options)
+    full = {s.doc_index: s.contexts for s in build(GSM8K, docs, docs, True, 3, False, options)}
+    reverse = {s.doc_index: s.contexts for s in build(GSM8K, docs[::-1], docs, True, 3, False, options)}
+    alone = build(GSM8K, [docs[5]], docs, True, 3, False, options)
     assert full == reverse
     assert alone[0].contexts == full[5]
     assert len({tuple(shots_in(c[0], GSM8K_ROWS)) for c in full.values()}) > 1  # draws vary between docs
-    other_seed = build_samples("k", GSM8K, docs, docs, True, 3, False, PromptOptions(seed=8))
+    other_seed = build(GSM8K, docs, docs, True, 3, False, PromptOptions(seed=8))
     assert any(s.contexts != full[s.doc_index] for s in other_seed)
 
 
 def test_num_fewshot_seeds_give_distinct_draws():
     """Each few-shot seed yields its own sample per doc, recorded with the seed."""
     docs = docs_of(GSM8K, GSM8K_ROWS)
-    samples = build_samples("k", GSM8K, docs, docs, True, 2, False, PromptOptions(seed=10, num_fewshot_seeds=2))
+    samples = build(GSM8K, docs, docs, True, 2, False, PromptOptions(seed=10, num_fewshot_seeds=2))
     assert sorted({s.fewshot_seed for s in samples}) == [10, 11]
     by_doc = {}
     for s in samples:
         by_doc.setdefault(s.doc_index, []).append(s.contexts[0])
     assert any(a != b for a, b in by_doc.values())
-    zero_shot = build_samples("k", GSM8K, docs, docs, True, 0, False, PromptOptions(num_fewshot_seeds=3))
+    zero_shot = build(GSM8K, docs, docs, True, 0, False, PromptOptions(num_fewshot_seeds=3))
     assert len(zero_shot) == len(docs)  # seeds only matter with shots
 
 
@@ -103,7 +112,7 @@ def test_first_n_sampler_from_other_split():
     """first_n takes the first examples of the few-shot split in order, for every doc (no exclusion
     across different splits)."""
     docs, pool = docs_of(MMLU, MMLU_TEST), docs_of(MMLU, MMLU_DEV)
-    samples = build_samples("k", MMLU, docs, pool, False, 3, False, PromptOptions())
+    samples = build(MMLU, docs, pool, False, 3, False, PromptOptions())
     for s in samples:
         context = s.contexts[0]
         positions = [context.index(MMLU_DEV[i]["question"]) for i in range(3)]
@@ -125,7 +134,7 @@ def test_plain_rendering_and_requests():
     """Plain prompt: system prompt, instruction once, shots joined by blank lines, then the query;
     multiple-choice requests carry the target delimiter."""
     docs, pool = docs_of(MMLU, MMLU_TEST), docs_of(MMLU, MMLU_DEV)
-    sample = build_samples("k", MMLU, docs[:1], pool, False, 1, False, PromptOptions(system_prompt="Be brief."))[0]
+    sample = build(MMLU, docs[:1], pool, False, 1, False, PromptOptions(system_prompt="Be brief."))[0]
     doc, shot = docs[0][1], pool[0][1]
     shot_text = shot.query + " " + shot.choices[shot.gold_indices[0]]
     expected = "Be brief.\n\n" + doc.instruction + shot_text + FEWSHOT_SEPARATOR + doc.query
@@ -134,7 +143,7 @@ def test_plain_rendering_and_requests():
     assert sample.requests == [LoglikelihoodRequest(expected, f" {c}") for c in "ABCD"]
     arc_docs = docs_of(ARC, [ARC_ROW])
     for system, lead in (("Be brief.", "Be brief.\n\n"), ("Be brief.\n", "Be brief.\n"), ("", "")):
-        arc = build_samples("k", ARC, arc_docs, [], False, 0, False, PromptOptions(system_prompt=system or None))[0]
+        arc = build(ARC, arc_docs, [], False, 0, False, PromptOptions(system_prompt=system or None))[0]
         assert arc.contexts == [lead + arc_docs[0][1].query]  # a blank line unless one side brings whitespace
 
 
@@ -159,7 +168,7 @@ def test_chat_template_rendering(chat_model):
     share the system message, shots are user/assistant turns, and continuations have no delimiter."""
     docs, pool = docs_of(MMLU, MMLU_TEST), docs_of(MMLU, MMLU_DEV)
     options = PromptOptions(system_prompt="Be brief.", chat_formatter=chat_model.apply_chat_template)
-    sample = build_samples("k", MMLU, docs[:1], pool, False, 2, False, options)[0]
+    sample = build(MMLU, docs[:1], pool, False, 2, False, options)[0]
     doc, s0, s1 = docs[0][1], pool[0][1], pool[1][1]
     expected = (
         f"<|system|>Be brief.\n\n{doc.instruction}<|end|>\n"
@@ -170,13 +179,13 @@ def test_chat_template_rendering(chat_model):
     assert sample.contexts == [expected]
     assert [r.continuation for r in sample.requests] == ["A", "B", "C", "D"]
     chat_only = PromptOptions(chat_formatter=chat_model.apply_chat_template)
-    zero = build_samples("k", MMLU, docs[:1], pool, False, 0, False, chat_only)[0]
+    zero = build(MMLU, docs[:1], pool, False, 0, False, chat_only)[0]
     assert zero.contexts == [f"<|system|>{doc.instruction}<|end|>\n<|user|>{doc.query}<|end|>\n<|assistant|>"]
     spaced = PromptOptions(system_prompt="Be brief.\n", chat_formatter=chat_model.apply_chat_template)
-    assert build_samples("k", MMLU, docs[:1], pool, False, 0, False, spaced)[0].contexts[0].startswith(
+    assert build(MMLU, docs[:1], pool, False, 0, False, spaced)[0].contexts[0].startswith(
         f"<|system|>Be brief.\n{doc.instruction}<|end|>"
     )
-    arc = build_samples("k", ARC, docs_of(ARC, [ARC_ROW]), [], False, 0, False, chat_only)[0]
+    arc = build(ARC, docs_of(ARC, [ARC_ROW]), [], False, 0, False, chat_only)[0]
     assert arc.contexts[0].startswith("<|user|>")  # no instruction, no system prompt: no system message
 
 
@@ -186,7 +195,7 @@ def test_truncate_drops_shots_until_prompt_and_answer_fit(chat_model):
     count = chat_model.count_tokens
     docs = docs_of(GSM8K, GSM8K_ROWS)
     tight = PromptOptions(count_tokens=count, max_length=10)
-    untruncated = build_samples("k", GSM8K, docs[:1], docs, True, 5, False, tight)[0]
+    untruncated = build(GSM8K, docs[:1], docs, True, 5, False, tight)[0]
     assert untruncated.num_fewshot == 5 and untruncated.fewshot_truncated is False
     task = dataclasses.replace(GSM8K, generation_size=8)
     drawn = fewshot_examples(docs, 5, docs[:1], True, task, seed=1234)[0]
@@ -197,13 +206,13 @@ def test_truncate_drops_shots_until_prompt_and_answer_fit(chat_model):
     assert lengths[2] < lengths[3]
     max_length = lengths[2] + 8  # room for 2 shots + the 8 generated tokens, not for 3
     options = PromptOptions(count_tokens=count, max_length=max_length)
-    sample = build_samples("k", task, docs[:1], docs, True, 5, True, options)[0]
+    sample = build(task, docs[:1], docs, True, 5, True, options)[0]
     assert sample.num_fewshot == 2 and sample.fewshot_truncated is True
     assert count(sample.contexts[0]) + 8 <= max_length
-    kept = build_samples("k", task, docs[:1], docs, True, 2, True, options)[0]
+    kept = build(task, docs[:1], docs, True, 2, True, options)[0]
     assert kept.num_fewshot == 2 and kept.fewshot_truncated is False
     tiny = PromptOptions(count_tokens=count, max_length=5)
-    nothing_fits = build_samples("k", task, docs[:1], docs, True, 5, True, tiny)[0]
+    nothing_fits = build(task, docs[:1], docs, True, 5, True, tiny)[0]
     assert nothing_fits.num_fewshot == 0 and nothing_fits.fewshot_truncated is True
 
 
@@ -218,7 +227,7 @@ def test_truncate_uses_longest_choice_as_answer_room(chat_model):
     first = fewshot_examples(docs, 3, docs[:1], True, ARC, seed=1234)[0][0]
     one = count(first.as_fewshot_example() + FEWSHOT_SEPARATOR + docs[0][1].query)
     options = PromptOptions(count_tokens=count, max_length=one + room)
-    sample = build_samples("k", ARC, docs[:1], docs, True, 3, True, options)[0]
+    sample = build(ARC, docs[:1], docs, True, 3, True, options)[0]
     assert sample.num_fewshot == 1 and sample.fewshot_truncated is True
 
 
@@ -227,11 +236,11 @@ def test_loglikelihood_task_shots_join_as_lm_eval(chat_model):
     example joins it with the default delimiter (two spaces, as lm-eval), a chat shot answers it."""
     task = REGISTRY.get("lighteval|lambada:openai")
     docs = docs_of(task, [{"text": "she needed some milk"}, {"text": "the play was long"}])
-    plain = build_samples("k", task, docs[:1], docs, True, 1, False, PromptOptions())[0]
+    plain = build(task, docs[:1], docs, True, 1, False, PromptOptions())[0]
     assert plain.contexts == ["the play was  long\n\nshe needed some"]
     assert plain.requests == [LoglikelihoodRequest("the play was  long\n\nshe needed some", " milk")]
     options = PromptOptions(chat_formatter=chat_model.apply_chat_template)
-    chat = build_samples("k", task, docs[:1], docs, True, 1, False, options)[0]
+    chat = build(task, docs[:1], docs, True, 1, False, options)[0]
     assert chat.contexts == ["<|user|>the play was<|end|>\n<|assistant|> long<|end|>\n<|user|>she needed some<|end|>\n<|assistant|>"]
     assert chat.requests == [LoglikelihoodRequest(chat.contexts[0], " milk")]
 
@@ -240,21 +249,21 @@ def test_request_types():
     """Each request type maps onto the right model request."""
     lambada_task = REGISTRY.get("lighteval|lambada:openai")
     docs = docs_of(lambada_task, [{"text": "she needed some milk"}])
-    (sample,) = build_samples("k", lambada_task, docs, [], True, 0, False, PromptOptions())
+    (sample,) = build(lambada_task, docs, [], True, 0, False, PromptOptions())
     assert sample.requests == [LoglikelihoodRequest("she needed some", " milk")]
 
     wiki = REGISTRY.get("lighteval|wikitext:2")
     docs = docs_of(wiki, [{"page": " = Title = \n Some text @-@ here . \n"}])
-    (sample,) = build_samples("k", wiki, docs, [], True, 0, False, PromptOptions())
+    (sample,) = build(wiki, docs, [], True, 0, False, PromptOptions())
     assert sample.requests == [RollingRequest(docs[0][1].choices[0])]
     assert "@-@" not in sample.requests[0].text
 
     docs = docs_of(GSM8K, GSM8K_ROWS[:1])
-    (sample,) = build_samples("k", GSM8K, docs, [], True, 0, False, PromptOptions())
+    (sample,) = build(GSM8K, docs, [], True, 0, False, PromptOptions())
     assert sample.requests == [GenerationRequest("Question: What is 0 plus 0?\nAnswer:", GSM8K.stop_sequences, 256)]
 
     single = dataclasses.replace(MMLU, request_type=RequestType.SINGLE_TOKEN)
-    (sample,) = build_samples("k", single, docs_of(single, MMLU_TEST[:1]), [], False, 0, False, PromptOptions())
+    (sample,) = build(single, docs_of(single, MMLU_TEST[:1]), [], False, 0, False, PromptOptions())
     assert all(r.single_token for r in sample.requests) and len(sample.requests) == 4
 
 
@@ -263,7 +272,7 @@ def test_winogrande_context_per_choice():
     task = REGISTRY.get("leaderboard|winogrande")
     row = {"sentence": "The cup fell off the table because _ was wobbly.", "option1": "the cup", "option2": "the table",
            "answer": "2"}
-    (sample,) = build_samples("k", task, docs_of(task, [row]), [], True, 0, False, PromptOptions())
+    (sample,) = build(task, docs_of(task, [row]), [], True, 0, False, PromptOptions())
     prefix = "The cup fell off the table because "
     assert sample.contexts == [prefix + "the cup", prefix + "the table"]
     assert [r.context for r in sample.requests] == sample.contexts

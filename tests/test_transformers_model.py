@@ -334,7 +334,7 @@ def test_count_tokens_and_info(tiny_model):
     model = load(tiny_model)
     _, tok = _hf(tiny_model)
     assert model.count_tokens("What is the capital") == len(_encode(tok, "What is the capital"))
-    info = model.info()
+    info = model.info().as_record()
     assert info["max_length"] == 256 and info["model_dtype"] == "float32"
     assert info["model_name"] == tiny_model.rstrip("/").split("/")[-1]
 
@@ -353,7 +353,7 @@ def test_bitsandbytes_quantised_model_scores_near_full_precision(tiny_model, dty
     full = [r.logprob for r in load(tiny_model).loglikelihood(REQUESTS)]
     model = load(tiny_model, f"dtype={dtype}")
     assert type(model.model.model.layers[0].mlp.up_proj).__name__ == layer
-    info = model.info()
+    info = model.info().as_record()
     assert info["model_dtype"].startswith(f"{dtype} (bitsandbytes") and info["model_size"] == "0.1M parameters"
     quantised = [r.logprob for r in model.loglikelihood(REQUESTS)]
     assert quantised != full

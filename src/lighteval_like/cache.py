@@ -10,8 +10,8 @@ written by `repr`, so they read back bit for bit). Responses are committed as th
 reports each finished batch (`LanguageModel.on_batch`), so a run killed at any point, even by
 SIGKILL, keeps every committed batch: WAL journaling makes a commit durable against a process
 crash. The main process reads every file of its fingerprint (shards of a killed run included)
-and tells the other ranks what is done (pipeline.py); it merges the shards once every rank has
-closed its own. Sampling generations are never cached.
+and tells the other ranks what is done (execution.py); it merges the shards once every rank has
+closed its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -30,6 +29,7 @@ from lighteval_like.models.base import (
     GenerationResponse,
     LanguageModel,
     LoglikelihoodResponse,
+    ModelIdentity,
     Request,
     Response,
 )
@@ -38,13 +38,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "LIGHTEVAL_LIKE_CACHE"
 DEFAULT_CACHE_ROOT = os.path.join("~", ".cache", "lighteval_like")
-# Test-only: seconds to sleep after each committed batch, so a test can SIGKILL a run mid-way.
-TEST_SLEEP_ENV = "LIGHTEVAL_LIKE_TEST_SLEEP_PER_BATCH"
 FORMAT_VERSION = 1  # part of the fingerprint: a new format never reads old files
 # Model args that say where the model runs, not what it computes.
-PLACEMENT_ARGS = frozenset({"device", "model_parallel", "cache_dir"})
-# Facts of the loaded model that identify it (the device does not).
-IDENTITY_INFO = ("model_name", "model_sha", "model_dtype", "model_size", "max_length", "add_special_tokens")
+PLACEMENT_ARGS = frozenset({"device", "model_parallel"})
 RESPONSE_TYPES: dict[str, type] = {t.__name__: t for t in (LoglikelihoodResponse, GenerationResponse)}
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 
@@ -77,14 +73,14 @@ def _folder_stamp(path: object, subfolder: object = None) -> list | None:
     return stamp
 
 
-def model_fingerprint(model_args: dict, info: dict) -> tuple[str, dict]:
+def model_fingerprint(model_args: dict, identity: ModelIdentity) -> tuple[str, dict]:
     """Hash of what decides a model's answers: its args (placement aside), identity facts of the
     loaded model (hub commit, dtype, max length) and the files of a local model folder.
     Returns (hex digest, the description hashed), the description being stored for inspection."""
     description = {
         "format": FORMAT_VERSION,
         "model_args": {k: v for k, v in sorted(model_args.items()) if k not in PLACEMENT_ARGS},
-        "model": {k: info.get(k) for k in IDENTITY_INFO},
+        "model": asdict(identity),
         "files": {
             "pretrained": _folder_stamp(model_args.get("pretrained"), model_args.get("subfolder")),
             "tokenizer": _folder_stamp(model_args.get("tokenizer")),
@@ -92,11 +88,6 @@ def model_fingerprint(model_args: dict, info: dict) -> tuple[str, dict]:
     }
     text = json.dumps(description, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32], description
-
-
-def is_cacheable(request: Request) -> bool:
-    """Deterministic requests only: a sampling generation must be drawn anew every run."""
-    return not getattr(request, "do_sample", False) and not (getattr(request, "temperature", 0) or 0) > 0
 
 
 def request_key(request: Request) -> str:
@@ -136,7 +127,6 @@ class ResponseCache:
         self.is_main = is_main
         self.description = description or {}
         self._conn: sqlite3.Connection | None = None
-        self._test_sleep = float(os.environ.get(TEST_SLEEP_ENV) or 0)
 
     # ------------------------------------------------------------- files
     def files(self) -> list[str]:
@@ -158,7 +148,7 @@ class ResponseCache:
         return conn
 
     def _writer(self) -> sqlite3.Connection:
-        """Own file, opened on first write (after the main process has read: see pipeline.py)."""
+        """Own file, opened on first write (after the main process has read: see execution.py)."""
         if self._conn is None:
             try:
                 os.makedirs(self.folder, exist_ok=True)
@@ -179,7 +169,7 @@ class ResponseCache:
     # ------------------------------------------------------------ reading
     def lookup(self, requests: Iterable[Request]) -> dict[Request, Response]:
         """Cached responses of the given requests, from every file of this fingerprint."""
-        by_key = {request_key(r): r for r in requests if is_cacheable(r)}
+        by_key = {request_key(r): r for r in requests}
         found: dict[Request, Response] = {}
         keys = list(by_key)
         for path in self.files():
@@ -207,10 +197,7 @@ class ResponseCache:
     # ------------------------------------------------------------ writing
     def store(self, requests: Sequence[Request], responses: Sequence[Response]) -> None:
         """Commit one batch of responses (one transaction)."""
-        rows = [
-            (request_key(q), type(q).__name__, encode_response(a))
-            for q, a in zip(requests, responses) if is_cacheable(q)
-        ]
+        rows = [(request_key(q), type(q).__name__, encode_response(a)) for q, a in zip(requests, responses)]
         if rows:
             conn = self._writer()
             try:
@@ -221,8 +208,6 @@ class ResponseCache:
                     f"cannot write the response cache '{self.path}' ({type(e).__name__}: {e}): "
                     "pass another --cache_dir, or --no_cache"
                 ) from e
-        if self._test_sleep:
-            time.sleep(self._test_sleep)
 
     def compute(self, model: LanguageModel, method: Callable[[list], list], requests: list[Request]) -> list:
         """`method(requests)` with each batch committed as the backend reports it; a backend that

@@ -54,13 +54,14 @@ def main() -> None:
 def _print_summary(result) -> None:
     from lighteval_like.outputs import format_table
 
-    click.echo(format_table(result.results["results"], result.results["versions"]))
+    report = result.report
+    click.echo(format_table(report.results, report.versions))
     click.echo(f"\nResults written to {result.results_path}")
     for path in result.details_paths:
         click.echo(f"Details written to {path}")
-    cache = result.results.get("summary_general", {}).get("response_cache") or {}
-    if cache.get("enabled"):
-        click.echo(f"Response cache: {cache['hits']} reused, {cache['computed']} computed")
+    cache = report.summary_general.response_cache
+    if cache.enabled:
+        click.echo(f"Response cache: {cache.hits} reused, {cache.computed} computed")
 
 
 @main.command("accelerate")
@@ -93,6 +94,7 @@ def accelerate_command(**kwargs) -> None:
     """Evaluate a transformers model (single process, or data parallel under `accelerate launch`)."""
     from lighteval_like.entrypoints import run_accelerate
 
+    kwargs.pop("debug")  # read by reports_errors
     result = run_accelerate(**kwargs)
     if result is not None:
         _print_summary(result)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from lighteval_like.config_files import keys_of
+from lighteval_like.docs import load_task_data
 from lighteval_like.errors import UsageError
 from lighteval_like.models.model_args import TransformersModelConfig, load_model_config, parse_model_args
-from lighteval_like.pipeline import EvaluationResult, Pipeline, PipelineParameters, load_task_data
+from lighteval_like.outputs import EvaluationResult
+from lighteval_like.pipeline import Pipeline, PipelineParameters
 
 
 def model_config_from_flags(model_args: str | None, model_config_path: str | None) -> TransformersModelConfig:
@@ -20,12 +21,11 @@ def run_accelerate(
     model_config_path: str | None,
     override_batch_size: int,
     cache_dir: str | None,
-    debug: bool = False,
     **pipeline_flags,
 ) -> EvaluationResult | None:
     """Evaluate under Accelerate: one process, or data parallel under `accelerate launch`."""
     from lighteval_like.models.transformers_model import TransformersModel
-    from lighteval_like.parallel import accelerate_context
+    from lighteval_like.runtime.launch import accelerate_context
 
     config = model_config_from_flags(model_args, model_config_path)
     if cache_dir:
@@ -41,44 +41,37 @@ def run_accelerate(
 
 
 def model_args_record(config: TransformersModelConfig) -> dict:
-    """The model args as recorded in the results (where files are cached is not one)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k != "cache_dir"}
+    """The model args as recorded in the results and fingerprinted by the response cache
+    (internal fields, such as where files are cached, are not model args)."""
+    return {k: getattr(config, k) for k in keys_of(TransformersModelConfig)}
 
 
 def run_distributed(
     checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
 ) -> EvaluationResult | None:
     """Evaluate under torchrun over a (dp, pp, tp) mesh: the same pipeline as `accelerate`,
-    with the model split by models/parallel_model.py. Returns the results on global rank 0."""
-    from lighteval_like import distributed
+    with the model placed on the mesh by the runtime. Returns the results on global rank 0."""
+    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.override_config import load_checkpoint_config, load_override_config
+    from lighteval_like.runtime.faults import fail_rank
+    from lighteval_like.runtime.launch import DistributedSession, torchrun_env
 
-    config = distributed.load_checkpoint_config(checkpoint_config_path)
-    override = distributed.load_override_config(lighteval_config_path)
-    env = distributed.torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
-    tasks = override.tasks
-    if tasks.multichoice_continuations_start_space is not None:
-        config.multichoice_continuations_start_space = tasks.multichoice_continuations_start_space
-    if override.generation is not None and override.generation.max_new_tokens is not None:
-        config.max_gen_toks = override.generation.max_new_tokens
-    params = PipelineParameters(
-        tasks=tasks.tasks, output_dir=override.logging.output_dir, max_samples=tasks.max_samples,
-        save_details=override.logging.save_details, custom_tasks=tasks.custom_tasks,
-        num_fewshot_seeds=tasks.num_fewshot_seeds or 1, dataset_loading_processes=tasks.dataset_loading_processes,
-        batch_size=override.batch_size, cache_dir=override.logging.cache_dir, no_cache=override.logging.no_cache,
-    )
+    config = load_checkpoint_config(checkpoint_config_path)
+    override = load_override_config(lighteval_config_path)
+    env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
+    override.apply_to_model(config)
+    params = override.pipeline_parameters()
     session = None
     try:
-        session = distributed.DistributedSession.start(override.parallelism, env, config.device)
-        from lighteval_like.models.parallel_model import DistributedTransformersModel
+        session = DistributedSession.start(override.parallelism, env, config.device)
 
-        def load_model() -> DistributedTransformersModel:
-            return DistributedTransformersModel(
-                config, session.layout(), batch_size=override.batch_size, show_progress=session.process.is_main
-            )
+        def load_model() -> TransformersModel:
+            return TransformersModel(config, batch_size=override.batch_size, show_progress=session.process.is_main,
+                                     placement=session.placement())
 
         result = Pipeline(params, load_model, session.process, model_args_record(config)).evaluate()
     except BaseException as error:  # any rank's failure ends every rank (see fail_rank)
-        distributed.fail_rank(error, env, debug)
+        fail_rank(error, env, debug)
     session.close()
     return result
 
@@ -87,6 +80,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     """Config, dataset and one rendered prompt (when the data can be loaded)."""
     from lighteval_like.data import DataSource
     from lighteval_like.errors import DatasetUnavailableError
+    from lighteval_like.metrics import resolve_metrics
     from lighteval_like.samples import PromptOptions, build_samples
     from lighteval_like.task_specs import TaskSpec
     from lighteval_like.tasks.registry import Registry, ResolvedTask
@@ -101,7 +95,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
         f"splits:        evaluation={cfg.evaluation_split} few-shot={cfg.few_shots_split or cfg.evaluation_split + ' (doc excluded)'}"
         f" sampler={cfg.few_shots_select}",
         f"request type:  {cfg.request_type.value}",
-        f"metrics:       {', '.join(cfg.metrics)}",
+        f"metrics:       {', '.join(m.name for m in resolve_metrics(cfg))}",
         f"prompt:        {cfg.prompt_function.__module__}.{cfg.prompt_function.__name__}",
     ]
     if cfg.generation_size:
@@ -112,9 +106,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     except DatasetUnavailableError as e:
         lines.append(f"example:       unavailable ({e})")
         return "\n".join(lines)
-    sample = build_samples(
-        cfg.full_name, cfg, data.docs, data.fewshot_pool, data.same_split, num_fewshot, False, PromptOptions()
-    )[0]
+    sample = build_samples(data, PromptOptions())[0]
     lines.append(f"\n--- example prompt (doc 0, {num_fewshot}-shot) ---")
     for context in dict.fromkeys(sample.contexts):
         lines.append(context)

@@ -19,12 +19,12 @@ class TaskSpecError(UsageError):
     """A task spec or task-list file is malformed or names an unknown task."""
 
 
-class ModelArgsError(UsageError):
-    """`--model_args` or the model config file is malformed."""
-
-
 class ConfigError(UsageError):
-    """A YAML config file does not match its dataclass."""
+    """A config (YAML file or `k=v` flags) does not match its dataclass."""
+
+
+class ModelArgsError(ConfigError):
+    """`--model_args` or the model config file is malformed."""
 
 
 class DatasetUnavailableError(LightevalLikeError):

@@ -3,10 +3,14 @@
 Conventions follow lm-evaluation-harness so numbers are comparable: acc is argmax of the
 choice loglikelihoods, acc_norm divides by the choice's length in characters, mc2 is the
 normalised probability mass on true answers, perplexity is exp(-mean loglikelihood).
+
+A task names its metrics (`TaskConfig.metrics`): names of `METRICS`, or `Metric` objects of its
+own (gsm8k's two answer extractions report as `exact_match` and `qem`, as lm-eval names them).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import string
@@ -15,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lighteval_like.errors import TaskSpecError
 from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
-from lighteval_like.tasks.config import Doc
+from lighteval_like.tasks.config import Doc, TaskConfig
 
 SampleValue = float | tuple[float, float]
 BOOTSTRAP_ITERS = 1000
@@ -24,10 +29,10 @@ BOOTSTRAP_ITERS = 1000
 
 @dataclass(frozen=True)
 class Metric:
-    name: str
+    name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue]
     aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte
-    higher_is_better: bool = True
+    higher_is_better: bool = True  # read by `compare` to say which run is better
 
 
 def _logprobs(responses: list[LoglikelihoodResponse]) -> np.ndarray:
@@ -132,14 +137,27 @@ METRICS: dict[str, Metric] = {
         Metric("qem", quasi_exact_match),
     ]
 }
-# gsm8k's names follow lm-eval's two filters.
-GSM8K_METRICS = {"exact_match": Metric("exact_match", gsm8k_strict), "qem": Metric("qem", gsm8k_flexible)}
+# gsm8k's two answer extractions, named as lm-eval's two filters.
+GSM8K_STRICT = Metric("exact_match", gsm8k_strict)
+GSM8K_FLEXIBLE = Metric("qem", gsm8k_flexible)
 
 
-def metric_for(task_name: str, name: str) -> Metric:
-    if task_name.startswith("gsm8k") and name in GSM8K_METRICS:
-        return GSM8K_METRICS[name]
-    return METRICS[name]
+def resolve_metrics(task: TaskConfig) -> list[Metric]:
+    """The task's metrics as objects; an unknown name is a usage error naming the task."""
+    out = []
+    for metric in task.metrics:
+        if isinstance(metric, Metric):
+            out.append(metric)
+        elif metric in METRICS:
+            out.append(METRICS[metric])
+        else:
+            close = difflib.get_close_matches(str(metric), list(METRICS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise TaskSpecError(
+                f"task {task.full_name}: unknown metric {metric!r}{hint}; valid metrics are {', '.join(METRICS)} "
+                "(or a lighteval_like.metrics.Metric object)"
+            )
+    return out
 
 
 def _aggregate_once(aggregation: str, values: np.ndarray) -> float:

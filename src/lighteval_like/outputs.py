@@ -6,10 +6,28 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lighteval_like.results import RunReport, TaskScores, details_rows
+from lighteval_like.samples import Sample
+
+
+@dataclass
+class EvaluationResult:
+    """A run's report and the files it was written to."""
+
+    report: RunReport
+    results_path: str
+    details_paths: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> dict:
+        """The results document, as written to `results_path`."""
+        return self.report.to_json()
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -54,20 +72,28 @@ def save_details(folder: str, task_key: str, timestamp: str, rows: list[dict[str
     return path
 
 
-def format_table(results: dict[str, dict[str, float]], versions: dict[str, int]) -> str:
+def save_run(output_dir: str, timestamp: str, report: RunReport, samples: list[Sample],
+             detail_tasks: list[str]) -> EvaluationResult:
+    """The details of `detail_tasks` (one parquet file each), then the results file."""
+    model_name = report.config_general.model_name
+    paths = []
+    for key in detail_tasks:
+        folder = details_dir(output_dir, model_name, timestamp)
+        paths.append(save_details(folder, key, timestamp, details_rows([s for s in samples if s.task_key == key])))
+    path = results_path(output_dir, model_name, timestamp)
+    save_results(path, report.to_json())
+    return EvaluationResult(report, path, paths)
+
+
+def format_table(results: dict[str, TaskScores], versions: dict[str, int]) -> str:
     """Aligned text table of every metric with its stderr (task names contain '|', so no markdown)."""
     rows = [("Task", "Version", "Metric", "Value", "Stderr")]
-    for task, metrics in results.items():
-        first = True
-        for name, value in metrics.items():
-            if name.endswith("_stderr"):
-                continue
-            stderr = metrics.get(f"{name}_stderr")
+    for task, scores in results.items():
+        for i, (name, score) in enumerate(scores.items()):
             rows.append((
-                task if first else "", str(versions.get(task, "")) if first else "", name,
-                f"{value:.4f}", f"± {stderr:.4f}" if isinstance(stderr, float) else "",
+                task if i == 0 else "", str(versions.get(task, "")) if i == 0 else "", name,
+                f"{score.value:.4f}", f"± {score.stderr:.4f}" if isinstance(score.stderr, float) else "",
             ))
-            first = False
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

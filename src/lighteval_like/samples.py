@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from lighteval_like.errors import BadSampleError
-from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+from lighteval_like.docs import TaskData
+from lighteval_like.metrics import SampleValue
+from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, Response, RollingRequest
 from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
 
 FEWSHOT_SEPARATOR = "\n\n"
@@ -39,25 +40,8 @@ class Sample:
     requests: list[Request]
     num_fewshot: int
     fewshot_truncated: bool = False
-    responses: list = field(default_factory=list)
-
-
-def make_docs(task: TaskConfig, rows: list[dict], skip_bad: bool) -> tuple[list[tuple[int, Doc]], int]:
-    """Apply the prompt function to every row; returns (row index, doc) pairs and the skip count."""
-    docs, skipped = [], 0
-    for index, row in enumerate(rows):
-        try:
-            docs.append((index, task.prompt_function(row, task.name)))
-        except Exception as e:  # user data or a custom prompt function may fail in any way
-            if skip_bad:
-                skipped += 1
-                continue
-            raise BadSampleError(
-                f"task {task.full_name}: row {index} of split '{task.evaluation_split}' breaks prompt "
-                f"function {task.prompt_function.__name__} ({type(e).__name__}: {e}); "
-                f"pass --skip_bad_samples to skip and count such rows"
-            ) from e
-    return docs, skipped
+    responses: list[Response] = field(default_factory=list)
+    metrics: dict[str, SampleValue] = field(default_factory=dict)
 
 
 def fewshot_examples(
@@ -135,21 +119,14 @@ def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> li
     return [GenerationRequest(contexts[0], tuple(task.stop_sequences), task.generation_size)]
 
 
-def build_samples(
-    task_key: str,
-    task: TaskConfig,
-    docs: list[tuple[int, Doc]],
-    fewshot_pool: list[tuple[int, Doc]],
-    same_split: bool,
-    num_fewshot: int,
-    truncate: bool,
-    options: PromptOptions,
-) -> list[Sample]:
+def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
     """Render every doc (under each few-shot seed when there are shots) into a `Sample`."""
+    task, task_key, docs = data.task.config, data.task.key, data.docs
+    num_fewshot, truncate = data.task.spec.num_fewshot, data.task.spec.truncate_fewshot
     seeds = [options.seed + i for i in range(options.num_fewshot_seeds)] if num_fewshot > 0 else [options.seed]
     samples = []
     for seed in seeds:
-        drawn = fewshot_examples(fewshot_pool, num_fewshot, docs, same_split, task, seed)
+        drawn = fewshot_examples(data.fewshot_pool, num_fewshot, docs, data.same_split, task, seed)
         for doc_index, doc in docs:
             examples = drawn[doc_index]
             queries = doc.query_per_choice or [doc.query]

@@ -114,12 +114,10 @@ def parse_task_specs(tasks: str) -> list[TaskSpec]:
                 )
             entries.append((item, f"item {i} of --tasks"))
     specs: list[TaskSpec] = []
-    seen: dict[tuple[str, str, int], TaskSpec] = {}
+    seen: set[str] = set()
     for text, where in entries:
         spec = parse_one_spec(text, where)
-        ident = (spec.suite, spec.task, spec.num_fewshot)
-        if ident in seen:
-            continue
-        seen[ident] = spec
-        specs.append(spec)
+        if spec.key not in seen:  # suite|task|fewshot
+            seen.add(spec.key)
+            specs.append(spec)
     return specs

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from lighteval_like.config_files import Vocabulary, build, keys_of, read_yaml, short
 from lighteval_like.errors import ModelArgsError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "4bit", "8bit")
@@ -86,7 +83,7 @@ def _check_quantization_keys(options: dict) -> None:
     from transformers import BitsAndBytesConfig
 
     known = [k for k in inspect.signature(BitsAndBytesConfig.__init__).parameters if k not in ("self", "kwargs")]
-    unknown = [_short(k, 40) for k in options if k not in known]
+    unknown = [short(k, 40) for k in options if k not in known]
     if unknown:
         close = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -95,66 +92,23 @@ def _check_quantization_keys(options: dict) -> None:
         )
 
 
+MODEL_ARGS = Vocabulary(ModelArgsError, "model arg", text_values=True)
+
+
 def _valid_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(TransformersModelConfig) if f.metadata.get("cli", True)]
-
-
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TransformersModelConfig)
+    return keys_of(TransformersModelConfig)
 
 
 def _bool_keys() -> list[str]:
     """Args that may be given bare (`trust_remote_code` = `trust_remote_code=True`)."""
-    return [k for k, t in _field_types().items() if t is bool or bool in typing.get_args(t)]
-
-
-def _short(raw: Any, limit: int = 60) -> str:
-    """A user value as shown in an error: one line, at most `limit` characters."""
-    text = repr(raw) if not isinstance(raw, str) else raw
-    text = " ".join(text.splitlines())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _coerce(key: str, raw: Any, annotation: Any) -> Any:
-    """Turn a raw value (string from the CLI, or YAML scalar) into the field's type."""
-    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if raw is None or (isinstance(raw, str) and raw in ("None", "none", "null")):
-        if type(None) in options:
-            return None
-        raise ModelArgsError(f"model arg '{key}' cannot be None")
-    for option in options:
-        if option is bool:
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return raw.lower() in ("true", "1", "yes")
-        elif option is int:
-            if isinstance(raw, int) and not isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and re.fullmatch(r"\s*-?[0-9]{1,18}\s*", raw):  # not '²', '--5', 10**5000
-                return int(raw)
-        elif option is dict:
-            if isinstance(raw, dict):
-                return raw
-        elif option is str:
-            if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
-                return str(raw)
-    wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
-    raise ModelArgsError(f"model arg '{key}={_short(raw)}' has the wrong type: expected {wanted}")
+    hints = typing.get_type_hints(TransformersModelConfig)
+    return [k for k in _valid_keys() if hints[k] is bool or bool in typing.get_args(hints[k])]
 
 
 def build_config(values: dict[str, Any]) -> TransformersModelConfig:
-    valid = _valid_keys()
-    unknown = [_short(k, 40) for k in values if k not in valid]
-    if unknown:
-        close = [m for k in unknown for m in difflib.get_close_matches(k, valid, n=1)]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ModelArgsError(f"unknown model arg(s) {', '.join(unknown)}{hint}: valid ones are {', '.join(valid)}")
-    if "pretrained" not in values:
+    if "pretrained" not in values and not [k for k in values if k not in _valid_keys()]:
         raise ModelArgsError("model args must include pretrained=<hub id or local model directory>")
-    types_ = _field_types()
-    kwargs = {k: _coerce(k, v, types_[k]) for k, v in values.items()}
-    return TransformersModelConfig(**kwargs)
+    return build(TransformersModelConfig, values, MODEL_ARGS)
 
 
 def parse_model_args(text: str) -> TransformersModelConfig:
@@ -163,17 +117,17 @@ def parse_model_args(text: str) -> TransformersModelConfig:
     for part in str(text).split(","):
         part = part.strip()
         if not part:
-            raise ModelArgsError(f"empty entry in --model_args '{_short(text, 200)}' (stray comma?): expected k=v,k=v")
+            raise ModelArgsError(f"empty entry in --model_args '{short(text, 200)}' (stray comma?): expected k=v,k=v")
         key, sep, value = part.partition("=")
         key = key.strip()
         if not key:
-            raise ModelArgsError(f"entry '{_short(part)}' in --model_args has no key: expected k=v")
+            raise ModelArgsError(f"entry '{short(part)}' in --model_args has no key: expected k=v")
         if key in values:
-            raise ModelArgsError(f"model arg '{_short(key, 40)}' is given twice in --model_args")
+            raise ModelArgsError(f"model arg '{short(key, 40)}' is given twice in --model_args")
         bare_ok = key in _bool_keys()
         if sep and not value.strip():
             raise ModelArgsError(
-                f"model arg '{_short(key, 40)}' has an empty value: write {_short(key, 40)}=<value>"
+                f"model arg '{short(key, 40)}' has an empty value: write {short(key, 40)}=<value>"
                 + (", or the bare key for True" if bare_ok else "")
             )
         if not sep and key in _valid_keys() and not bare_ok:
@@ -187,14 +141,7 @@ def parse_model_args(text: str) -> TransformersModelConfig:
 
 def load_model_config(path: str) -> TransformersModelConfig:
     """A YAML file: the args at top level, or under `model_parameters` (lighteval's layout)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ModelArgsError(f"cannot read model config '{path}': {e.strerror}") from e
-    except (yaml.YAMLError, ValueError) as e:  # ValueError: a bad date or non-UTF-8 bytes
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelArgsError(f"model config '{path}' is not valid YAML: {first}") from e
+    data = read_yaml(path, "model config", ModelArgsError)
     if isinstance(data, dict) and set(data) == {"model_parameters"}:
         data = data["model_parameters"]
     if not isinstance(data, dict):

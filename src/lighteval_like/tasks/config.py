@@ -74,7 +74,7 @@ class TaskConfig:
     hf_subset: str | None
     evaluation_split: str
     few_shots_split: str | None
-    metrics: tuple[str, ...]
+    metrics: tuple  # names of metrics.METRICS, or metrics.Metric objects (checked when the table loads)
     request_type: RequestType = RequestType.MULTIPLE_CHOICE
     few_shots_select: str = "random"  # "random" (lm-eval's seeded draws) or "first_n"
     # lm-eval draws n + 1 examples and drops the evaluated doc where its task's fewshot_split
@@ -102,6 +102,6 @@ class TaskConfig:
         out["prompt_function"] = self.prompt_function.__name__
         out["request_type"] = self.request_type.value
         out["data_builder"] = self.data_builder.__name__ if self.data_builder else None
-        out["metrics"] = list(self.metrics)
+        out["metrics"] = [m if isinstance(m, str) else m.name for m in self.metrics]
         out["stop_sequences"] = list(self.stop_sequences)
         return out

@@ -7,6 +7,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 
 from __future__ import annotations
 
+from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
 from lighteval_like.tasks import arithmetic, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig
 
@@ -59,7 +60,7 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="gsm8k", suite="leaderboard", prompt_function=prompts.gsm8k,
         hf_repo="openai/gsm8k", hf_subset="main", evaluation_split="test", few_shots_split="train",
-        request_type=RequestType.GENERATIVE, metrics=("exact_match", "qem"),
+        request_type=RequestType.GENERATIVE, metrics=(GSM8K_STRICT, GSM8K_FLEXIBLE),
         generation_size=256, stop_sequences=("Question:", "</s>", "<|im_end|>"),
     ),
     TaskConfig(

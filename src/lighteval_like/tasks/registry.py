@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from lighteval_like.errors import TaskSpecError, UsageError
+from lighteval_like.metrics import resolve_metrics
 from lighteval_like.task_specs import TaskSpec
 from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.default_tasks import SUPERSETS, TASKS_TABLE
@@ -52,6 +53,8 @@ class Registry:
         if custom_tasks_path:
             for task in load_custom_tasks(custom_tasks_path):
                 self.tasks[task.full_name] = task
+        for task in self.tasks.values():  # a misspelt metric stops the run before anything loads
+            resolve_metrics(task)
 
     def names(self, suite: str | None = None) -> list[str]:
         return sorted(n for n in self.tasks if suite is None or n.split("|", 1)[0] == suite)

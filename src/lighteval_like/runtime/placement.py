@@ -1,7 +1,6 @@
-"""The transformers backend split over a (dp, pp, tp) device mesh, for the `distributed` entry point.
+"""A model split over the (dp, pp, tp) device mesh, for the `distributed` entry point.
 
-Tokenisation, packing, batching and scoring are `TransformersModel`'s; only where the model
-runs changes:
+Tokenisation, packing, batching and scoring stay the backend's; only where the model runs changes:
 
 - tensor parallelism: the linear layers named by the model's own `base_model_tp_plan` are
   sharded with torch's `parallelize_module` (DTensor `ColwiseParallel` / `RowwiseParallel`),
@@ -19,53 +18,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
-import signal
-import sys
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from lighteval_like.errors import LightevalLikeError, UsageError
-from lighteval_like.models.model_args import TransformersModelConfig
-from lighteval_like.models.packing import PackedRow, ScoreItem
-from lighteval_like.models.transformers_model import TransformersModel
+from lighteval_like.models.placement import SingleDevice
 
 logger = logging.getLogger(__name__)
 
-# Test-only fault injection: "<global rank>:raise" or "<global rank>:kill" makes that rank raise
-# (or SIGKILL itself) at its first scoring forward, to check that the whole job then stops.
-TEST_FAULT_ENV = "LIGHTEVAL_LIKE_TEST_FAULT"
 SCHEDULE_CACHE_SIZE = 8  # pipeline schedules kept per stage (one per distinct batch shape)
-
-
-@dataclass
-class ParallelLayout:
-    """Where this process sits in the (dp, pp, tp) mesh, and the mesh's process groups."""
-
-    mesh: object  # torch DeviceMesh with dims ("dp", "pp", "tp")
-    device: torch.device
-    dp: int = 1
-    pp: int = 1
-    tp: int = 1
-    pp_engine: str = "afab"
-    pp_microbatches: int | None = None  # None: 2 * pp
-
-    @property
-    def pp_rank(self) -> int:
-        return self.mesh["pp"].get_local_rank() if self.pp > 1 else 0
-
-    @property
-    def pp_group(self):
-        return self.mesh["pp"].get_group()
-
-    def pp_global_rank(self, stage: int) -> int:
-        return dist.get_global_rank(self.pp_group, stage)
 
 
 # ---------------------------------------------------------------- tensor parallelism
@@ -240,7 +205,7 @@ class PipelineRunner:
     same order because all of them see the same batches.
     """
 
-    def __init__(self, module: StageModule, layout: ParallelLayout, hidden_size: int, vocab_size: int, pad_id: int):
+    def __init__(self, module: StageModule, layout: MeshPlacement, hidden_size: int, vocab_size: int, pad_id: int):
         self.module = module
         self.layout = layout
         self.stage = layout.pp_rank
@@ -304,89 +269,75 @@ class PipelineRunner:
         return out[:rows] if self.is_last else None
 
 
-# ------------------------------------------------------------------------ backend
-def _maybe_inject_fault() -> None:
-    spec = os.environ.get(TEST_FAULT_ENV)
-    if not spec or not dist.is_initialized():
-        return
-    rank, _, action = spec.partition(":")
-    if rank.strip() != str(dist.get_rank()):
-        return
-    print(f"lighteval-like: test fault on rank {rank} at t={time.time():.3f}: {action}", file=sys.stderr, flush=True)
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault on rank {dist.get_rank()} ({TEST_FAULT_ENV}={spec})")
+# ---------------------------------------------------------------------- placement
+class MeshPlacement(SingleDevice):
+    """This process's place in the (dp, pp, tp) mesh: its tp shard and pp stage of the model."""
 
-
-class DistributedTransformersModel(TransformersModel):
-    """`TransformersModel` whose weights are sharded (tp) and split into stages (pp)."""
-
-    def __init__(
-        self,
-        config: TransformersModelConfig,
-        layout: ParallelLayout,
-        batch_size: int | None = None,
-        show_progress: bool = True,
-    ):
-        if config.model_parallel:
-            raise UsageError("model_parallel=True (device_map='auto') cannot be combined with `distributed`")
-        if config.quantized and (layout.tp > 1 or layout.pp > 1):
-            raise UsageError("quantized models (4bit/8bit, quantization_config) are not supported with tp > 1 or pp > 1")
-        self.layout = layout
+    def __init__(self, mesh, device: torch.device, dp: int = 1, pp: int = 1, tp: int = 1,
+                 pp_engine: str = "afab", pp_microbatches: int | None = None):
+        super().__init__(device)
+        self.mesh = mesh  # torch DeviceMesh with dims ("dp", "pp", "tp")
+        self.dp, self.pp, self.tp = dp, pp, tp
+        self.pp_engine = pp_engine
+        self.pp_microbatches = pp_microbatches  # None: 2 * pp
         self.replicated_groups: dict[str, str] = {}
-        self._fault_checked = False
-        super().__init__(config, batch_size=batch_size, device=str(layout.device), show_progress=show_progress)
         self.runner: PipelineRunner | None = None
-        if layout.pp > 1:
-            text_config = self.model.config.get_text_config()
-            dtype = self.model.get_input_embeddings().weight.dtype
-            logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-            module = StageModule(self.model, layout.pp_rank == 0, layout.pp_rank == layout.pp - 1, dtype, logits_to_keep)
-            self.runner = PipelineRunner(
-                module, layout, text_config.hidden_size, text_config.vocab_size, self.tokenizer.pad_token_id
-            )
 
-    # The shared-prefix key/value cache lives in the layers of every stage: not split yet.
     @property
-    def reuses_prefix_cache(self) -> bool:
-        return self.layout.pp == 1
+    def reuses_prefix_cache(self) -> bool:  # the prefix cache would live in every stage: not split yet
+        return self.pp == 1
 
-    def _load_model(self):
-        target = self.device
-        self.device = torch.device("cpu")  # load once on the host, move only this rank's part
-        try:
-            model = super()._load_model()
-        finally:
-            self.device = target
-        self.total_parameters = sum(p.numel() for p in model.parameters())
-        layout = self.layout
-        if layout.pp > 1:
-            self.stage_layers = split_pipeline_stage(model, layout.pp, layout.pp_rank)
-        model.to(target)
-        if layout.tp > 1:
-            announce = dist.get_rank() == 0
-            self.replicated_groups = apply_tensor_parallel(model, layout.mesh["tp"], announce)
+    @property
+    def load_device(self) -> torch.device:
+        """A split model is loaded once on the host and only this rank's part is moved."""
+        return self.device if self.pp == 1 and self.tp == 1 else torch.device("cpu")
+
+    @property
+    def pp_rank(self) -> int:
+        return self.mesh["pp"].get_local_rank() if self.pp > 1 else 0
+
+    @property
+    def pp_group(self):
+        return self.mesh["pp"].get_group()
+
+    def pp_global_rank(self, stage: int) -> int:
+        return dist.get_global_rank(self.pp_group, stage)
+
+    def check(self, quantized: bool, model_parallel: bool) -> None:
+        if model_parallel:
+            raise UsageError("model_parallel=True (device_map='auto') cannot be combined with `distributed`")
+        if quantized and (self.tp > 1 or self.pp > 1):
+            raise UsageError("quantized models (4bit/8bit, quantization_config) are not supported with tp > 1 or pp > 1")
+
+    def place(self, model: nn.Module, pad_token_id: int) -> nn.Module:
+        if self.pp > 1:
+            split_pipeline_stage(model, self.pp, self.pp_rank)
+        model.to(self.device)
+        if self.tp > 1:
+            self.replicated_groups = apply_tensor_parallel(model, self.mesh["tp"], dist.get_rank() == 0)
+        if self.pp > 1:
+            text_config = model.config.get_text_config()
+            dtype = model.get_input_embeddings().weight.dtype
+            logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+            module = StageModule(model, self.pp_rank == 0, self.pp_rank == self.pp - 1, dtype, logits_to_keep)
+            self.runner = PipelineRunner(module, self, text_config.hidden_size, text_config.vocab_size, pad_token_id)
         return model
 
-    def info(self) -> dict:
-        out = super().info()
-        out["model_size"] = f"{self.total_parameters / 1e6:.1f}M parameters"
-        out["parallelism"] = {
-            "dp": self.layout.dp, "tp": self.layout.tp, "pp": self.layout.pp, "pp_engine": self.layout.pp_engine,
-            "tp_replicated": dict(self.replicated_groups),
-        }
-        return out
-
-    def _shrink_after_oom(self, batch_rows: int) -> None:
-        # The ranks of a replica must run identical batches, so one rank cannot shrink alone.
-        raise LightevalLikeError(
+    def on_out_of_memory(self) -> LightevalLikeError:
+        return LightevalLikeError(
             "out of memory under `distributed`: set a smaller batch_size in the override config "
             "(the batch size cannot adapt when ranks must run identical batches)"
         )
 
-    def _forward_logits(self, input_ids, positions, mask, wanted, cache=None):
+    def info(self) -> dict:
+        return {
+            "dp": self.dp, "tp": self.tp, "pp": self.pp, "pp_engine": self.pp_engine,
+            "tp_replicated": dict(self.replicated_groups),
+        }
+
+    def forward_logits(self, model, input_ids, positions, mask, wanted, cache=None):
         if self.runner is None:
-            return super()._forward_logits(input_ids, positions, mask, wanted, cache)
+            return super().forward_logits(model, input_ids, positions, mask, wanted, cache)
         # Stages exchange fixed shapes, so the last one computes the union of the rows' columns.
         needed = sorted({c for cols in wanted for c in cols})
         logits = self.runner.run(input_ids, mask == 0, positions, needed)
@@ -395,64 +346,58 @@ class DistributedTransformersModel(TransformersModel):
         column = {c: i for i, c in enumerate(needed)}
         return torch.cat([logits[b, [column[c] for c in cols]] for b, cols in enumerate(wanted)])
 
-    @torch.no_grad()
-    def _forward_rows(self, rows: list[PackedRow], items: list[ScoreItem], results: dict, *args, **kwargs) -> None:
-        if not self._fault_checked:
-            self._fault_checked = True
-            _maybe_inject_fault()
+    def share_scores(self, keys, scored):
+        """The last stage computed the scores: every stage of the replica gets them."""
         if self.runner is None:
-            return super()._forward_rows(rows, items, results, *args, **kwargs)
-        scored: dict[int, tuple[float, bool]] = {}
-        super()._forward_rows(rows, items, scored, *args, **kwargs)  # fills `scored` on the last stage
-        keys = [index for row in rows for index, _ in row.predictions]
+            return scored
         values = torch.zeros((len(keys), 2), dtype=torch.float64, device=self.device)
         if self.runner.is_last:
             values[:, 0] = torch.tensor([scored[k][0] for k in keys], dtype=torch.float64)
             values[:, 1] = torch.tensor([float(scored[k][1]) for k in keys], dtype=torch.float64)
-        dist.broadcast(values, src=self.layout.pp_global_rank(self.layout.pp - 1), group=self.layout.pp_group)
-        for key, (logprob, greedy) in zip(keys, values.tolist()):
-            results[key] = (logprob, bool(greedy))
+        dist.broadcast(values, src=self.pp_global_rank(self.pp - 1), group=self.pp_group)
+        return {key: (logprob, bool(greedy)) for key, (logprob, greedy) in zip(keys, values.tolist())}
 
-    @torch.no_grad()
-    def _generate(self, input_ids, attention_mask, generation_config, stopping_criteria):
-        """Greedy decoding through the pipeline, one token per step.
-
-        No key/value cache: each step forwards the whole (fixed-width) buffer, future slots
-        masked out, so one schedule serves every step. The stopping rules are `generate`'s:
-        finished rows get the pad token, a row finishes on EOS or the stopping criteria."""
+    def generate(self, model, input_ids, attention_mask, generation_config, stopping_criteria):
         if self.runner is None:
-            return super()._generate(input_ids, attention_mask, generation_config, stopping_criteria)
-        rows, width = input_ids.shape
-        max_new = generation_config.max_new_tokens
-        pad_id = generation_config.pad_token_id
-        eos_id = generation_config.eos_token_id
-        total = width + max_new
-        device = input_ids.device
-        ids = input_ids.new_full((rows, total), pad_id)
-        ids[:, :width] = input_ids
-        attention = attention_mask.new_zeros((rows, total))
-        attention[:, :width] = attention_mask
-        unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-        causal = torch.ones((total, total), dtype=torch.bool, device=device).tril()
-        eye = torch.eye(total, dtype=torch.bool, device=device)
-        last = self.layout.pp_global_rank(self.layout.pp - 1)
-        end = width
-        for step in range(max_new):
-            end = width + step
-            real = attention.bool()
-            allowed = (causal & real[:, None, :] & real[:, :, None]) | eye
-            positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
-            logits = self.runner.run(ids, allowed[:, None], positions, [end - 1])
-            next_tokens = torch.empty(rows, dtype=torch.long, device=device)
-            if logits is not None:
-                next_tokens.copy_(logits[:, 0].float().argmax(-1))
-            dist.broadcast(next_tokens, src=last, group=self.layout.pp_group)
-            next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad_id))
-            ids[:, end] = next_tokens
-            attention[:, end] = 1
-            unfinished &= ~stopping_criteria(ids[:, : end + 1], None)
-            if eos_id is not None:
-                unfinished &= ~torch.isin(next_tokens, torch.tensor(eos_id, device=device).flatten())
-            if not unfinished.any():
-                break
-        return ids[:, : end + 1]
+            return super().generate(model, input_ids, attention_mask, generation_config, stopping_criteria)
+        return pipelined_greedy(self, input_ids, attention_mask, generation_config, stopping_criteria)
+
+
+@torch.no_grad()
+def pipelined_greedy(placement: MeshPlacement, input_ids, attention_mask, generation_config, stopping_criteria):
+    """Greedy decoding through the pipeline, one token per step.
+
+    No key/value cache: each step forwards the whole (fixed-width) buffer, future slots
+    masked out, so one schedule serves every step. The stopping rules are `generate`'s:
+    finished rows get the pad token, a row finishes on EOS or the stopping criteria."""
+    rows, width = input_ids.shape
+    max_new, pad_id, eos_id = generation_config.max_new_tokens, generation_config.pad_token_id, generation_config.eos_token_id
+    total, device = width + max_new, input_ids.device
+    ids = input_ids.new_full((rows, total), pad_id)
+    ids[:, :width] = input_ids
+    attention = attention_mask.new_zeros((rows, total))
+    attention[:, :width] = attention_mask
+    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+    causal = torch.ones((total, total), dtype=torch.bool, device=device).tril()
+    eye = torch.eye(total, dtype=torch.bool, device=device)
+    last = placement.pp_global_rank(placement.pp - 1)
+    end = width
+    for step in range(max_new):
+        end = width + step
+        real = attention.bool()
+        allowed = (causal & real[:, None, :] & real[:, :, None]) | eye
+        positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
+        logits = placement.runner.run(ids, allowed[:, None], positions, [end - 1])
+        next_tokens = torch.empty(rows, dtype=torch.long, device=device)
+        if logits is not None:
+            next_tokens.copy_(logits[:, 0].float().argmax(-1))
+        dist.broadcast(next_tokens, src=last, group=placement.pp_group)
+        next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad_id))
+        ids[:, end] = next_tokens
+        attention[:, end] = 1
+        unfinished &= ~stopping_criteria(ids[:, : end + 1], None)
+        if eos_id is not None:
+            unfinished &= ~torch.isin(next_tokens, torch.tensor(eos_id, device=device).flatten())
+        if not unfinished.any():
+            break
+    return ids[:, : end + 1]
