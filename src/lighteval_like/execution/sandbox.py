@@ -6,8 +6,9 @@ Each program runs as its own subprocess tree:
   (no variable of the harness's: no tokens, no keys);
 - under resource limits set with util-linux `prlimit` (CPU time, address space, file size,
   which also caps its output, processes, open files), in its own session and process group,
-  with `setpriv --no-new-privs`, and, when the harness runs as root, as the unprivileged user
-  `nobody` (root ignores the process limit);
+  with `setpriv --no-new-privs` and, when the harness runs as root, no capabilities and, where
+  `nobody` can reach the interpreter (always under bwrap), as `nobody` (root ignores the
+  process limit);
 - behind a wall-clock timeout after which the whole tree is killed;
 - in the strongest isolation the machine allows (`detect_isolation`):
 
@@ -115,7 +116,8 @@ def _interpreter_paths() -> list[str]:
     paths = {os.path.dirname(os.path.realpath(sys.executable))}
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
         paths.add(os.path.realpath(p))
-    return sorted(paths)
+    # Outermost only: a path inside another one comes with it.
+    return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
 
 
 def _hidden_dirs() -> list[str]:
@@ -160,16 +162,30 @@ def _wrapper(level: Isolation, workdir: str) -> list[str]:
         hidden = _hidden_dirs()
         for d in hidden:
             cmd += ["--tmpfs", d]
+        tmpfs = {"/tmp", *hidden}  # empty in the sandbox: bind points below them are made there
+
+        def bind(flag: str, path: str) -> None:
+            if any(path.startswith(d + "/") for d in tmpfs):
+                parents, parent = [], os.path.dirname(path)
+                while parent not in tmpfs and parent != "/":
+                    parents.append(parent)
+                    parent = os.path.dirname(parent)
+                for parent in reversed(parents):  # traversable by the sandbox user (bwrap makes 0700)
+                    cmd.extend(["--perms", "0755", "--dir", parent])
+                    tmpfs.add(parent)
+            cmd.extend([flag, path, path])
+
         for p in _interpreter_paths():
             if any(p == d or p.startswith(d + "/") for d in hidden):
-                cmd += ["--ro-bind", p, p]
-        cmd += ["--bind", workdir, workdir]
+                bind("--ro-bind", p)
+        bind("--bind", workdir)
         for d in ["/dev", "/tmp", *hidden]:  # not recursive: binds below them keep their mode
             cmd += ["--remount-ro", d]
         cmd += ["--chdir", workdir, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
         if _is_root():
-            cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for setpriv, dropped by it
+            # For setpriv, which drops them (and the bounding set) with the uid.
+            cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         else:
             cmd += ["--unshare-user"]
         return [*cmd, "--"]
@@ -225,7 +241,9 @@ def build_command(level: Isolation, workdir: str, argv: Sequence[str], limits: L
     drop = _drop_uid(level)
     priv = [_tool("setpriv") or "setpriv", "--no-new-privs"]
     if drop:
-        priv += [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups", "--inh-caps=-all"]
+        priv += [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups"]
+    if _is_root():  # no capability survives into the program, even where it stays uid 0
+        priv += ["--inh-caps=-all", "--bounding-set=-all"]
     prlimit = [_tool("prlimit") or "prlimit", *_rlimit_args(limits, timeout_s, drop), "--"]
     return [*_wrapper(level, workdir), *prlimit, *priv, "--", *argv]
 
