@@ -32,6 +32,7 @@ import functools
 import math
 import os
 import resource
+import select
 import shutil
 import signal
 import stat
@@ -317,22 +318,39 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _kill_tree(proc: subprocess.Popen, level: Isolation) -> None:
-    """Kill everything the program started. Under a pid namespace, killing the namespace's init
-    (the launcher's child) makes the kernel kill every process in it, and the launcher exits only
-    once they are all gone; without one, the process group is killed."""
-    if level is not Isolation.NONE:
+def _wait_unreaped(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until the process exits without reaping it (its pid, and so its process group id,
+    stay ours until `proc.wait()`); True when it exited within `timeout_s`."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # Linux < 5.3: reap, the group id is then a best effort
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
+    finally:
+        os.close(fd)
+
+
+def _kill_tree(proc: subprocess.Popen, level: Isolation, exited: bool) -> None:
+    """Kill everything the program started, then reap the launcher. Under a pid namespace,
+    killing the namespace's init (the launcher's child) makes the kernel kill every process in
+    it, and the launcher exits only once they are all gone (after a normal exit they already
+    are); the launcher's process group is killed in every case (all of it at level none)."""
+    if not exited and level is not Isolation.NONE:
         for _ in range(20):
             for child in _children(proc.pid):
                 try:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            try:
-                proc.wait(timeout=0.5)
+            if _wait_unreaped(proc, 0.5):
                 break
-            except subprocess.TimeoutExpired:
-                continue
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -412,12 +430,8 @@ def _run_one(program: str, timeout_s: float, level: Isolation, limits: Limits, o
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_tree(proc, level)  # after a normal exit too: stragglers in the process group
+        timed_out = not _wait_unreaped(proc, timeout_s)
+        _kill_tree(proc, level, exited=not timed_out)
         duration = time.monotonic() - start
         size, tail = _tail(out_path)
         outcome, detail = _classify(proc.returncode, timed_out, size, tail, level, limits)
