@@ -74,7 +74,7 @@ class Limits:
 
     memory_bytes: int = 2 * 1024**3  # address space
     file_size_bytes: int = 16 * 1024**2  # any file it writes, its stdout/stderr included
-    max_processes: int = 64  # processes and threads of the sandbox user
+    max_processes: int = 64  # processes and threads, above what the sandbox user runs at the start
     open_files: int = 128
     cpu_s: int | None = None
 
@@ -215,9 +215,10 @@ def _count_tasks(uid: int) -> int:
 def _rlimit_args(limits: Limits, timeout_s: float, drop_uid: bool) -> list[str]:
     cpu = limits.cpu_s or math.ceil(timeout_s) + 1
     if drop_uid or not _is_root():
-        # The process limit counts every task of the real uid; a non-root user's own count is
-        # added so the program still gets `max_processes` of its own. Root ignores it.
-        nproc = limits.max_processes + (0 if drop_uid else _count_tasks(os.getuid()))
+        # The process limit counts every task (thread) of the real uid on the machine: the
+        # program may start `max_processes` more than that uid runs when it starts (other
+        # programs running as `nobody` included). Root ignores the limit.
+        nproc = limits.max_processes + _count_tasks(SANDBOX_UID if drop_uid else os.getuid())
     else:
         nproc = None
     wanted = {
