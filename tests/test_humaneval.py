@@ -11,11 +11,19 @@ import re
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from conftest import write_rows
 
-from lighteval_like.execution import PASSED, Isolation, detect_isolation, run_programs
+from lighteval_like.errors import UsageError
+from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
+from lighteval_like.pipeline import Pipeline, PipelineParameters
+from lighteval_like.sandbox import PASSED, Isolation, detect_isolation, run_programs
 from lighteval_like.tasks.humaneval import (
+    EVALUATION_SPLIT,
     GENERATION_SIZE,
+    HF_REPO,
+    HF_SUBSET,
     STOP_SEQUENCES,
     assemble_program,
     humaneval,
@@ -152,3 +160,67 @@ def test_pass_bodies_fail(rows):
     passed = [row["task_id"] for row, r in zip(rows, results) if r.passed]
     assert passed == []
     assert all(r.outcome == "failed" for r in results), {r.outcome for r in results}
+
+
+# ------------------------------------------------------------------ through the pipeline
+class CompletionModel(LanguageModel):
+    """Answers each prompt with the completion the test chose for it (no model weights needed)."""
+
+    max_length = 4096
+
+    def __init__(self, completions: dict[str, str]):
+        self.completions = completions
+
+    def loglikelihood(self, requests, plan=None):
+        raise AssertionError("humaneval asks for generations only")
+
+    loglikelihood_rolling = loglikelihood
+
+    def greedy_until(self, requests, plan=None):
+        return [GenerationResponse(self.completions[r.context], 3) for r in requests]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def info(self):
+        return ModelInfo(ModelIdentity("completion-model"))
+
+
+def _humaneval_run(tmp_path, rows: list[dict], completions: dict[str, str], **flags):
+    mirror = tmp_path / "mirror"
+    write_rows(str(mirror), HF_REPO, HF_SUBSET, EVALUATION_SPLIT, rows)
+    params = PipelineParameters(tasks="lighteval|humaneval|0|0", output_dir=str(tmp_path / "out"),
+                                dataset_dir=str(mirror), save_details=True, no_cache=True, **flags)
+    loaded = []
+
+    def load():
+        loaded.append(True)
+        return CompletionModel(completions)
+
+    return Pipeline(params, load), loaded
+
+
+def test_pipeline_scores_humaneval_by_running_the_programs(tmp_path):
+    """Right completions pass and wrong ones fail in the sandbox; details keep each program,
+    its outcome and its output; the results record the isolation level."""
+    rows = [ROW, {**ROW, "task_id": "HumanEval/998", "prompt": ROW["prompt"].replace("Sum.", "Add.")}]
+    completions = {rows[0]["prompt"]: "    return a + b\n", rows[1]["prompt"]: "    return a - b\n"}
+    pipeline, _ = _humaneval_run(tmp_path, rows, completions, allow_code_execution=True,
+                                 allow_weaker_isolation=LEVEL != Isolation.BWRAP)
+    result = pipeline.evaluate()
+    scores = result.results["results"]["lighteval|humaneval|0"]
+    assert scores["pass@1"] == 0.5
+    assert result.results["config_general"]["code_execution_isolation"] == LEVEL.value
+    (details,) = result.details_paths
+    table = sorted(pq.read_table(details).to_pylist(), key=lambda r: r["doc_index"])
+    executions = [json.loads(r["extras"])["execution"] for r in table]
+    assert [e["outcome"] for e in executions] == [PASSED, "failed"]
+    assert executions[0]["program"].endswith("check(add)") and "return a + b" in executions[0]["program"]
+    assert "AssertionError" in executions[1]["output_tail"]
+
+
+def test_code_task_without_consent_stops_before_the_model_loads(tmp_path):
+    pipeline, loaded = _humaneval_run(tmp_path, [ROW], {ROW["prompt"]: "    return a + b\n"})
+    with pytest.raises(UsageError, match="lighteval\\|humaneval runs the code the model writes: pass --allow_code_execution"):
+        pipeline.evaluate()
+    assert not loaded

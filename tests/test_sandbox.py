@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from lighteval_like import sandbox
 from lighteval_like.errors import UsageError
-from lighteval_like.execution import sandbox
-from lighteval_like.execution.sandbox import (
+from lighteval_like.sandbox import (
     FAILED,
     LIMIT,
     PASSED,

@@ -88,6 +88,10 @@ def _print_summary(result) -> None:
 @click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws.")
 @click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")
+@click.option("--allow_code_execution", is_flag=True,
+              help="Let code tasks (humaneval) run the programs the model writes, sandboxed.")
+@click.option("--allow_weaker_isolation", is_flag=True,
+              help="With --allow_code_execution: accept weaker isolation than bubblewrap where it is missing.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @reports_errors
 def accelerate_command(**kwargs) -> None:

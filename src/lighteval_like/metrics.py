@@ -29,10 +29,16 @@ BOOTSTRAP_ITERS = 1000
 
 @dataclass(frozen=True)
 class Metric:
+    """A metric of one sample (`sample_fn`), or of all a task's samples at once (`batch_fn`, for
+    work that runs in parallel, such as executing programs); `executes_code` metrics need the
+    user's consent (`--allow_code_execution`) and get the sandbox's isolation level."""
+
     name: str  # the key in the results
-    sample_fn: Callable[[Doc, list], SampleValue]
+    sample_fn: Callable[[Doc, list], SampleValue] | None = None
     aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte
     higher_is_better: bool = True  # read by `compare` to say which run is better
+    batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, isolation) -> one value each
+    executes_code: bool = False
 
 
 def _logprobs(responses: list[LoglikelihoodResponse]) -> np.ndarray:

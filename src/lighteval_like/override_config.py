@@ -61,6 +61,8 @@ class TasksArgs:
     num_fewshot_seeds: int = 1
     dataset_loading_processes: int = 1
     multichoice_continuations_start_space: bool | None = None  # a model arg: see `apply_to_model`
+    allow_code_execution: bool = False  # as the `accelerate` flag: code tasks run model-written programs
+    allow_weaker_isolation: bool = False
 
     def __post_init__(self):
         for name in ("max_samples", "num_fewshot_seeds", "dataset_loading_processes"):

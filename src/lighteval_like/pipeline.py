@@ -24,6 +24,7 @@ from lighteval_like.outputs import EvaluationResult
 from lighteval_like.results import GeneralSummary, RunReport, general_config, text_hash
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
+from lighteval_like.sandbox import Isolation, permit_code_execution
 from lighteval_like.scoring import score_run
 from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.registry import Registry, ResolvedTask
@@ -49,6 +50,8 @@ class PipelineParameters:
     skip_bad_samples: bool = False
     batch_size: int | None = None  # reported in config_general; the model applies it
     no_cache: bool = False  # True: neither read nor write the response cache (cache.py)
+    allow_code_execution: bool = False  # consent to run model-written programs (sandbox.py)
+    allow_weaker_isolation: bool = False  # ... below full (bubblewrap) isolation
 
 
 class Pipeline:
@@ -59,6 +62,7 @@ class Pipeline:
         self.process = process or ProcessContext()
         self.model_args = model_args or {}
         self.timings: dict[str, float] = {}
+        self.isolation: Isolation | None = None  # how model-written programs run (None: no code task)
         self.start_time = time.time()
         self.timestamp = datetime.now().isoformat().replace(":", "-")
 
@@ -94,6 +98,8 @@ class Pipeline:
     def evaluate(self) -> EvaluationResult | None:
         """Run every stage; returns the results on the main process, None elsewhere."""
         tasks = self._timed("resolve_tasks", self.resolve_tasks)
+        p = self.params
+        self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
@@ -109,14 +115,15 @@ class Pipeline:
         return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details)
 
     def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
-        results, summaries = score_run(data, samples)
+        results, summaries = score_run(data, samples, self.isolation)
         scoring = sum(v for k, v in self.timings.items() if k.startswith("scoring_"))
         general = GeneralSummary(
             text_hash(c for s in samples for c in s.contexts), len(samples), execution.num_requests,
             sum(s.fewshot_truncated for s in samples), dict(self.timings),
             round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, model.stats(),
         )
-        config = general_config(self.params, self.process.dp_size, self.start_time, model.info(), self.model_args)
+        config = general_config(self.params, self.process.dp_size, self.start_time, model.info(), self.model_args,
+                                self.isolation)
         return RunReport(
             config, results, {td.task.key: td.task.config.version for td in data},
             {td.task.config.full_name: td.task.config.to_dict() for td in data}, summaries, general,

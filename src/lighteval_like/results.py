@@ -15,6 +15,7 @@ from lighteval_like import __version__
 from lighteval_like.cache import CacheSummary
 from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse, ModelInfo
 from lighteval_like.samples import Sample
+from lighteval_like.sandbox import Isolation
 
 
 @dataclass
@@ -79,7 +80,8 @@ class GeneralConfig:
         }
 
 
-def general_config(params, num_processes: int, start_time: float, model: ModelInfo, model_args: dict) -> GeneralConfig:
+def general_config(params, num_processes: int, start_time: float, model: ModelInfo, model_args: dict,
+                   isolation: Isolation | None = None) -> GeneralConfig:
     """`config_general` of a run with the given `PipelineParameters`, ending now."""
     import torch
     import transformers
@@ -93,6 +95,7 @@ def general_config(params, num_processes: int, start_time: float, model: ModelIn
         "job_id": params.job_id, "num_processes": num_processes, "override_batch_size": params.batch_size,
         "max_samples": params.max_samples, "num_fewshot_seeds": params.num_fewshot_seeds, "seed": params.seed,
         "use_chat_template": params.use_chat_template, "system_prompt": params.system_prompt,
+        **({"code_execution_isolation": str(isolation.value)} if isolation else {}),
     }
     return GeneralConfig(
         versions, datetime.fromtimestamp(start_time).isoformat(), datetime.fromtimestamp(end).isoformat(),
@@ -177,5 +180,6 @@ def details_rows(samples: list[Sample]) -> list[dict]:
             "num_fewshot": s.num_fewshot,
             "fewshot_truncated": s.fewshot_truncated,
             "input_truncated": any(r.input_truncated for r in s.responses),
+            **({"extras": json.dumps(s.extras, default=str)} if s.extras else {}),
         })
     return rows

@@ -42,6 +42,7 @@ class Sample:
     fewshot_truncated: bool = False
     responses: list[Response] = field(default_factory=list)
     metrics: dict[str, SampleValue] = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # what a metric recorded for the details (e.g. a program run)
 
 
 def fewshot_examples(

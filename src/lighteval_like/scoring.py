@@ -10,13 +10,19 @@ from lighteval_like.docs import TaskData
 from lighteval_like.metrics import aggregate, resolve_metrics
 from lighteval_like.results import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.samples import Sample
+from lighteval_like.sandbox import Isolation
 
 
-def score_task(data: TaskData, samples: list[Sample]) -> TaskScores:
+def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | None = None) -> TaskScores:
     """Fill each sample's `metrics` and aggregate them (metrics no sample has are left out)."""
     metrics = resolve_metrics(data.task.config)
-    for s in samples:
-        s.metrics = {m.name: m.sample_fn(s.doc, s.responses) for m in metrics}
+    for m in metrics:
+        if m.batch_fn is not None:
+            values = m.batch_fn(samples, isolation) if samples else []
+        else:
+            values = [m.sample_fn(s.doc, s.responses) for s in samples]
+        for s, value in zip(samples, values):
+            s.metrics[m.name] = value
     scores: TaskScores = {}
     for m in metrics:
         values = [s.metrics[m.name] for s in samples]
@@ -78,12 +84,15 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
     )
 
 
-def score_run(data: list[TaskData], samples: list[Sample]) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
-    """Scores of every task, its group averages and `all`; and each task's summary."""
+def score_run(
+    data: list[TaskData], samples: list[Sample], isolation: Isolation | None = None
+) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
+    """Scores of every task, its group averages and `all`; and each task's summary. Programs
+    of code tasks run at `isolation` (the level `sandbox.permit_code_execution` chose)."""
     by_task: dict[str, list[Sample]] = {td.task.key: [] for td in data}
     for s in samples:
         by_task[s.task_key].append(s)
-    results = {td.task.key: score_task(td, by_task[td.task.key]) for td in data}
+    results = {td.task.key: score_task(td, by_task[td.task.key], isolation) for td in data}
     summaries = {td.task.key: summarise_task(td, by_task[td.task.key]) for td in data}
     results.update(group_averages(data, results))
     results["all"] = overall(results)

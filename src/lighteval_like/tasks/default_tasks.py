@@ -8,7 +8,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 from __future__ import annotations
 
 from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
-from lighteval_like.tasks import arithmetic, prompts
+from lighteval_like.tasks import arithmetic, humaneval, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig
 
 MMLU_SUBJECTS = (
@@ -98,6 +98,12 @@ TASKS_TABLE: list[TaskConfig] = [
         hf_repo="EleutherAI/wikitext_document_level", hf_subset="wikitext-2-raw-v1",
         evaluation_split="test", few_shots_split=None, request_type=RequestType.ROLLING,
         metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
+    ),
+    TaskConfig(
+        name="humaneval", suite="lighteval", prompt_function=humaneval.humaneval,
+        hf_repo=humaneval.HF_REPO, hf_subset=humaneval.HF_SUBSET, evaluation_split=humaneval.EVALUATION_SPLIT,
+        few_shots_split=None, request_type=RequestType.GENERATIVE, metrics=(humaneval.PASS_AT_1,),
+        generation_size=humaneval.GENERATION_SIZE, stop_sequences=humaneval.STOP_SEQUENCES,
     ),
     *[
         TaskConfig(

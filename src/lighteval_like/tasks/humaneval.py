@@ -4,7 +4,7 @@ Conventions as lm-eval 0.4.13's `humaneval` task: the prompt is the problem's `p
 zero-shot; greedy generation of at most 1024 tokens, stopped at a new top-level statement
 (`STOP_SEQUENCES`); the program run is the prompt, the completion, the problem's tests and a call
 of `check` on the entry point. A sample counts as correct when that program exits 0 in the sandbox
-(`lighteval_like.execution`). Metric: pass@1 from one greedy sample; with n samples per problem,
+(`lighteval_like.sandbox`). Metric: pass@1 from one greedy sample; with n samples per problem,
 pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
 """
 
@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from lighteval_like.metrics import Metric
+from lighteval_like.sandbox import Isolation, run_programs
 from lighteval_like.tasks.config import Doc
 
 HF_REPO, HF_SUBSET, EVALUATION_SPLIT = "openai/openai_humaneval", "openai_humaneval", "test"
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 GENERATION_SIZE = 1024
 DEFAULT_KS = (1, 10)
+TIMEOUT_S = 10.0  # wall clock per program (the canonical solutions take well under a second)
 
 
 def humaneval(row: dict, task_name: str) -> Doc:
@@ -68,3 +71,19 @@ def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> 
     (larger k are left out, as lm-eval does)."""
     n, c = len(passed), sum(bool(p) for p in passed)
     return {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
+
+
+def execute_completions(samples: list, isolation: Isolation) -> list[float]:
+    """pass@1 of each sample's (greedy) completion: its program run in the sandbox, in parallel.
+    Each sample's `extras["execution"]` records the program, its outcome and its output's tail."""
+    programs = [assemble_program(s.doc, s.responses[0].text) for s in samples]
+    results = run_programs(programs, timeout_s=TIMEOUT_S, isolation=isolation)
+    for sample, program, result in zip(samples, programs, results):
+        sample.extras["execution"] = {
+            "program": program, "outcome": result.outcome, "detail": result.detail,
+            "output_tail": result.output_tail, "isolation": result.isolation,
+        }
+    return [float(result.passed) for result in results]
+
+
+PASS_AT_1 = Metric("pass@1", batch_fn=execute_completions, executes_code=True)

@@ -480,3 +480,19 @@ def run_programs(programs: Sequence[str], timeout_s: float = 10.0, workers: int 
     if not programs:
         return []
     return _run_all(list(programs), timeout_s, workers or default_workers(), level, limits or Limits())
+
+
+def permit_code_execution(tasks: list, allowed: bool, allow_weaker: bool) -> Isolation | None:
+    """Before anything loads: the isolation level for the given tasks' programs (None when no
+    task runs code), or one line saying what to pass when the user has not opted in."""
+    from lighteval_like.metrics import resolve_metrics
+
+    running = [t.config.full_name for t in tasks if any(m.executes_code for m in resolve_metrics(t.config))]
+    if not running:
+        return None
+    if not allowed:
+        raise UsageError(
+            f"{', '.join(running)} run{'s' if len(running) == 1 else ''} the code the model writes: pass "
+            "--allow_code_execution to allow it (each program runs sandboxed; see the README)"
+        )
+    return require_isolation(allow_weaker)
