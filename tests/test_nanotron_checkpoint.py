@@ -320,6 +320,29 @@ def test_backend_in_memory_equals_exported_folder(tmp_path):
     assert info["model_sha"].startswith("nanotron-") and info["model_dtype"] == "float32"
 
 
+def test_backend_records_the_step_of_a_run_folder(tmp_path):
+    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+
+    ckpt = resolve_checkpoint(fixture("trainer_run"))
+    config = model_config_for(ckpt, tokenizer=word_tokenizer(tmp_path / "tok", 256))
+    info = NanotronCheckpointModel(config, device="cpu", show_progress=False).info()
+    assert info["step"] == 10 and info["nanotron_checkpoint"]["path"] == str(ckpt.root)
+    assert config.pretrained == str(ckpt.root) and config.dtype == "float32"
+
+
+def test_error_tokenizer_larger_than_the_vocabulary(tmp_path):
+    from lighteval_like.errors import ModelLoadError
+    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+
+    ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
+    config = model_config_for(ckpt, tokenizer=word_tokenizer(tmp_path / "tok", 300))
+    with pytest.raises(ModelLoadError) as excinfo:
+        NanotronCheckpointModel(config, device="cpu", show_progress=False)
+    one_line_error(excinfo, str(ckpt.config_path), "300 tokens", "vocab_size 252")
+
+
 def test_model_class_for_another_backend():
     from lighteval_like.models.nanotron_model import NanotronCheckpointModel, nanotron_model_class
     from lighteval_like.models.parallel_model import DistributedTransformersModel

@@ -212,7 +212,7 @@ def _check_llama(model_config: Any, config_path: Path) -> dict:
         raise ModelLoadError(f"{config_path}: model.model_config must be a mapping")
     flags = sorted(k for k, v in model_config.items() if re.fullmatch(r"is_\w+_config", k) and v)
     if flags and flags != ["is_llama_config"]:
-        kind = flags[0][3:-7] if flags[0] != "is_llama_config" else flags[-1][3:-7]
+        kind = next(f for f in flags if f != "is_llama_config")[len("is_") : -len("_config")]
         raise ModelLoadError(
             f"{config_path}: model.model_config is a {kind} config ({', '.join(flags)}); "
             "only nanotron's Llama can be read"

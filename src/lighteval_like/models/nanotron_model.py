@@ -51,6 +51,11 @@ class NanotronCheckpointModel(TransformersModel):
     def _load_model(self):
         cfg = self.config
         dtype = self.checkpoint.dtype if cfg.dtype == "auto" else cfg.dtype
+        if len(self.tokenizer) > self.checkpoint.padded_vocab_size:
+            raise ModelLoadError(
+                f"{self.checkpoint.config_path}: the tokenizer '{cfg.tokenizer}' has {len(self.tokenizer)} tokens, "
+                f"more than the model's vocab_size {self.checkpoint.padded_vocab_size}: name the tokenizer it was trained with"
+            )
         vocab = self.checkpoint.unpadded_vocab_size(len(self.tokenizer))
         model = build_model(self.checkpoint, dtype=dtype, vocab_size=vocab)
         if cfg.attn_implementation:
