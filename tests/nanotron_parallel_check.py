@@ -6,7 +6,7 @@ Run under torchrun (gloo, CPU), for example:
     PYTHONPATH=src torchrun --standalone --nproc-per-node=2 tests/nanotron_parallel_check.py --pp 2
 
 For every fixture (any saved tp): the converted Llama goes through the backend that `distributed`
-uses (`DistributedTransformersModel`, via `nanotron_model_class`), so tp shards it with
+uses (`NanotronCheckpointModel` with the runtime's `MeshPlacement`), so tp shards it with
 `apply_tensor_parallel` and pp splits it with `split_pipeline_stage` + the pipeline schedule.
 Checked: (tp only) the sharded model's full logits against `nanotron_logits.pt`; (always) the
 backend's loglikelihoods of every split of the reference ids into context / continuation against
@@ -46,8 +46,8 @@ def id_tokenizer(folder: str, size: int) -> str:
 def check(name: str, layout, workdir: str) -> tuple[float, float | None]:
     from lighteval_like.models.base import LoglikelihoodRequest
     from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
-    from lighteval_like.models.nanotron_model import model_config_for, nanotron_model_class
-    from lighteval_like.models.parallel_model import DistributedTransformersModel
+    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.runtime.placement import MeshPlacement
 
     ckpt = resolve_checkpoint(os.path.join(FIXTURES, name))
     ref = torch.load(ckpt.root / "nanotron_logits.pt")
@@ -56,9 +56,9 @@ def check(name: str, layout, workdir: str) -> tuple[float, float | None]:
     if dist.get_rank() == 0 and not os.path.isdir(tokenizer):
         id_tokenizer(tokenizer, ckpt.padded_vocab_size)
     dist.barrier()
-    cls = nanotron_model_class(DistributedTransformersModel)
     config = model_config_for(ckpt, tokenizer=tokenizer, dtype="float32")
-    model = cls(config, layout, batch_size=4, show_progress=False)
+    placement = MeshPlacement(layout.mesh, layout.device, layout.dp, layout.pp, layout.tp)
+    model = NanotronCheckpointModel(config, batch_size=4, show_progress=False, placement=placement)
 
     layers = model.model.model.layers
     if layout.tp > 1:  # really sharded: each rank holds 1/tp of the projections
@@ -67,7 +67,7 @@ def check(name: str, layout, workdir: str) -> tuple[float, float | None]:
         q = next(m for m in layers if hasattr(m, "self_attn")).self_attn.q_proj.weight
         assert isinstance(q, DTensor) and q.to_local().shape[0] * layout.tp == q.shape[0], type(q)
     if layout.pp > 1:  # really split: this stage runs only its own layers
-        assert len(model.stage_layers) < len(layers), model.stage_layers
+        assert sum(type(m).__name__ != "_NotOnThisStage" for m in layers) < len(layers)
 
     logit_error = None
     if layout.pp == 1:
@@ -94,14 +94,14 @@ def main() -> int:
     parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--names", default=",".join(NAMES))
     args = parser.parse_args()
-    from torch.distributed.device_mesh import init_device_mesh
+    from types import SimpleNamespace
 
-    from lighteval_like.models.parallel_model import ParallelLayout
+    from torch.distributed.device_mesh import init_device_mesh
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (1, args.pp, args.tp), mesh_dim_names=("dp", "pp", "tp"))
-    layout = ParallelLayout(mesh, torch.device("cpu"), 1, args.pp, args.tp)
+    layout = SimpleNamespace(mesh=mesh, device=torch.device("cpu"), dp=1, pp=args.pp, tp=args.tp)
     ok = True
     with tempfile.TemporaryDirectory() as local:
         box = [local]

@@ -104,23 +104,47 @@ def accelerate_command(**kwargs) -> None:
         _print_summary(result)
 
 
+def _distributed_options(fn):
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks of errors.")(fn)
+    fn = click.option("--lighteval_config_path", type=click.Path(),
+                      help="YAML of the run: tasks, batch_size, generation, logging, parallelism (dp, tp, pp).")(fn)
+    return click.option("--checkpoint_config_path", type=click.Path(),
+                        help="The model: a nanotron checkpoint's config.yaml (or its step or run folder), "
+                             "or a YAML of model args (pretrained, dtype, revision, tokenizer, ...).")(fn)
+
+
 @main.command("distributed")
-@click.option("--checkpoint_config_path", required=True, type=click.Path(),
-              help="YAML of the model: pretrained (path or hub id), dtype, revision, tokenizer, ...")
-@click.option("--lighteval_config_path", required=True, type=click.Path(),
-              help="YAML of the run: tasks, batch_size, generation, logging, parallelism (dp, tp, pp).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@_distributed_options
 @reports_errors
-def distributed_command(**kwargs) -> None:
+def distributed_command(checkpoint_config_path: str | None, lighteval_config_path: str | None, debug: bool) -> None:
     """Evaluate under torchrun with data, tensor and pipeline parallelism (WORLD_SIZE = dp*tp*pp)."""
     from lighteval_like.entrypoints import run_distributed
 
-    result = run_distributed(**kwargs)
+    if not checkpoint_config_path or not lighteval_config_path:
+        raise UsageError("pass --checkpoint_config_path and --lighteval_config_path (see examples/nanotron/)")
+    result = run_distributed(checkpoint_config_path, lighteval_config_path, debug)
     if result is not None:
         _print_summary(result)
 
 
-main.add_command(distributed_command, "nanotron")
+@main.group("nanotron", invoke_without_command=True)
+@_distributed_options
+@click.pass_context
+def nanotron_group(ctx: click.Context, **kwargs) -> None:
+    """`distributed` for nanotron checkpoints (as lighteval's entry point), and `inspect`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(distributed_command, **kwargs)
+
+
+@nanotron_group.command("inspect")
+@click.argument("path", type=click.Path())
+@reports_errors
+def nanotron_inspect(path: str) -> None:
+    """What a nanotron checkpoint is (architecture, parameters, saved tp/pp, dtype, step, tokenizer),
+    read without loading its weights."""
+    from lighteval_like.models.nanotron_checkpoint import inspect_checkpoint
+
+    click.echo(inspect_checkpoint(path))
 
 
 @main.group("tasks")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from lighteval_like.config_files import keys_of
 from lighteval_like.docs import load_task_data
 from lighteval_like.errors import UsageError
@@ -51,13 +54,12 @@ def run_distributed(
 ) -> EvaluationResult | None:
     """Evaluate under torchrun over a (dp, pp, tp) mesh: the same pipeline as `accelerate`,
     with the model placed on the mesh by the runtime. Returns the results on global rank 0."""
-    from lighteval_like.models.transformers_model import TransformersModel
-    from lighteval_like.override_config import load_checkpoint_config, load_override_config
+    from lighteval_like.override_config import load_override_config
     from lighteval_like.runtime.faults import fail_rank
     from lighteval_like.runtime.launch import DistributedSession, torchrun_env
 
-    config = load_checkpoint_config(checkpoint_config_path)
     override = load_override_config(lighteval_config_path)
+    config, model_class = checkpoint_model(checkpoint_config_path, override.tokenizer)
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
     params = override.pipeline_parameters()
@@ -65,15 +67,35 @@ def run_distributed(
     try:
         session = DistributedSession.start(override.parallelism, env, config.device)
 
-        def load_model() -> TransformersModel:
-            return TransformersModel(config, batch_size=override.batch_size, show_progress=session.process.is_main,
-                                     placement=session.placement())
+        def load_model():
+            return model_class(config, batch_size=override.batch_size, show_progress=session.process.is_main,
+                               placement=session.placement())
 
         result = Pipeline(params, load_model, session.process, model_args_record(config)).evaluate()
     except BaseException as error:  # any rank's failure ends every rank (see fail_rank)
         fail_rank(error, env, debug)
     session.close()
     return result
+
+
+def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersModelConfig, Callable]:
+    """`--checkpoint_config_path`: a nanotron checkpoint's config.yaml (or its step or run folder),
+    read as it is, or our own model YAML; returns the model args and the backend class to load."""
+    from lighteval_like.models.nanotron_checkpoint import is_nanotron_config, resolve_checkpoint
+    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.override_config import load_checkpoint_config
+
+    if is_nanotron_config(path):
+        from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+
+        checkpoint = resolve_checkpoint(path)
+        return model_config_for(checkpoint, tokenizer=tokenizer), functools.partial(
+            NanotronCheckpointModel, checkpoint=checkpoint
+        )
+    config = load_checkpoint_config(path)
+    if tokenizer:
+        config.tokenizer = tokenizer
+    return config, TransformersModel
 
 
 def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_dir: str | None) -> str:

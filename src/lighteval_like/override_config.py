@@ -88,6 +88,7 @@ class LightevalOverrideConfig:
 
     tasks: TasksArgs
     batch_size: int | None = None  # rows per forward on every rank; None = automatic token budget
+    tokenizer: str | None = None  # overrides the checkpoint's tokenizer (a local folder or a hub id)
     generation: GenerationArgs | None = None
     logging: LoggingArgs = field(default_factory=LoggingArgs)
     parallelism: ParallelismArgs = field(default_factory=ParallelismArgs)

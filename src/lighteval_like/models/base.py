@@ -83,7 +83,8 @@ class ModelInfo:
 
     identity: ModelIdentity
     device: str | None = None
-    parallelism: dict | None = field(default=None)
+    parallelism: dict | None = None
+    extra: dict = field(default_factory=dict)  # backend facts (a nanotron checkpoint's step, ...)
 
     def as_record(self) -> dict:
         """The `config_general` fields, in their order in the results file."""
@@ -95,7 +96,7 @@ class ModelInfo:
         }
         if self.parallelism is not None:
             record["parallelism"] = self.parallelism
-        return record
+        return {**record, **self.extra}
 
 
 class LanguageModel(ABC):

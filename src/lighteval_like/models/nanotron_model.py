@@ -3,14 +3,16 @@
 `NanotronCheckpointModel` is `TransformersModel` with two loading steps replaced: the weights
 come from `nanotron_checkpoint.build_model` and the tokenizer must be named (config.yaml's
 `tokenizer.tokenizer_name_or_path`, or what the user passed). Scoring, batching, caching and
-details are the base class's. Under `distributed`, `nanotron_model_class(DistributedTransformersModel)`
-gives the same backend split over tp / pp: its `_load_model` calls this one on the host, then
-shards the converted model as it shards any transformers Llama.
+details are the base class's. Under `distributed` it takes the runtime's mesh placement like
+any transformers model: the converted model is built on the host, then split over tp / pp.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lighteval_like.errors import ModelLoadError, UsageError
+from lighteval_like.models.base import ModelInfo
 from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.nanotron_checkpoint import NanotronCheckpoint, build_model, resolve_checkpoint
 from lighteval_like.models.transformers_model import TransformersModel
@@ -60,15 +62,15 @@ class NanotronCheckpointModel(TransformersModel):
         model = build_model(self.checkpoint, dtype=dtype, vocab_size=vocab)
         if cfg.attn_implementation:
             model.set_attn_implementation(cfg.attn_implementation)
-        return model.to(self.device).eval()
+        self.num_parameters = model.num_parameters()
+        return self.placement.place(model, self.tokenizer.pad_token_id).eval()
 
-    def info(self) -> dict:
+    def info(self) -> ModelInfo:
         out = super().info()
         ckpt = self.checkpoint
         # The response cache keys a model on model_sha among others: the weight files' stamp.
-        out["model_sha"] = f"nanotron-{ckpt.fingerprint()}"
-        out["step"] = ckpt.step
-        out["nanotron_checkpoint"] = {
+        out.identity = replace(out.identity, model_name=ckpt.name, model_sha=f"nanotron-{ckpt.fingerprint()}")
+        out.extra = {"step": ckpt.step, "nanotron_checkpoint": {
             "path": str(ckpt.root),
             "step": ckpt.step,
             "version": ckpt.version,
@@ -80,13 +82,5 @@ class NanotronCheckpointModel(TransformersModel):
             "padded_vocab_size": ckpt.padded_vocab_size,
             "project": ckpt.project,
             "run": ckpt.run,
-        }
+        }}
         return out
-
-
-def nanotron_model_class(base: type[TransformersModel]) -> type[TransformersModel]:
-    """`base` (a `TransformersModel` subclass, e.g. `DistributedTransformersModel`) loading its
-    weights from a nanotron checkpoint: `base`'s `_load_model` wraps this module's."""
-    if base is TransformersModel or issubclass(base, NanotronCheckpointModel):
-        return NanotronCheckpointModel if base is TransformersModel else base
-    return type(f"Nanotron{base.__name__}", (base, NanotronCheckpointModel), {})
