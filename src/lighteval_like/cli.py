@@ -87,15 +87,35 @@ def _print_summary(result) -> None:
 @click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws.")
 @click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")
+@click.option("--push_to_tensorboard", is_flag=True,
+              help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/.")
+@click.option("--checkpoint_step", type=click.IntRange(min=0),
+              help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @reports_errors
-def accelerate_command(**kwargs) -> None:
+def accelerate_command(push_to_tensorboard: bool, checkpoint_step: int | None, **kwargs) -> None:
     """Evaluate a transformers model (single process, or data parallel under `accelerate launch`)."""
     from lighteval_like.entrypoints import run_accelerate
 
+    if push_to_tensorboard:  # a missing tensorboard package fails now, not after the evaluation
+        from lighteval_like.tensorboard import check_available
+
+        check_available()
     result = run_accelerate(**kwargs)
     if result is not None:
         _print_summary(result)
+        if push_to_tensorboard:
+            _push_to_tensorboard(result, kwargs["output_dir"], checkpoint_step)
+
+
+def _push_to_tensorboard(result, output_dir: str, step: int | None) -> None:
+    # TODO(lead): move into Pipeline.save (then `distributed` gets it too, and the step can be recorded
+    # in config_general["checkpoint_step"] for `report`).
+    from lighteval_like.tensorboard import write_tensorboard
+
+    model_name = result.results["config_general"]["model_name"]
+    path = write_tensorboard(result.results, output_dir, model_name, step)
+    click.echo(f"TensorBoard scalars written to {path}")
 
 
 @main.command("distributed")
