@@ -200,3 +200,13 @@ def test_cli_table_json_markdown_and_one_line_errors(tmp_path):
     no_details = run_cli(["compare", str(tmp_path / "a"), str(tmp_path / "nodetails")])
     assert no_details.returncode == 2 and len(no_details.stderr.strip().splitlines()) == 1
     assert "rerun it with --save_details" in no_details.stderr
+
+
+def test_a_directory_of_several_runs_must_be_narrowed_to_one(tmp_path):
+    a_acc, b_acc = binary_pairs(20, 5, 6, 69)
+    write_run(str(tmp_path / "two"), {ARC: {"acc": a_acc}}, timestamp="2025-01-01T00-00-00.000000")
+    write_run(str(tmp_path / "two"), {ARC: {"acc": b_acc}}, timestamp="2025-01-02T00-00-00.000000")
+    proc = run_cli(["compare", str(tmp_path / "two"), str(tmp_path / "two")])
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"{tmp_path / 'two'} holds 2 runs (" in line and line.endswith(": name one results file")

@@ -415,7 +415,9 @@ def _footer(comparison: Comparison) -> list[str]:
     lines.append(
         f"Verdict: Holm-adjusted p < {comparison.alpha:g} over the {sum(r.p is not None for r in comparison.rows)} "
         "rows. b = docs A got right and B wrong, c = the reverse. MDE80: smallest |B-A| this n detects "
-        f"with 80% power at alpha {comparison.alpha:g}."
+        f"with 80% power at alpha {comparison.alpha:g}"
+        + (" ('-': the runs agree on every doc, so no spread to size it by)." if any(
+            r.mde is None and r.discordant == [0, 0] for r in comparison.rows) else ".")
     )
     return lines
 
