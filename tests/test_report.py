@@ -187,7 +187,8 @@ def open_report(path: str, screenshot: str | None = None) -> dict:
             if screenshot:  # the whole page, one sample opened
                 driver.execute_script("document.activeElement.blur();")
                 rows = find(By.CSS_SELECTOR, "#sample-body tr.sample")
-                rows[min(10, len(rows) - 1)].click()
+                if rows:
+                    rows[min(10, len(rows) - 1)].click()
                 height = driver.execute_script("return document.documentElement.scrollHeight")
                 driver.set_window_size(1400, min(height + 200, 8000))
                 driver.execute_script("window.scrollTo(0, 0);")

@@ -22,6 +22,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from datetime import datetime
 
@@ -393,6 +394,9 @@ def write_report(runs: list[Run], output: str, title: str = "Evaluation report",
             f.write(page)
 
     atomic_write(output, write)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(output, 0o666 & ~umask)  # a page to share: readable as any new file (not the temp file's 0600)
     return len(page.encode("utf-8"))
 
 
@@ -442,7 +446,9 @@ SCRIPT = r"""
 
   if (!tasks.length) {
     count.textContent = "No per-sample details in these runs (run with --save_details).";
-    more.style.display = "none";
+    [taskSelect, search, filter, more].forEach(function (node) {
+      (node.parentNode.tagName === "LABEL" ? node.parentNode : node).style.display = "none";
+    });
     return;
   }
   tasks.forEach(function (t, i) {
@@ -534,7 +540,7 @@ SCRIPT = r"""
     hits.slice(0, shown).forEach(function (doc) {
       var prompt = doc.p ? doc.p[0] : (doc.r[ids[0]] && doc.r[ids[0]].prompts ? doc.r[ids[0]].prompts[0] : "");
       var row = el("tr", {class: "sample", "data-doc": String(doc.i)},
-                   [el("td", {text: String(doc.i)}), el("td", {class: "snippet", text: "…" + (prompt || "").slice(-110)})]);
+                   [el("td", {text: String(doc.i)}), el("td", {class: "snippet", text: (prompt || "").length > 110 ? "…" + prompt.slice(-110) : (prompt || "")})]);
       ids.forEach(function (r) {
         var x = doc.r[r], td = el("td");
         if (x) {
