@@ -11,7 +11,7 @@ DEMO_TASKS ?= lighteval|arithmetic_generated:2da|0|0,lighteval|arithmetic_genera
 DEMO_SAMPLES ?= 100
 LEADERBOARD_TASKS ?= leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,leaderboard|hellaswag|0|0
 
-.PHONY: install demo demo-leaderboard test test-slow lint
+.PHONY: install demo demo-leaderboard test test-slow test-browser lint
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,16 @@ test: install
 # SmolLM2 parity and end-to-end checks (needs the demo model and ../shared/data/hub).
 test-slow: $(VENV)/.demo-model
 	$(PY) -m pytest -q -m slow
+
+# The HTML report opened in headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
+# Screenshots go to $(REPORT_SCREENSHOT_DIR).
+REPORT_SCREENSHOT_DIR ?= $(CURDIR)/browser-screenshots
+test-browser: install
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(PIP) install -q selenium
+	mkdir -p $(REPORT_SCREENSHOT_DIR)
+	REPORT_SCREENSHOT_DIR=$(REPORT_SCREENSHOT_DIR) $(PY) -m pytest -q -m browser
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks

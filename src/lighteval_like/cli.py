@@ -59,6 +59,8 @@ def _print_summary(result) -> None:
     click.echo(f"\nResults written to {result.results_path}")
     for path in result.details_paths:
         click.echo(f"Details written to {path}")
+    if result.tensorboard_path:
+        click.echo(f"TensorBoard scalars written to {result.tensorboard_path}")
     cache = report.summary_general.response_cache
     if cache.enabled:
         click.echo(f"Response cache: {cache.hits} reused, {cache.computed} computed")
@@ -92,6 +94,10 @@ def _print_summary(result) -> None:
               help="Let code tasks (humaneval) run the programs the model writes, sandboxed.")
 @click.option("--allow_weaker_isolation", is_flag=True,
               help="With --allow_code_execution: accept weaker isolation than bubblewrap where it is missing.")
+@click.option("--push_to_tensorboard", is_flag=True,
+              help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/.")
+@click.option("--checkpoint_step", type=click.IntRange(min=0),
+              help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @reports_errors
 def accelerate_command(**kwargs) -> None:
@@ -182,6 +188,69 @@ def tasks_inspect(name: str, num_fewshot: int, custom_tasks: str | None, dataset
     from lighteval_like.entrypoints import inspect_task
 
     click.echo(inspect_task(name, num_fewshot, custom_tasks, dataset_dir))
+
+
+@main.command("compare")
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--allow_different_prompts", is_flag=True,
+              help="Compare tasks whose runs scored different docs or prompts (paired over the common docs).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="Significance level of the verdicts (after Holm's adjustment) and of the intervals.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the comparison as JSON to this file.")
+@click.option("--markdown", "markdown_path", type=click.Path(), help="Also write the table as Markdown to this file.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@reports_errors
+def compare_command(run_a: str, run_b: str, allow_different_prompts: bool, alpha: float,
+                    json_path: str | None, markdown_path: str | None, debug: bool) -> None:
+    """Is run B better than run A? Paired tests per task and metric (RUN: results file or output dir)."""
+    from lighteval_like import compare
+    from lighteval_like.outputs import atomic_write
+    from lighteval_like.runs import load_one
+
+    result = compare.compare_runs(load_one(run_a), load_one(run_b), allow_different_prompts, alpha)
+    click.echo(compare.format_text(result))
+    for path, render in ((json_path, compare.format_json), (markdown_path, compare.format_markdown)):
+        if path:
+            atomic_write(path, _text_writer(render(result)))
+            click.echo(f"Written to {path}")
+
+
+def _text_writer(text: str):
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(),
+              help="The HTML file to write.")
+@click.option("--checkpoints", is_flag=True,
+              help="The runs are checkpoints of one model in command-line order: plot each task over them.")
+@click.option("--label", "labels", multiple=True, help="Name of each run in order (repeat; default: its folder).")
+@click.option("--max_samples_per_task", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Docs per task kept in the per-sample browser (0: none).")
+@click.option("--title", default="Evaluation report", show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@reports_errors
+def report_command(runs: tuple[str, ...], output: str, checkpoints: bool, labels: tuple[str, ...],
+                   max_samples_per_task: int, title: str, debug: bool) -> None:
+    """One self-contained HTML report of one or several runs (RUN: results file or output dir)."""
+    from lighteval_like.report import write_report
+    from lighteval_like.runs import load_many
+
+    loaded = load_many(list(runs))
+    if labels:
+        if len(labels) != len(loaded):
+            raise UsageError(f"{len(labels)} --label given for {len(loaded)} runs: give one per run")
+        for run, label in zip(loaded, labels):
+            run.label = label
+    size = write_report(loaded, output, title=title, checkpoints=checkpoints or None,
+                        max_samples_per_task=max_samples_per_task)
+    click.echo(f"Report of {len(loaded)} run(s) written to {output} ({size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -59,10 +59,12 @@ def run_distributed(
     from lighteval_like.runtime.launch import DistributedSession, torchrun_env
 
     override = load_override_config(lighteval_config_path)
-    config, model_class = checkpoint_model(checkpoint_config_path, override.tokenizer)
+    config, model_class, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
     params = override.pipeline_parameters()
+    if params.checkpoint_step is None:
+        params.checkpoint_step = step
     session = None
     try:
         session = DistributedSession.start(override.parallelism, env, config.device)
@@ -78,9 +80,10 @@ def run_distributed(
     return result
 
 
-def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersModelConfig, Callable]:
+def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersModelConfig, Callable, int | None]:
     """`--checkpoint_config_path`: a nanotron checkpoint's config.yaml (or its step or run folder),
-    read as it is, or our own model YAML; returns the model args and the backend class to load."""
+    read as it is, or our own model YAML; returns the model args, the backend class to load and
+    the training step (None for our own format)."""
     from lighteval_like.models.nanotron_checkpoint import is_nanotron_config, resolve_checkpoint
     from lighteval_like.models.transformers_model import TransformersModel
     from lighteval_like.override_config import load_checkpoint_config
@@ -89,13 +92,12 @@ def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersMode
         from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
 
         checkpoint = resolve_checkpoint(path)
-        return model_config_for(checkpoint, tokenizer=tokenizer), functools.partial(
-            NanotronCheckpointModel, checkpoint=checkpoint
-        )
+        model_class = functools.partial(NanotronCheckpointModel, checkpoint=checkpoint)
+        return model_config_for(checkpoint, tokenizer=tokenizer), model_class, checkpoint.step
     config = load_checkpoint_config(path)
     if tokenizer:
         config.tokenizer = tokenizer
-    return config, TransformersModel
+    return config, TransformersModel, None
 
 
 def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_dir: str | None) -> str:

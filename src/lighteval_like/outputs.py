@@ -23,6 +23,7 @@ class EvaluationResult:
     report: RunReport
     results_path: str
     details_paths: list[str] = field(default_factory=list)
+    tensorboard_path: str | None = None
 
     @property
     def results(self) -> dict:
@@ -73,16 +74,23 @@ def save_details(folder: str, task_key: str, timestamp: str, rows: list[dict[str
 
 
 def save_run(output_dir: str, timestamp: str, report: RunReport, samples: list[Sample],
-             detail_tasks: list[str]) -> EvaluationResult:
-    """The details of `detail_tasks` (one parquet file each), then the results file."""
+             detail_tasks: list[str], tensorboard: bool = False) -> EvaluationResult:
+    """The details of `detail_tasks` (one parquet file each), the results file, and with
+    `tensorboard` the scores as TensorBoard scalars (at the checkpoint step, if one was given)."""
     model_name = report.config_general.model_name
     paths = []
     for key in detail_tasks:
         folder = details_dir(output_dir, model_name, timestamp)
         paths.append(save_details(folder, key, timestamp, details_rows([s for s in samples if s.task_key == key])))
     path = results_path(output_dir, model_name, timestamp)
-    save_results(path, report.to_json())
-    return EvaluationResult(report, path, paths)
+    document = report.to_json()
+    save_results(path, document)
+    events = None
+    if tensorboard:
+        from lighteval_like.tensorboard import write_tensorboard
+
+        events = write_tensorboard(document, output_dir, model_name, document["config_general"].get("checkpoint_step"))
+    return EvaluationResult(report, path, paths, events)
 
 
 def format_table(results: dict[str, TaskScores], versions: dict[str, int]) -> str:

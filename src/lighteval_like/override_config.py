@@ -25,6 +25,8 @@ class LoggingArgs:
     save_details: bool = False
     cache_dir: str | None = None  # response cache (resume); None = $LIGHTEVAL_LIKE_CACHE or ~/.cache
     no_cache: bool = False
+    push_to_tensorboard: bool = False  # scores as TensorBoard scalars under <output_dir>/tensorboard/
+    checkpoint_step: int | None = None  # their step; a nanotron checkpoint's own step when not given
 
 
 @dataclass

@@ -28,6 +28,7 @@ from lighteval_like.sandbox import Isolation, permit_code_execution
 from lighteval_like.scoring import score_run
 from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.registry import Registry, ResolvedTask
+from lighteval_like.tensorboard import check_available
 
 
 @dataclass
@@ -52,6 +53,8 @@ class PipelineParameters:
     no_cache: bool = False  # True: neither read nor write the response cache (cache.py)
     allow_code_execution: bool = False  # consent to run model-written programs (sandbox.py)
     allow_weaker_isolation: bool = False  # ... below full (bubblewrap) isolation
+    push_to_tensorboard: bool = False  # the scores as TensorBoard scalars (tensorboard.py)
+    checkpoint_step: int | None = None  # the step of those scalars (a training checkpoint's)
 
 
 class Pipeline:
@@ -100,6 +103,8 @@ class Pipeline:
         tasks = self._timed("resolve_tasks", self.resolve_tasks)
         p = self.params
         self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
+        if p.push_to_tensorboard:  # a missing package fails now, not after the evaluation
+            check_available()
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
@@ -112,7 +117,8 @@ class Pipeline:
             sample.responses = [execution.answers[r] for r in sample.requests]
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
-        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details)
+        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,
+                           self.params.push_to_tensorboard)
 
     def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
         results, summaries = score_run(data, samples, self.isolation)

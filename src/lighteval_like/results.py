@@ -96,6 +96,7 @@ def general_config(params, num_processes: int, start_time: float, model: ModelIn
         "max_samples": params.max_samples, "num_fewshot_seeds": params.num_fewshot_seeds, "seed": params.seed,
         "use_chat_template": params.use_chat_template, "system_prompt": params.system_prompt,
         **({"code_execution_isolation": str(isolation.value)} if isolation else {}),
+        **({"checkpoint_step": params.checkpoint_step} if params.checkpoint_step is not None else {}),
     }
     return GeneralConfig(
         versions, datetime.fromtimestamp(start_time).isoformat(), datetime.fromtimestamp(end).isoformat(),
