@@ -94,6 +94,8 @@ class Pipeline:
     def evaluate(self) -> EvaluationResult | None:
         """Run every stage; returns the results on the main process, None elsewhere."""
         tasks = self._timed("resolve_tasks", self.resolve_tasks)
+        if self.process.is_main:  # before anything loads: a bad folder is not found after the scoring
+            outputs.check_output_dir(self.params.output_dir)
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
@@ -106,7 +108,8 @@ class Pipeline:
             sample.responses = [execution.answers[r] for r in sample.requests]
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
-        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details)
+        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,
+                           not self.params.no_cache)
 
     def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
         results, summaries = score_run(data, samples)
