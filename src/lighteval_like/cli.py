@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -22,24 +23,44 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so it ends as an interrupt does (bars closed, a line)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+KEPT = "responses scored so far are kept in the response cache (unless --no_cache): rerun to resume"
+
+
 def reports_errors(fn):
-    """Our errors become one line on stderr and their exit code; `--debug` shows the traceback."""
+    """Our errors become one line on stderr and their exit code; `--debug` shows the traceback.
+    An error carrying a finished run's report (results not saved) prints the score table first."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug") or os.environ.get("LIGHTEVAL_LIKE_DEBUG")
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return fn(*args, **kwargs)
         except LightevalLikeError as e:
             _close_progress_bars()
             if debug:
                 traceback.print_exc()
+            report = getattr(e, "report", None)
+            if report is not None:
+                _print_table(report)
             click.echo(f"lighteval-like: error: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             _close_progress_bars()
-            click.echo("lighteval-like: interrupted", err=True)
+            click.echo(f"lighteval-like: interrupted; {KEPT}", err=True)
             sys.exit(130)
+        except Terminated:
+            _close_progress_bars()
+            click.echo(f"lighteval-like: terminated (SIGTERM); {KEPT}", err=True)
+            sys.exit(143)
 
     return wrapper
 
@@ -51,11 +72,15 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("LIGHTEVAL_LIKE_LOGLEVEL", "WARNING"))
 
 
-def _print_summary(result) -> None:
+def _print_table(report) -> None:
     from lighteval_like.outputs import format_table
 
-    report = result.report
     click.echo(format_table(report.results, report.versions))
+
+
+def _print_summary(result) -> None:
+    report = result.report
+    _print_table(report)
     click.echo(f"\nResults written to {result.results_path}")
     for path in result.details_paths:
         click.echo(f"Details written to {path}")
@@ -72,7 +97,7 @@ def _print_summary(result) -> None:
 @click.option("--tasks", required=True, help="Task specs 'suite|task|fewshot|truncate,...' or a task-list file.")
 @click.option("--output_dir", default="results", show_default=True, help="Where results and details are written.")
 @click.option("--override_batch_size", type=int, default=-1, show_default=True,
-              help="Sequences per forward pass per process; -1 = automatic (token budget, halves on OOM).")
+              help="Sequences per forward pass per process (a positive integer); -1 = automatic (token budget, halves on OOM).")
 @click.option("--max_samples", type=click.IntRange(min=1), help="Evaluate only the first N docs of each task.")
 @click.option("--save_details", is_flag=True, help="Write per-sample details as parquet.")
 @click.option("--custom_tasks", type=click.Path(), help="Python file defining TASKS_TABLE.")

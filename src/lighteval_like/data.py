@@ -5,17 +5,61 @@ Mirror layout (see the project README): `<root>/<hf_repo>/<hf_subset or default>
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
-from lighteval_like.errors import DatasetUnavailableError
+from lighteval_like.errors import DatasetUnavailableError, one_line
 from lighteval_like.tasks.config import TaskConfig
 
 DATA_DIR_ENV = "LIGHTEVAL_LIKE_DATA_DIR"
 logger = logging.getLogger(__name__)
 # Where few-shot examples come from when a task's own few-shot split is missing, in order.
 FALLBACK_FEWSHOT_SPLITS = ("train", "validation", "test")
+OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable() -> bool:
+    """True when the hub surely cannot answer: offline not asked for, no proxy, and no TCP
+    connection to it within a few seconds. `datasets` would otherwise spend half a minute on
+    retries (with a warning each) before failing."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in OFFLINE_ENVS):
+        return False  # `datasets` then fails fast (or serves its cache) by itself
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # the proxy, not a direct connection, decides
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return True
+    return False
+
+
+def damaged_line(path: str) -> str | None:
+    """'line N: <problem>' for the first line of a JSON-lines file that is not one JSON object."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return f"line {lineno}: not a JSON object"
+            except ValueError as e:
+                return f"line {lineno}: {e}"
+    return None
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind `error` (`datasets` wraps a full disk in its own error types)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,20 +119,40 @@ class DataSource:
         import datasets
 
         path = self.mirror_path(task.hf_repo, task.hf_subset, split)
+        name = f"dataset {task.hf_repo}/{task.hf_subset or 'default'} split '{split}' for task {task.full_name}"
         if self._mirror_has(task, split):
-            return datasets.load_dataset(
-                "json", data_files={split: path}, split=split, cache_dir=self.cache_dir, num_proc=self.num_proc
-            )
+            try:
+                return datasets.load_dataset(
+                    "json", data_files={split: path}, split=split, cache_dir=self.cache_dir, num_proc=self.num_proc
+                )
+            except Exception as e:  # `datasets` reports bad JSON and IO as several types
+                raise self._unreadable(name, e, f"mirror file {path}", damaged_line(path)) from e
+        where = f"no file {path} in the mirror, and " if path else ""
+        fix = (f"Offline, set {DATA_DIR_ENV} (or --dataset_dir) to a mirror laid out as "
+               f"<root>/<hf_repo>/<subset or default>/<split>.jsonl")
+        if hub_unreachable():
+            raise DatasetUnavailableError(f"{name} is unavailable: {where}the hub is unreachable. {fix}")
         try:
             return datasets.load_dataset(
                 task.hf_repo, task.hf_subset, split=split, revision=task.hf_revision,
                 cache_dir=self.cache_dir, num_proc=self.num_proc,
             )
         except Exception as e:  # hub errors come in many types (connection, missing split, auth)
-            where = f"no file {path} in the mirror, and " if path else ""
+            if _os_error(e) is not None:
+                raise self._unreadable(name, e, "the hub", None) from e
             raise DatasetUnavailableError(
-                f"dataset {task.hf_repo}/{task.hf_subset or 'default'} split '{split}' for task "
-                f"{task.full_name} is unavailable: {where}the hub failed ({type(e).__name__}). "
-                f"Offline, set {DATA_DIR_ENV} (or --dataset_dir) to a mirror laid out as "
-                f"<root>/<hf_repo>/<subset or default>/<split>.jsonl"
+                f"{name} is unavailable: {where}the hub failed ({type(e).__name__}). {fix}"
             ) from e
+
+    def _unreadable(self, name: str, error: Exception, source: str, damage: str | None) -> DatasetUnavailableError:
+        """One line for a load that failed on damaged data or on the disk (a full cache folder)."""
+        if damage:
+            return DatasetUnavailableError(
+                f"{name}: {source} is damaged at {damage}; repair or re-download that file")
+        os_error = _os_error(error)
+        if os_error is not None:
+            where = os_error.filename or self.cache_dir or "the datasets cache"
+            return DatasetUnavailableError(
+                f"{name}: cannot load from {source}: writing '{where}' failed: {os_error.strerror or os_error}; "
+                f"free space there or pass --cache_dir <folder with room>")
+        return DatasetUnavailableError(f"{name}: cannot load {source}: {type(error).__name__}: {one_line(error)}")

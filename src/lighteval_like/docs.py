@@ -24,23 +24,57 @@ class TaskData:
         return self.fewshot_split == self.task.config.evaluation_split
 
 
-def make_docs(task: TaskConfig, rows: list[dict], skip_bad: bool) -> tuple[list[tuple[int, Doc]], int]:
-    """Apply the prompt function to every row; returns (row index, doc) pairs and the skip count."""
+class _ReadColumns(dict):
+    """A row that records the columns read as `row[key]` (a prompt's `row.get(key)` marks the
+    column optional, and is not recorded)."""
+
+    def __init__(self, row: dict):
+        super().__init__(row)
+        self.read: list[str] = []
+
+    def __getitem__(self, key: str):
+        self.read.append(key)
+        return super().__getitem__(key)
+
+
+class _MissingColumn(ValueError):
+    """A required column of a row is missing or None."""
+
+
+def _render(task: TaskConfig, row: dict) -> Doc:
+    """The row's doc, unless a required column is missing or None (`datasets` fills a missing
+    key with None, which a prompt would render as the text 'None'). Required: the task's
+    declared `columns`, else the columns its prompt function reads by subscript."""
+    missing = next((c for c in task.columns if row.get(c) is None), None)
+    if missing is None:
+        seen = _ReadColumns(row)
+        doc = task.prompt_function(seen, task.name)
+        missing = next((c for c in seen.read if row.get(c) is None), None)
+    if missing is not None:
+        raise _MissingColumn(f"has no value in column '{missing}' (missing or null)")
+    return doc
+
+
+def make_docs(task: TaskConfig, rows: list[dict], skip_bad: bool,
+              split: str | None = None) -> tuple[list[tuple[int, Doc]], int]:
+    """Apply the prompt function to every row of `split` (default: the evaluation split);
+    returns (row index, doc) pairs and the skip count. A row missing a required column is a
+    bad sample, as a row breaking the prompt function is."""
     docs, skipped = [], 0
     for index, row in enumerate(rows):
         try:
-            docs.append((index, task.prompt_function(row, task.name)))
+            docs.append((index, _render(task, row)))
         except Exception as e:  # user data or a custom prompt function may fail in any way
             if skip_bad:
                 skipped += 1
                 continue
+            problem = str(e) if isinstance(e, _MissingColumn) else (
+                f"breaks prompt function {task.prompt_function.__name__} ({type(e).__name__}: {e})")
             raise BadSampleError(
-                f"task {task.full_name}: row {index} of split '{task.evaluation_split}' breaks prompt "
-                f"function {task.prompt_function.__name__} ({type(e).__name__}: {e}); "
+                f"task {task.full_name}: row {index} of split '{split or task.evaluation_split}' {problem}; "
                 f"pass --skip_bad_samples to skip and count such rows"
             ) from e
     return docs, skipped
-
 
 
 def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | None, skip_bad: bool) -> TaskData:
@@ -51,5 +85,5 @@ def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | No
     split = None
     if task.spec.num_fewshot > 0:
         rows, split = source.load_fewshot_rows(cfg)
-        pool, _ = make_docs(cfg, rows, skip_bad=True)
+        pool, _ = make_docs(cfg, rows, skip_bad=True, split=split)
     return TaskData(task, docs, pool, split, skipped)

@@ -30,10 +30,13 @@ def run_accelerate(
     from lighteval_like.models.transformers_model import TransformersModel
     from lighteval_like.runtime.launch import accelerate_context
 
+    if override_batch_size == 0 or override_batch_size < -1:
+        raise UsageError(f"--override_batch_size {override_batch_size} is not valid: pass a positive number of "
+                         f"sequences per forward pass, or -1 (the default) for automatic")
     config = model_config_from_flags(model_args, model_config_path)
     if cache_dir:
         config.cache_dir = cache_dir
-    batch_size = override_batch_size if override_batch_size and override_batch_size > 0 else None
+    batch_size = override_batch_size if override_batch_size > 0 else None
     params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size)
     process, device = accelerate_context()
 

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+ONE_LINE_CHARS = 300
+
+
+def one_line(error: BaseException) -> str:
+    """A library's message joined onto one line (its first line alone may stop mid-sentence, as
+    transformers' '... from one of:' does), shortened past ONE_LINE_CHARS."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= ONE_LINE_CHARS else text[:ONE_LINE_CHARS] + " ..."
+
 
 class LightevalLikeError(Exception):
     """Base of every error the CLI reports as one line instead of a traceback."""
@@ -41,3 +50,12 @@ class ModelLoadError(LightevalLikeError):
 
 class CacheError(LightevalLikeError):
     """The response cache cannot be read or written (fix: delete the file or pass --no_cache)."""
+
+
+class OutputError(LightevalLikeError):
+    """The output folder cannot be written. `report`, when set, is the finished run's report,
+    so the CLI prints the scores before the error line."""
+
+    def __init__(self, message: str, report: object | None = None):
+        super().__init__(message)
+        self.report = report

@@ -1,9 +1,11 @@
-"""Results JSON, per-sample details (parquet) and the printed score table. Writes are atomic."""
+"""Results JSON, per-sample details (parquet) and the printed score table. Writes are atomic,
+and a run's files appear together or not at all (see `save_run`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lighteval_like.errors import OutputError
 from lighteval_like.results import RunReport, TaskScores, details_rows
 from lighteval_like.samples import Sample
 
@@ -31,6 +34,14 @@ class EvaluationResult:
         return self.report.to_json()
 
 
+def _new_file_mode() -> int:
+    """The mode the user's umask gives a new file (mkstemp's own 0600 would hide results from
+    teammates sharing the folder). The umask can only be read by setting it, so it is set back."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
     folder = os.path.dirname(path) or "."
@@ -39,6 +50,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -73,24 +85,71 @@ def save_details(folder: str, task_key: str, timestamp: str, rows: list[dict[str
     return path
 
 
+def _unwritable(path: str, error: OSError) -> str:
+    return f"cannot write to '{path}': {error.strerror or error}"
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Create the output folder and write a probe file in it, before any data or model loads:
+    a read-only mount, a path under a file or a full disk is found before the scoring, not after."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir, prefix=".tmp-probe-") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OutputError(f"output folder '{output_dir}' is not writable: {_unwritable(e.filename or output_dir, e)}; "
+                          f"pass --output_dir <writable folder>") from e
+
+
 def save_run(output_dir: str, timestamp: str, report: RunReport, samples: list[Sample],
-             detail_tasks: list[str], tensorboard: bool = False) -> EvaluationResult:
-    """The details of `detail_tasks` (one parquet file each), the results file, and with
-    `tensorboard` the scores as TensorBoard scalars (at the checkpoint step, if one was given)."""
+             detail_tasks: list[str], cached: bool, tensorboard: bool = False) -> EvaluationResult:
+    """The details of `detail_tasks` (one parquet file each) and the results file, all or none;
+    then with `tensorboard` the scores as TensorBoard scalars (at the checkpoint step, if given).
+
+    Everything is written into one staging folder under `output_dir`, then the details folder
+    and the results file are renamed into place (renames do not need disk space). Guarantee:
+    when the results file exists, every details file of the run exists, complete; when saving
+    fails, nothing of this run is left (staging folder removed, a moved details folder taken
+    back). A failure raises `OutputError` carrying `report`, so the scores can still be shown;
+    `cached` says whether the response cache lets a rerun recompute nothing.
+    """
     model_name = report.config_general.model_name
-    paths = []
-    for key in detail_tasks:
-        folder = details_dir(output_dir, model_name, timestamp)
-        paths.append(save_details(folder, key, timestamp, details_rows([s for s in samples if s.task_key == key])))
-    path = results_path(output_dir, model_name, timestamp)
-    document = report.to_json()
-    save_results(path, document)
+    final_details, final_results = details_dir(output_dir, model_name, timestamp), results_path(output_dir, model_name, timestamp)
+    stage = moved = None
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        stage = tempfile.mkdtemp(dir=output_dir, prefix=".tmp-run-")
+        staged_details = details_dir(stage, model_name, timestamp)
+        paths = []
+        for key in detail_tasks:
+            rows = details_rows([s for s in samples if s.task_key == key])
+            save_details(staged_details, key, timestamp, rows)
+            paths.append(os.path.join(final_details, f"details_{key}_{timestamp}.parquet"))
+        document = report.to_json()
+        save_results(results_path(stage, model_name, timestamp), document)
+        if paths:
+            os.makedirs(os.path.dirname(final_details), exist_ok=True)
+            os.rename(staged_details, final_details)
+            moved = final_details
+        os.makedirs(os.path.dirname(final_results), exist_ok=True)
+        os.replace(results_path(stage, model_name, timestamp), final_results)
+    except OSError as e:
+        if moved:
+            shutil.rmtree(moved, ignore_errors=True)
+        rerun = ("a rerun takes every scored request from the response cache" if cached
+                 else "with --no_cache the scored requests were not kept")
+        raise OutputError(f"results not saved: {_unwritable(output_dir, e)}; {rerun}", report) from e
+    finally:
+        if stage:
+            shutil.rmtree(stage, ignore_errors=True)
     events = None
     if tensorboard:
         from lighteval_like.tensorboard import write_tensorboard
 
         events = write_tensorboard(document, output_dir, model_name, document["config_general"].get("checkpoint_step"))
-    return EvaluationResult(report, path, paths, events)
+    return EvaluationResult(report, final_results, paths, events)
 
 
 def format_table(results: dict[str, TaskScores], versions: dict[str, int]) -> str:

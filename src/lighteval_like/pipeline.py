@@ -105,6 +105,8 @@ class Pipeline:
         self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
         if p.push_to_tensorboard:  # a missing package fails now, not after the evaluation
             check_available()
+        if self.process.is_main:  # before anything loads: a bad folder is not found after the scoring
+            outputs.check_output_dir(p.output_dir)
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
@@ -118,7 +120,7 @@ class Pipeline:
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
         return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,
-                           self.params.push_to_tensorboard)
+                           not self.params.no_cache, self.params.push_to_tensorboard)
 
     def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
         results, summaries = score_run(data, samples, self.isolation)

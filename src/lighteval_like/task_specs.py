@@ -33,34 +33,42 @@ class TaskSpec:
         return f"{self.suite}|{self.task}|{self.num_fewshot}"
 
 
+def visible(text: str) -> str:
+    """`text` with invisible characters (a BOM, zero-width spaces, controls) shown escaped,
+    so a message never names two strings that print the same."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def parse_one_spec(text: str, where: str = "") -> TaskSpec:
     """Parse a single `suite|task|fewshot|truncate` string; `where` locates it for errors."""
     at = f" ({where})" if where else ""
     spec = text.strip()
     if not spec:
         raise TaskSpecError(f"empty task spec{at}: expected {SPEC_FORMAT}")
+    shown = visible(spec)
     parts = [p.strip() for p in spec.split("|")]
     if len(parts) != 4:
         raise TaskSpecError(
-            f"task spec '{spec}'{at} has {len(parts)} field(s), expected 4: {SPEC_FORMAT}"
+            f"task spec '{shown}'{at} has {len(parts)} field(s), expected 4: {SPEC_FORMAT}"
         )
     suite, task, fewshot, truncate = parts
     if not suite or not task:
-        raise TaskSpecError(f"task spec '{spec}'{at} has an empty suite or task name: expected {SPEC_FORMAT}")
+        raise TaskSpecError(f"task spec '{shown}'{at} has an empty suite or task name: expected {SPEC_FORMAT}")
     if not (fewshot.isascii() and fewshot.isdigit()):  # ASCII digits only: isdigit() alone passes '²'
         raise TaskSpecError(
-            f"task spec '{spec}'{at}: fewshot '{fewshot}' must be a non-negative integer: expected {SPEC_FORMAT}"
+            f"task spec '{shown}'{at}: fewshot '{visible(fewshot)}' must be a non-negative integer: "
+            f"expected {SPEC_FORMAT}"
         )
     if truncate not in ("0", "1"):
         raise TaskSpecError(
-            f"task spec '{spec}'{at}: truncate '{truncate}' must be 0 or 1: expected {SPEC_FORMAT}"
+            f"task spec '{shown}'{at}: truncate '{visible(truncate)}' must be 0 or 1: expected {SPEC_FORMAT}"
         )
     return TaskSpec(suite, task, int(fewshot), truncate == "1")
 
 
 def _read_task_file(path: str) -> list[tuple[str, str]]:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is no part of the first spec
             lines = f.read().splitlines()
     except OSError as e:
         raise TaskSpecError(f"cannot read task-list file '{path}': {e.strerror or e}") from e

@@ -60,6 +60,11 @@ class TransformersModelConfig:
             raise ModelArgsError("max_gen_toks and max_length must be positive integers")
         if not self.pretrained:
             raise ModelArgsError("pretrained must name a hub id or a local model directory")
+        if self.revision != "main" and os.path.isdir(os.path.expanduser(self.pretrained)):
+            raise ModelArgsError(
+                f"revision={self.revision} cannot apply to the local folder '{self.pretrained}' (a revision is "
+                f"a hub repository's): check it out into the folder and drop revision=, or pass the hub id"
+            )
         if self.quantization_config is not None:
             _check_quantization_keys(self.quantization_config)
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from lighteval_like.errors import LightevalLikeError, ModelArgsError, ModelLoadError
+from lighteval_like.errors import LightevalLikeError, ModelArgsError, ModelLoadError, one_line
 from lighteval_like.models.base import (
     GenerationRequest,
     GenerationResponse,
@@ -101,6 +101,11 @@ def _bitsandbytes_config(cfg: TransformersModelConfig):
         raise ModelArgsError(f"quantization_config {options} is not valid: {str(e).splitlines()[0]}") from e
 
 
+# Files any transformers tokenizer is loaded from (a folder with none of them has no tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
 def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -162,18 +167,21 @@ class TransformersModel(LanguageModel):
             tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.pretrained, **kwargs)
         except Exception as e:  # hub/IO/format errors have many types
             name = cfg.tokenizer or cfg.pretrained
+            folder = os.path.expanduser(name)
             hint = ""
-            if not os.path.isdir(os.path.expanduser(name)):  # looked up on the hub: say so, and the fix
+            if os.path.isdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
+                raise ModelLoadError(
+                    f"cannot load the tokenizer of '{name}': the folder has none of {', '.join(TOKENIZER_FILES)}: "
+                    f"copy the tokenizer files into it, or pass tokenizer=<folder or hub id of the tokenizer>"
+                ) from e
+            if not os.path.isdir(folder):  # looked up on the hub: say so, and the fix
                 offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
                 hint = (
                     f" ('{name}' is no local directory, so it was looked up on the hub"
                     + (" with HF_HUB_OFFLINE set" if offline else "")
                     + "): pass pretrained=<model directory>, or a hub id that is cached or reachable"
                 )
-            raise ModelLoadError(
-                f"cannot load the tokenizer of '{name}': {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}{hint}"
-            ) from e
+            raise ModelLoadError(f"cannot load the tokenizer of '{name}': {type(e).__name__}: {one_line(e)}{hint}") from e
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
         return tok
@@ -196,7 +204,7 @@ class TransformersModel(LanguageModel):
             model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, **kwargs)
         except Exception as e:  # hub/IO/format errors have many types
             raise ModelLoadError(
-                f"cannot load model '{cfg.pretrained}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                f"cannot load model '{cfg.pretrained}': {type(e).__name__}: {one_line(e)}"
             ) from e
         # Counted before a placement keeps only its part; bitsandbytes' packed 4-bit weights
         # count as the weights they stand for.

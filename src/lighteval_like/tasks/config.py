@@ -64,7 +64,10 @@ class TaskConfig:
     """Everything that defines a task; prompt functions turn dataset rows into `Doc`s.
 
     `data_builder`, when set, generates the rows for a split instead of loading a dataset,
-    so such tasks run offline (the demo's arithmetic tasks).
+    so such tasks run offline (the demo's arithmetic tasks). `columns` names the row fields the
+    prompt function reads: a row where one is missing or None is a bad sample (`datasets` fills
+    a missing key with None, which a prompt would render as the text 'None'). Left empty, the
+    columns the prompt function reads as `row[key]` are required (see `docs.make_docs`).
     """
 
     name: str
@@ -85,6 +88,7 @@ class TaskConfig:
     hf_revision: str | None = None
     data_builder: Callable[[str], list[dict]] | None = None
     version: int = 0
+    columns: tuple[str, ...] = ()
 
     @property
     def full_name(self) -> str:

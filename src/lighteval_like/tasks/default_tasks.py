@@ -31,70 +31,77 @@ MC = RequestType.MULTIPLE_CHOICE
 TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="truthfulqa:mc", suite="leaderboard", prompt_function=prompts.truthfulqa_mc,
+        columns=("question", "mc1_targets", "mc2_targets"),
         hf_repo="truthfulqa/truthful_qa", hf_subset="multiple_choice",
         evaluation_split="validation", few_shots_split=None, few_shots_draw_extra=True, metrics=("mc1", "mc2"),
     ),
     TaskConfig(
         name="arc:challenge", suite="leaderboard", prompt_function=prompts.arc,
+        columns=("question", "choices", "answerKey"),
         hf_repo="allenai/ai2_arc", hf_subset="ARC-Challenge",
         evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
-        name="arc:easy", suite="lighteval", prompt_function=prompts.arc,
+        name="arc:easy", suite="lighteval", prompt_function=prompts.arc, columns=("question", "choices", "answerKey"),
         hf_repo="allenai/ai2_arc", hf_subset="ARC-Easy",
         evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="hellaswag", suite="leaderboard", prompt_function=prompts.hellaswag,
+        columns=("activity_label", "ctx_a", "ctx_b", "endings", "label"),
         hf_repo="Rowan/hellaswag", hf_subset=None,
         evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc", "acc_norm"),
     ),
     *[
         TaskConfig(
             name=f"mmlu:{subject}", suite="leaderboard", prompt_function=prompts.mmlu,
+            columns=("question", "choices", "answer"),
             hf_repo="cais/mmlu", hf_subset=subject, evaluation_split="test",
             few_shots_split="dev", few_shots_select="first_n", metrics=("acc",),
         )
         for subject in MMLU_SUBJECTS
     ],
     TaskConfig(
-        name="gsm8k", suite="leaderboard", prompt_function=prompts.gsm8k,
+        name="gsm8k", suite="leaderboard", prompt_function=prompts.gsm8k, columns=("question", "answer"),
         hf_repo="openai/gsm8k", hf_subset="main", evaluation_split="test", few_shots_split="train",
         request_type=RequestType.GENERATIVE, metrics=(GSM8K_STRICT, GSM8K_FLEXIBLE),
         generation_size=256, stop_sequences=("Question:", "</s>", "<|im_end|>"),
     ),
     TaskConfig(
         name="winogrande", suite="leaderboard", prompt_function=prompts.winogrande,
+        columns=("sentence", "option1", "option2", "answer"),
         hf_repo="allenai/winogrande", hf_subset="winogrande_xl",
         evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
-        name="piqa", suite="lighteval", prompt_function=prompts.piqa,
+        name="piqa", suite="lighteval", prompt_function=prompts.piqa, columns=("goal", "sol1", "sol2", "label"),
         hf_repo="ybisk/piqa", hf_subset=None,
         evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
-        name="boolq", suite="lighteval", prompt_function=prompts.boolq,
+        name="boolq", suite="lighteval", prompt_function=prompts.boolq, columns=("passage", "question", "label"),
         hf_repo="aps/super_glue", hf_subset="boolq",
         evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
         name="openbookqa", suite="lighteval", prompt_function=prompts.openbookqa,
+        columns=("question_stem", "choices", "answerKey"),
         hf_repo="allenai/openbookqa", hf_subset="main",
         evaluation_split="test", few_shots_split="train", metrics=("acc", "acc_norm"),
     ),
     TaskConfig(
         name="copa", suite="lighteval", prompt_function=prompts.copa,
+        columns=("premise", "question", "choice1", "choice2", "label"),
         hf_repo="aps/super_glue", hf_subset="copa",
         evaluation_split="validation", few_shots_split="train", few_shots_draw_extra=True, metrics=("acc",),
     ),
     TaskConfig(
-        name="lambada:openai", suite="lighteval", prompt_function=prompts.lambada,
+        name="lambada:openai", suite="lighteval", prompt_function=prompts.lambada, columns=("text",),
         hf_repo="EleutherAI/lambada_openai", hf_subset="default", evaluation_split="test",
         few_shots_split=None, request_type=RequestType.LOGLIKELIHOOD, metrics=("acc_greedy", "perplexity"),
     ),
     TaskConfig(
-        name="wikitext:2", suite="lighteval", prompt_function=prompts.wikitext,
+        name="wikitext:2", suite="lighteval", prompt_function=prompts.wikitext, columns=("page",),
         hf_repo="EleutherAI/wikitext_document_level", hf_subset="wikitext-2-raw-v1",
         evaluation_split="test", few_shots_split=None, request_type=RequestType.ROLLING,
         metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
@@ -108,6 +115,7 @@ TASKS_TABLE: list[TaskConfig] = [
     *[
         TaskConfig(
             name=f"arithmetic_generated:{kind}", suite="lighteval", prompt_function=prompts.arithmetic,
+            columns=("context", "completion"),
             hf_repo="generated/arithmetic", hf_subset=kind, evaluation_split="validation",
             few_shots_split=None, request_type=RequestType.LOGLIKELIHOOD,
             metrics=("acc_greedy",), data_builder=arithmetic.builder(kind),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from lighteval_like.errors import TaskSpecError, UsageError
 from lighteval_like.metrics import resolve_metrics
-from lighteval_like.task_specs import TaskSpec
+from lighteval_like.task_specs import TaskSpec, visible
 from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.default_tasks import SUPERSETS, TASKS_TABLE
 
@@ -65,6 +65,7 @@ class Registry:
         raise TaskSpecError(self._unknown_message(full_name))
 
     def _unknown_message(self, full_name: str) -> str:
+        full_name = visible(full_name)
         suite = full_name.split("|", 1)[0]
         suites = sorted({n.split("|", 1)[0] for n in self.tasks})
         if suite not in suites:
