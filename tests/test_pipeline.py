@@ -35,7 +35,7 @@ def detail_rows(result, key: str) -> list[dict]:
 
 
 def test_group_averages_and_overall():
-    """Groups need two subtasks of one prefix and fewshot; `all` skips group rows."""
+    """A group averages two or more members run with one fewshot; `all` averages tasks only."""
     registry = Registry()
     results = {
         "leaderboard|mmlu:anatomy|5": {"acc": 0.2, "acc_stderr": 0.1},
@@ -48,10 +48,10 @@ def test_group_averages_and_overall():
         spec = parse_one_spec(key + "|0")
         data.append(TaskData(ResolvedTask(spec, registry.get(spec.full_name)), [], [], None, 0))
     typed = {k: {m: MetricScore(v[m], v[f"{m}_stderr"]) for m in v if not m.endswith("_stderr")} for k, v in results.items()}
-    groups = group_averages(data, typed)
-    assert set(groups) == {"leaderboard|mmlu:_average|5"}  # virology alone at 0-shot; arc has no sibling
+    groups = group_averages(list(registry.groups.values()), data, typed)
+    assert set(groups) == {"leaderboard|mmlu:_average|5"}  # virology alone at 0-shot; arc in no group
     assert scores_record(groups["leaderboard|mmlu:_average|5"]) == pytest.approx({"acc": 0.4, "acc_stderr": 0.2})
-    everything = scores_record(overall({**typed, **groups}))
+    everything = scores_record(overall(typed))
     assert everything["acc"] == pytest.approx((0.2 + 0.6 + 1.0 + 0.5) / 4)
     assert everything["acc_norm"] == pytest.approx(0.25)
 

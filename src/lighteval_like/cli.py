@@ -197,9 +197,13 @@ def tasks_list(suite: str | None, custom_tasks: str | None) -> None:
         raise UsageError(f"no tasks in suite '{suite}': suites are {', '.join(sorted({n.split('|')[0] for n in registry.names()}))}")
     for name in names:
         click.echo(name)
-    for name, subtasks in sorted(registry.supersets.items()):
-        if suite is None or name.startswith(f"{suite}|"):
-            click.echo(f"{name}  (superset of {len(subtasks)} tasks)")
+    for group in sorted(registry.groups.values(), key=lambda g: g.full_name):
+        if suite is not None and group.suite != suite:
+            continue
+        if group.name:
+            click.echo(f"{group.full_name}  (group of {len(group.members)} tasks, average {group.average_key('K')})")
+        else:
+            click.echo(f"{group.suite}|_average  (average of the suite's tasks that ran: {group.average_key('K')})")
 
 
 @tasks_group.command("inspect")

@@ -80,11 +80,14 @@ class DataSource:
         return os.path.join(self.data_dir, hf_repo, hf_subset or "default", f"{split}.jsonl")
 
     def load_rows(self, task: TaskConfig, split: str, limit: int | None = None) -> list[dict]:
-        """Rows of one split, the first `limit` only when given (as lm-eval's --limit)."""
+        """Rows of one split that pass the task's `row_filter`, the first `limit` only when given
+        (as lm-eval's --limit, which counts docs after its process_docs filter)."""
         if task.data_builder is not None:
-            rows = task.data_builder(split)
+            rows = [r for r in task.data_builder(split) if task.row_filter is None or task.row_filter(r)]
             return rows[:limit] if limit is not None else rows
         dataset = self._load(task, split)
+        if task.row_filter is not None:
+            dataset = dataset.filter(task.row_filter)
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         return dataset.to_list()

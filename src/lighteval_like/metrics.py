@@ -123,6 +123,15 @@ def quasi_exact_match(doc: Doc, responses: list[GenerationResponse]) -> float:
     return float(_normalise_answer(responses[0].text) in {_normalise_answer(c) for c in _golds(doc)})
 
 
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def exact_match_ignore_punctuation(doc: Doc, responses: list[GenerationResponse]) -> float:
+    """lm-eval's exact_match with ignore_punctuation: ASCII punctuation dropped from both sides and
+    nothing else; case and whitespace count, so a generation " 42" does not match "42" there either."""
+    return float(responses[0].text.translate(_PUNCTUATION) == doc.choices[doc.gold_indices[0]].translate(_PUNCTUATION))
+
+
 def _golds(doc: Doc) -> list[str]:
     return [doc.choices[i] for i in doc.gold_indices]
 
@@ -146,6 +155,8 @@ METRICS: dict[str, Metric] = {
 # gsm8k's two answer extractions, named as lm-eval's two filters.
 GSM8K_STRICT = Metric("exact_match", gsm8k_strict)
 GSM8K_FLEXIBLE = Metric("qem", gsm8k_flexible)
+# BIG-bench generation's metric, named as lm-eval reports it.
+EXACT_MATCH_IGNORE_PUNCTUATION = Metric("exact_match", exact_match_ignore_punctuation)
 
 
 def resolve_metrics(task: TaskConfig) -> list[Metric]:

@@ -27,6 +27,7 @@ from lighteval_like.samples import PromptOptions, Sample, build_samples
 from lighteval_like.sandbox import Isolation, permit_code_execution
 from lighteval_like.scoring import score_run
 from lighteval_like.task_specs import parse_task_specs
+from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.registry import Registry, ResolvedTask
 from lighteval_like.tensorboard import check_available
 
@@ -68,6 +69,7 @@ class Pipeline:
         self.isolation: Isolation | None = None  # how model-written programs run (None: no code task)
         self.start_time = time.time()
         self.timestamp = datetime.now().isoformat().replace(":", "-")
+        self.groups: list[TaskGroup] = []  # the registry's, set with the tasks, averaged at scoring
 
     def _timed(self, stage: str, fn, *args):
         t0 = time.perf_counter()
@@ -79,7 +81,9 @@ class Pipeline:
         return tqdm(items, desc=desc, disable=not self.process.is_main or len(items) < 2)
 
     def resolve_tasks(self) -> list[ResolvedTask]:
-        return Registry(self.params.custom_tasks).resolve(parse_task_specs(self.params.tasks))
+        registry = Registry(self.params.custom_tasks)
+        self.groups = list(registry.groups.values())
+        return registry.resolve(parse_task_specs(self.params.tasks))
 
     def load_data(self, tasks: list[ResolvedTask]) -> list[TaskData]:
         p = self.params
@@ -123,7 +127,7 @@ class Pipeline:
                            not self.params.no_cache, self.params.push_to_tensorboard)
 
     def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
-        results, summaries = score_run(data, samples, self.isolation)
+        results, summaries = score_run(data, samples, self.groups, self.isolation)
         scoring = sum(v for k, v in self.timings.items() if k.startswith("scoring_"))
         general = GeneralSummary(
             text_hash(c for s in samples for c in s.contexts), len(samples), execution.num_requests,

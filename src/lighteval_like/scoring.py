@@ -1,5 +1,6 @@
-"""Responses -> scores: each task's metrics per sample, their aggregation with a stderr, group
-averages over subtasks (`mmlu:_average`) and the overall `all` average."""
+"""Responses -> scores: each task's metrics per sample, their aggregation with a stderr, the
+averages of task groups (`leaderboard|mmlu:_average|5`, `bigbench|_average|0`) and the overall
+`all` average."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lighteval_like.metrics import aggregate, resolve_metrics
 from lighteval_like.results import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.samples import Sample
 from lighteval_like.sandbox import Isolation
+from lighteval_like.tasks.config import TaskGroup
 
 
 def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | None = None) -> TaskScores:
@@ -31,38 +33,34 @@ def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | Non
     return scores
 
 
-def group_averages(data: list[TaskData], results: dict[str, TaskScores]) -> dict[str, TaskScores]:
-    """`suite|prefix:_average|fewshot` over subtasks sharing a prefix (e.g. mmlu:*)."""
-    groups: dict[str, list[str]] = {}
-    for td in data:
-        cfg = td.task.config
-        if ":" in cfg.name:
-            prefix = cfg.name.split(":", 1)[0]
-            groups.setdefault(f"{cfg.suite}|{prefix}:_average|{td.task.spec.num_fewshot}", []).append(td.task.key)
+def _mean(scores: list[MetricScore]) -> MetricScore:
+    return MetricScore(sum(s.value for s in scores) / len(scores), sum(s.stderr for s in scores) / len(scores))
+
+
+def _mean_per_metric(scores: list[TaskScores]) -> TaskScores:
+    """Each metric's mean (and mean stderr) over the tasks that have it."""
+    names = sorted({m for s in scores for m in s})
+    return {m: _mean([s[m] for s in scores if m in s]) for m in names}
+
+
+def group_averages(groups: list[TaskGroup], data: list[TaskData], results: dict[str, TaskScores]) -> dict[str, TaskScores]:
+    """Per group and few-shot count, the mean over the members that ran with it (two or more)."""
     out: dict[str, TaskScores] = {}
-    for name, keys in groups.items():
-        if len(keys) < 2:
-            continue
-        out[name] = {}
-        for m in sorted({m for k in keys for m in results[k]}):
-            present = [results[k][m] for k in keys if m in results[k]]
-            out[name][m] = MetricScore(
-                sum(s.value for s in present) / len(present), sum(s.stderr for s in present) / len(present)
-            )
+    for group in groups:
+        members = set(group.members)
+        by_fewshot: dict[int, list[str]] = {}
+        for td in data:
+            if td.task.config.full_name in members:
+                by_fewshot.setdefault(td.task.spec.num_fewshot, []).append(td.task.key)
+        for num_fewshot, keys in by_fewshot.items():
+            if len(keys) >= 2:
+                out[group.average_key(num_fewshot)] = _mean_per_metric([results[k] for k in keys])
     return out
 
 
 def overall(results: dict[str, TaskScores]) -> TaskScores:
-    """Mean of each metric (and of its stderr) over the evaluated tasks (group averages not counted twice)."""
-    sums: dict[str, list[MetricScore]] = {}
-    for key, scores in results.items():
-        if ":_average|" in key:
-            continue
-        for m, score in scores.items():
-            sums.setdefault(m, []).append(score)
-    return {
-        m: MetricScore(sum(s.value for s in v) / len(v), sum(s.stderr for s in v) / len(v)) for m, v in sums.items()
-    }
+    """Mean of each metric (and of its stderr) over the evaluated tasks (pass tasks, not groups)."""
+    return _mean_per_metric(list(results.values()))
 
 
 def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
@@ -85,15 +83,17 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
 
 
 def score_run(
-    data: list[TaskData], samples: list[Sample], isolation: Isolation | None = None
+    data: list[TaskData], samples: list[Sample], groups: list[TaskGroup], isolation: Isolation | None = None
 ) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
-    """Scores of every task, its group averages and `all`; and each task's summary. Programs
+    """Scores of every task, the averages of `groups` and `all`; and each task's summary. Programs
     of code tasks run at `isolation` (the level `sandbox.permit_code_execution` chose)."""
     by_task: dict[str, list[Sample]] = {td.task.key: [] for td in data}
     for s in samples:
         by_task[s.task_key].append(s)
     results = {td.task.key: score_task(td, by_task[td.task.key], isolation) for td in data}
     summaries = {td.task.key: summarise_task(td, by_task[td.task.key]) for td in data}
-    results.update(group_averages(data, results))
-    results["all"] = overall(results)
+    averages = group_averages(groups, data, results)
+    everything = overall(results)
+    results.update(averages)
+    results["all"] = everything
     return results, summaries

@@ -87,6 +87,9 @@ class TaskConfig:
     stop_sequences: tuple[str, ...] = ()
     hf_revision: str | None = None
     data_builder: Callable[[str], list[dict]] | None = None
+    # Rows it returns False for are dropped before `max_samples` and before numbering (lm-eval's
+    # process_docs filters), e.g. BIG-bench's free-form rows in a multiple-choice variant.
+    row_filter: Callable[[dict], bool] | None = None
     version: int = 0
     columns: tuple[str, ...] = ()
 
@@ -106,6 +109,30 @@ class TaskConfig:
         out["prompt_function"] = self.prompt_function.__name__
         out["request_type"] = self.request_type.value
         out["data_builder"] = self.data_builder.__name__ if self.data_builder else None
+        out["row_filter"] = self.row_filter.__name__ if self.row_filter else None
         out["metrics"] = [m if isinstance(m, str) else m.name for m in self.metrics]
         out["stop_sequences"] = list(self.stop_sequences)
         return out
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """Tasks reported together, so a suite or a benchmark inside it gets one number.
+
+    A task spec naming the group (`suite|name|k|0`) runs all its members. When two or more members
+    ran with the same few-shot count k, the mean of each metric over them is reported as
+    `suite|name:_average|k`; a whole-suite group (name "") reports as `suite|_average|k` and cannot
+    be run by name (run its tasks or a named group).
+    """
+
+    suite: str
+    name: str
+    members: tuple[str, ...]  # full names, `suite|task`
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.suite}|{self.name}"
+
+    def average_key(self, num_fewshot: int | str) -> str:
+        head = f"{self.full_name}:" if self.name else f"{self.suite}|"
+        return f"{head}_average|{num_fewshot}"

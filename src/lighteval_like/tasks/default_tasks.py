@@ -8,8 +8,8 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 from __future__ import annotations
 
 from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
-from lighteval_like.tasks import arithmetic, humaneval, prompts
-from lighteval_like.tasks.config import RequestType, TaskConfig
+from lighteval_like.tasks import arithmetic, bigbench, humaneval, prompts
+from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
 
 MMLU_SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
@@ -122,12 +122,14 @@ TASKS_TABLE: list[TaskConfig] = [
         )
         for kind in (*arithmetic.OPERATIONS, "1dc")
     ],
+    *bigbench.FAMILY.configs(),
 ]
 
-# `suite|name` -> the subtasks it expands to.
-SUPERSETS: dict[str, list[str]] = {
-    "leaderboard|mmlu": [f"leaderboard|mmlu:{s}" for s in MMLU_SUBJECTS],
-    "lighteval|arithmetic_generated": [
-        f"lighteval|arithmetic_generated:{k}" for k in (*arithmetic.OPERATIONS, "1dc")
-    ],
-}
+GROUPS: list[TaskGroup] = [
+    TaskGroup("leaderboard", "mmlu", tuple(f"leaderboard|mmlu:{s}" for s in MMLU_SUBJECTS)),
+    TaskGroup(
+        "lighteval", "arithmetic_generated",
+        tuple(f"lighteval|arithmetic_generated:{k}" for k in (*arithmetic.OPERATIONS, "1dc")),
+    ),
+    *bigbench.GROUPS,
+]

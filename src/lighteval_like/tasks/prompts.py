@@ -178,3 +178,22 @@ def wikitext(row: dict, task_name: str) -> Doc:
         # counted on the original page, before detokenisation, as lm-eval does
         specific={"words": len(re.split(r"\s+", page)), "bytes": len(page.encode("utf-8"))},
     )
+
+
+def bigbench_mc(row: dict, task_name: str) -> Doc:
+    """BIG-bench multiple choice (lm-eval's template a): the choices after `inputs`, gold `targets[0]`."""
+    choices = list(row["multiple_choice_targets"])
+    return Doc(query=row["inputs"], choices=choices, gold_index=choices.index(row["targets"][0]))
+
+
+def bigbench_mc_scores(row: dict, task_name: str) -> Doc:
+    """Template b, for tasks whose `targets` are not choices: gold the first choice scored 1."""
+    return Doc(
+        query=row["inputs"], choices=list(row["multiple_choice_targets"]),
+        gold_index=list(row["multiple_choice_scores"]).index(1),
+    )
+
+
+def bigbench_gen(row: dict, task_name: str) -> Doc:
+    """BIG-bench generation: `inputs`, and `targets[0]` as the answer to match (and to show in shots)."""
+    return Doc(query=row["inputs"], choices=[row["targets"][0]], gold_index=0)

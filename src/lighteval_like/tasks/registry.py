@@ -1,4 +1,4 @@
-"""Look tasks up by `suite|name`, expand supersets, and load custom task files."""
+"""Look tasks up by `suite|name`, expand groups, and load custom task files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from lighteval_like.errors import TaskSpecError, UsageError
 from lighteval_like.metrics import resolve_metrics
 from lighteval_like.task_specs import TaskSpec, visible
-from lighteval_like.tasks.config import TaskConfig
-from lighteval_like.tasks.default_tasks import SUPERSETS, TASKS_TABLE
+from lighteval_like.tasks.config import TaskConfig, TaskGroup
+from lighteval_like.tasks.default_tasks import GROUPS, TASKS_TABLE
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class ResolvedTask:
         return self.spec.key
 
 
-def load_custom_tasks(path: str) -> list[TaskConfig]:
-    """Import a Python file and return its `TASKS_TABLE` (a list of `TaskConfig`)."""
+def load_custom_tasks(path: str) -> tuple[list[TaskConfig], list[TaskGroup]]:
+    """Import a Python file and return its `TASKS_TABLE` (a list of `TaskConfig`) and its optional
+    `TASK_GROUPS` (a list of `TaskGroup`)."""
     if not os.path.isfile(path):
         raise UsageError(f"custom tasks file '{path}' does not exist")
     try:
@@ -41,23 +42,31 @@ def load_custom_tasks(path: str) -> list[TaskConfig]:
         raise UsageError(
             f"custom tasks file '{path}' must define TASKS_TABLE, a list of lighteval_like.tasks.TaskConfig"
         )
-    return list(table)
+    groups = getattr(module, "TASK_GROUPS", [])
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, TaskGroup) for g in groups):
+        raise UsageError(f"custom tasks file '{path}': TASK_GROUPS must be a list of lighteval_like.tasks.TaskGroup")
+    return list(table), list(groups)
 
 
 class Registry:
-    """All known tasks: the built-in table plus any custom ones (which may override)."""
+    """All known tasks and groups: the built-in tables plus any custom ones (which may override)."""
 
     def __init__(self, custom_tasks_path: str | None = None):
         self.tasks: dict[str, TaskConfig] = {t.full_name: t for t in TASKS_TABLE}
-        self.supersets = dict(SUPERSETS)
+        self.groups: dict[str, TaskGroup] = {g.full_name: g for g in GROUPS}
         if custom_tasks_path:
-            for task in load_custom_tasks(custom_tasks_path):
-                self.tasks[task.full_name] = task
+            tasks, groups = load_custom_tasks(custom_tasks_path)
+            self.tasks.update((t.full_name, t) for t in tasks)
+            self.groups.update((g.full_name, g) for g in groups)
         for task in self.tasks.values():  # a misspelt metric stops the run before anything loads
             resolve_metrics(task)
 
     def names(self, suite: str | None = None) -> list[str]:
         return sorted(n for n in self.tasks if suite is None or n.split("|", 1)[0] == suite)
+
+    def runnable_groups(self) -> list[TaskGroup]:
+        """Groups a task spec can name (whole-suite groups only average)."""
+        return [g for _, g in sorted(self.groups.items()) if g.name]
 
     def get(self, full_name: str) -> TaskConfig:
         if full_name in self.tasks:
@@ -72,7 +81,7 @@ class Registry:
             return f"unknown suite '{suite}' in '{full_name}': known suites are {', '.join(suites)}"
         # Compare task names without the suite: the shared 'suite|' prefix alone made anything look close.
         by_task: dict[str, list[str]] = {}
-        for known in [*self.tasks, *self.supersets]:
+        for known in [*self.tasks, *(g.full_name for g in self.runnable_groups())]:
             by_task.setdefault(known.split("|", 1)[1], []).append(known)
         wanted = full_name.split("|", 1)[-1]
         close = [n for t in difflib.get_close_matches(wanted, list(by_task), n=5, cutoff=0.6) for n in by_task[t]][:5]
@@ -80,11 +89,12 @@ class Registry:
         return f"unknown task '{full_name}'{hint}"
 
     def resolve(self, specs: list[TaskSpec]) -> list[ResolvedTask]:
-        """Expand supersets and pair every spec with its config, keeping the given order."""
+        """Expand groups and pair every spec with its config, keeping the given order."""
         resolved: list[ResolvedTask] = []
         seen: set[str] = set()
         for spec in specs:
-            names = self.supersets.get(spec.full_name, [spec.full_name])
+            group = self.groups.get(spec.full_name)
+            names = group.members if group else [spec.full_name]
             for name in names:
                 config = self.get(name)
                 sub = TaskSpec(config.suite, config.name, spec.num_fewshot, spec.truncate_fewshot)
