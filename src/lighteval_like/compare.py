@@ -279,41 +279,60 @@ def compare_runs(a: Run, b: Run, allow_different_prompts: bool = False, alpha: f
     task_means: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     refused_tasks: set[str] = set()
     for ka, kb in pairs:
-        docs_a, docs_b = _by_doc(a.details(ka)), _by_doc(b.details(kb))
-        common = sorted(set(docs_a) & set(docs_b))
-        same_docs = set(docs_a) == set(docs_b)
-        differing = [d for d in common if _doc_hash(docs_a[d]) != _doc_hash(docs_b[d])]
-        label = _fmt_key(ka, kb)
-        if not same_docs or differing:
-            why = (f"different docs (A {len(docs_a)}, B {len(docs_b)}, {len(common)} in common)" if not same_docs
-                   else f"different prompts for {len(differing)} of {len(common)} docs")
-            if not allow_different_prompts:
-                comparison.refused.append(
-                    f"{label}: refused, the runs scored {why}; pass --allow_different_prompts to compare anyway"
-                )
-                refused_tasks.add(ka)
-                continue
-            comparison.notes.append(f"{label}: runs scored {why}; paired over the {len(common)} docs both scored")
-        if not common:
-            comparison.refused.append(f"{label}: no doc in common")
+        paired = _paired_docs(comparison, a, b, ka, kb, allow_different_prompts)
+        if paired is None:
             refused_tasks.add(ka)
             continue
-        metrics = [m for m in a.scores[ka] if not m.endswith("_stderr") and m in b.scores[kb]]
-        for metric in metrics:
-            aggregation, higher = _metric_info(ka, metric)
-            va = [_doc_values(docs_a[d], metric, aggregation) for d in common]
-            vb = [_doc_values(docs_b[d], metric, aggregation) for d in common]
-            if any(v is None for v in va + vb):
-                comparison.notes.append(f"{label} {metric}: missing from some samples' details, not compared")
-                continue
-            xa, xb = np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64)
-            row = _compare_metric(label, metric, xa, xb, aggregation, higher, alpha)
+        for metric, xa, xb, aggregation in _metric_values(comparison, a, b, ka, kb, *paired):
+            higher = _metric_info(ka, metric)[1]
+            row = _compare_metric(_fmt_key(ka, kb), metric, xa, xb, aggregation, higher, alpha)
             row.task, row.task_b = ka, (kb if kb != ka else None)
             comparison.rows.append(row)
             if aggregation == "mean":
                 task_diffs.setdefault((ka, kb), {})[metric] = xb - xa
                 task_means.setdefault((ka, kb), {})[metric] = (float(xa.mean()), float(xb.mean()))
     comparison.rows.extend(_group_rows(a, b, pairs, task_diffs, task_means, refused_tasks, comparison, alpha))
+    _adjust(comparison, alpha)
+    return comparison
+
+
+def _paired_docs(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, allow_different_prompts: bool):
+    """(docs of A, docs of B, the doc indices both scored), or None when the task is refused
+    (different docs or prompts without --allow_different_prompts, or no doc in common)."""
+    docs_a, docs_b = _by_doc(a.details(ka)), _by_doc(b.details(kb))
+    common = sorted(set(docs_a) & set(docs_b))
+    same_docs = set(docs_a) == set(docs_b)
+    differing = [d for d in common if _doc_hash(docs_a[d]) != _doc_hash(docs_b[d])]
+    label = _fmt_key(ka, kb)
+    if not same_docs or differing:
+        why = (f"different docs (A {len(docs_a)}, B {len(docs_b)}, {len(common)} in common)" if not same_docs
+               else f"different prompts for {len(differing)} of {len(common)} docs")
+        if not allow_different_prompts:
+            comparison.refused.append(
+                f"{label}: refused, the runs scored {why}; pass --allow_different_prompts to compare anyway"
+            )
+            return None
+        comparison.notes.append(f"{label}: runs scored {why}; paired over the {len(common)} docs both scored")
+    if not common:
+        comparison.refused.append(f"{label}: no doc in common")
+        return None
+    return docs_a, docs_b, common
+
+
+def _metric_values(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, docs_a, docs_b, common):
+    """(metric, A's per-doc values, B's, aggregation) for every metric both runs have per sample."""
+    for metric in [m for m in a.scores[ka] if not m.endswith("_stderr") and m in b.scores[kb]]:
+        aggregation = _metric_info(ka, metric)[0]
+        va = [_doc_values(docs_a[d], metric, aggregation) for d in common]
+        vb = [_doc_values(docs_b[d], metric, aggregation) for d in common]
+        if any(v is None for v in va + vb):
+            comparison.notes.append(f"{_fmt_key(ka, kb)} {metric}: missing from some samples' details, not compared")
+            continue
+        yield metric, np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64), aggregation
+
+
+def _adjust(comparison: Comparison, alpha: float) -> None:
+    """Holm-adjusted p-values over all rows, and each row's verdict."""
     if any(r.test == "paired-t on loglikelihood" for r in comparison.rows):
         comparison.notes.append(
             "perplexity-type metrics: p from a paired t-test on per-doc loglikelihood (which decides the "
@@ -326,7 +345,6 @@ def compare_runs(a: Run, b: Run, allow_different_prompts: bool = False, alpha: f
         row.verdict = _verdict(row, alpha)
     if not comparison.rows and not comparison.refused:
         raise NothingToCompareError("the runs share tasks but no metric with per-sample values")
-    return comparison
 
 
 def _verdict(row: Row, alpha: float) -> str:

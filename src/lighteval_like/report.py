@@ -326,24 +326,12 @@ def build_html(runs: list[Run], title: str = "Evaluation report", checkpoints: b
     from lighteval_like import __version__
 
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
-    tasks = task_order(runs)
     bars = []
-    for task in tasks:
+    for task in task_order(runs):
         svg = bar_chart(task, runs, colors)
         if svg:
             bars.append(f'<figure class="plot bar-plot" data-task="{html.escape(task)}">{svg}</figure>')
-    ordered = checkpoint_order(runs, checkpoints)
-    curves_html = ""
-    if ordered:
-        labels = _checkpoint_labels(ordered)
-        curves = []
-        for task in task_order(ordered):
-            svg = line_chart(task, ordered, labels)
-            if svg:
-                curves.append(f'<figure class="plot line-plot" data-task="{html.escape(task)}">{svg}</figure>')
-        order = " → ".join(html.escape(r.label) for r in ordered)
-        curves_html = (f'<section id="curves"><h2>Over checkpoints</h2><p class=note>Order: {order}. '
-                       f'Bands: 95% CI.</p><div class="grid">{"".join(curves)}</div></section>')
+    curves_html = _curves_section(checkpoint_order(runs, checkpoints))
     samples = sample_data(runs, max_samples_per_task)
     legend = "".join(f'<span class="legend"><span class="chip" style="background:{c}"></span>{i + 1}. '
                      f"{html.escape(r.label)}</span>" for i, (r, c) in enumerate(zip(runs, colors)))
@@ -380,6 +368,21 @@ Best value of a row in bold when several runs have it. For a paired test of two 
 <script>{SCRIPT}</script>
 </body></html>
 """
+
+
+def _curves_section(ordered: list[Run] | None) -> str:
+    """The line plots of each task over checkpoints (empty when the runs are no checkpoint series)."""
+    if not ordered:
+        return ""
+    labels = _checkpoint_labels(ordered)
+    curves = []
+    for task in task_order(ordered):
+        svg = line_chart(task, ordered, labels)
+        if svg:
+            curves.append(f'<figure class="plot line-plot" data-task="{html.escape(task)}">{svg}</figure>')
+    order = " → ".join(html.escape(r.label) for r in ordered)
+    return (f'<section id="curves"><h2>Over checkpoints</h2><p class=note>Order: {order}. '
+            f'Bands: 95% CI.</p><div class="grid">{"".join(curves)}</div></section>')
 
 
 def write_report(runs: list[Run], output: str, title: str = "Evaluation report", checkpoints: bool | None = None,
