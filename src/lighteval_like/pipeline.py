@@ -85,6 +85,16 @@ class Pipeline:
         self.groups = list(registry.groups.values())
         return registry.resolve(parse_task_specs(self.params.tasks))
 
+    def preflight(self, tasks: list[ResolvedTask]) -> None:
+        """What can be refused is refused before any data or model loads: code execution without
+        consent, a missing tensorboard package, an output folder that cannot be written."""
+        p = self.params
+        self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
+        if p.push_to_tensorboard:
+            check_available()
+        if self.process.is_main:
+            outputs.check_output_dir(p.output_dir)
+
     def load_data(self, tasks: list[ResolvedTask]) -> list[TaskData]:
         p = self.params
         source = DataSource.from_env(
@@ -105,12 +115,7 @@ class Pipeline:
     def evaluate(self) -> EvaluationResult | None:
         """Run every stage; returns the results on the main process, None elsewhere."""
         tasks = self._timed("resolve_tasks", self.resolve_tasks)
-        p = self.params
-        self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
-        if p.push_to_tensorboard:  # a missing package fails now, not after the evaluation
-            check_available()
-        if self.process.is_main:  # before anything loads: a bad folder is not found after the scoring
-            outputs.check_output_dir(p.output_dir)
+        self.preflight(tasks)
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
