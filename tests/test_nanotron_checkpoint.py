@@ -386,6 +386,7 @@ def nanotron_command(tmp_path, checkpoint: str, tokenizer: str, tasks: str, para
     """The seed's command shape: torchrun with --nproc-per-node = dp*tp*pp of the override."""
     import yaml
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "out"
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({
