@@ -9,10 +9,17 @@ side. Exits 1 on any mismatch, so it can guard a change.
         --lm_eval_python LM_EVAL_VENV/bin/python --tasks "truthfulqa:mc,hellaswag,mmlu:anatomy|5" \
         --limit 30 --out report.json [--write_reference tests/data/reference_smollm2.json]
 
-Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses). Both draw
-most tasks' shots from `train`, which the shared mirror lacks: `--stand_in_train` then compares
-on a copy of the mirror (links) where each missing `train` is the validation split, else the test
-split, so the few-shot draws themselves are compared.
+Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses), and
+`SUITE|NAME|K` picks the suite where a name is in several. Both draw most tasks' shots from
+`train`, which the shared mirror lacks: `--stand_in_train` then compares on a copy of the mirror
+(links) where each missing `train` is the validation split, else the test split, so the few-shot
+draws themselves are compared.
+
+BIG-bench: `bigbench|<task>` is compared with `bigbench_<task>_multiple_choice` (acc) and
+`bigbench|<task>_gen` with `bigbench_<task>_generate_until` (exact_match). lm-eval's BIG-bench
+templates name no few-shot split (it would draw from the evaluated split, doc included); with
+shots, lm-eval gets `--include_path` copies of those task YAMLs adding `fewshot_split: train`, the
+split ours draws from, and each doc's full prompt (shots included) must be identical.
 `--work_dir DIR` keeps both harnesses' outputs; with `--reuse` a later call compares what is
 there instead of re-running (delete DIR/ours to re-run only our side after a change).
 """
@@ -463,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", required=True, help="hub mirror root (<repo>/<subset>/<split>.jsonl)")
     parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"),
                         help="python of the environment where lm-eval is installed (default: $LM_EVAL_PYTHON)")
-    parser.add_argument("--tasks", default=DEFAULT_TASKS, help="our task names, NAME or NAME|FEWSHOT, comma-separated")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS,
+                        help="our task names, [SUITE|]NAME[|FEWSHOT], comma-separated")
     parser.add_argument("--limit", type=int, default=30, help="first N docs of each task")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="ours: --override_batch_size (default automatic); lm-eval: --batch_size (default 8)")
