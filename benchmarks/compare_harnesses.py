@@ -2,7 +2,7 @@
 
     python benchmarks/compare_harnesses.py --model DIR --data_dir MIRROR \
         --lm_eval_python VENV/bin/python --lighteval_python VENV2/bin/python \
-        [--tasks truthfulqa,hellaswag,arc,mmlu,gsm8k] [--limit 40] [--batch_size 8] [--repeats 1]
+        [--tasks truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench] [--limit 40] [--batch_size 8] [--repeats 1]
 
 Every harness runs as a whole command on the same model folder, the same mirror rows (the first
 `--limit` docs) and the same batch size; runs alternate between harnesses, and each figure is
@@ -31,6 +31,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 MMLU_SUBJECTS = ["anatomy", "astronomy", "college_biology"]
+# Five BIG-Bench-Hard multiple-choice tasks of the shared mirror, 0-shot; only lm-eval runs beside
+# ours (no lighteval counterpart is wired for them).
+BIGBENCH_TASKS = ["causal_judgment", "date_understanding", "logical_deduction", "navigate", "snarks"]
 
 
 @dataclass
@@ -54,6 +57,11 @@ BENCHMARKS = {
         lm_eval_fewshot=5,
     ),
     "gsm8k": Benchmark("leaderboard|gsm8k|0|0", "gsm8k", "leaderboard|gsm8k|0"),
+    "bigbench": Benchmark(
+        ",".join(f"bigbench|{t}|0|0" for t in BIGBENCH_TASKS),
+        ",".join(f"bigbench_{t}_multiple_choice" for t in BIGBENCH_TASKS),
+        None,
+    ),
 }
 
 
@@ -159,7 +167,7 @@ def main() -> int:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"))
     parser.add_argument("--lighteval_python", default=os.environ.get("LIGHTEVAL_PYTHON"))
-    parser.add_argument("--tasks", default="truthfulqa,hellaswag,arc,mmlu,gsm8k")
+    parser.add_argument("--tasks", default="truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench")
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--gsm8k_limit", type=int, default=10, help="generation is slow on CPU")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -216,7 +224,7 @@ def parity_report(ours_dir: str, lm_eval_dir: str) -> dict:
     from compare_lm_eval import compare_task, lm_eval_run, read_our_outputs, run_lm_eval, task_pair
 
     ours = read_our_outputs(ours_dir)
-    pairs = {key: task_pair(key.split("|")[1]) for key in ours}
+    pairs = {key: task_pair(key.split("|")[1], key.split("|")[0]) for key in ours}
     lm_tasks = [t for pair in pairs.values() for t in pair.lm_eval_tasks]
     # reuse=True: only read the finished run in `lm_eval_dir` (nothing is launched).
     results, samples = run_lm_eval("", "", "", lm_tasks, 0, 0, 0, lm_eval_dir, reuse=True)

@@ -9,10 +9,17 @@ side. Exits 1 on any mismatch, so it can guard a change.
         --lm_eval_python LM_EVAL_VENV/bin/python --tasks "truthfulqa:mc,hellaswag,mmlu:anatomy|5" \
         --limit 30 --out report.json [--write_reference tests/data/reference_smollm2.json]
 
-Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses). Both draw
-most tasks' shots from `train`, which the shared mirror lacks: `--stand_in_train` then compares
-on a copy of the mirror (links) where each missing `train` is the validation split, else the test
-split, so the few-shot draws themselves are compared.
+Tasks are our names; `NAME|K` evaluates with K few-shot examples (both harnesses), and
+`SUITE|NAME|K` picks the suite where a name is in several. Both draw most tasks' shots from
+`train`, which the shared mirror lacks: `--stand_in_train` then compares on a copy of the mirror
+(links) where each missing `train` is the validation split, else the test split, so the few-shot
+draws themselves are compared.
+
+BIG-bench: `bigbench|<task>` is compared with `bigbench_<task>_multiple_choice` (acc) and
+`bigbench|<task>_gen` with `bigbench_<task>_generate_until` (exact_match). lm-eval's BIG-bench
+templates name no few-shot split (it would draw from the evaluated split, doc included); with
+shots, lm-eval gets `--include_path` copies of those task YAMLs adding `fewshot_split: train`, the
+split ours draws from, and each doc's full prompt (shots included) must be identical.
 `--work_dir DIR` keeps both harnesses' outputs; with `--reuse` a later call compares what is
 there instead of re-running (delete DIR/ours to re-run only our side after a change).
 """
@@ -48,10 +55,18 @@ class TaskPair:
     metrics: dict[str, tuple[str, str]]
     generative: bool = False
     relative_metrics: tuple[str, ...] = ()  # compared relative to their size (perplexities)
+    # lm-eval's task YAMLs (under lm_eval/tasks/) to re-declare with `fewshot_split` set to the
+    # split ours draws shots from, for templates that name none (lm-eval then draws from the
+    # evaluated split itself). Empty: lm-eval's own tasks as they are.
+    fewshot_split_yamls: tuple[str, ...] = ()
+    fewshot_split: str | None = None
+    check_prompts: bool = False  # the rendered prompts (shots included) must be identical too
 
 
-def task_pair(name: str) -> TaskPair:
-    """The lm-eval counterpart of our task `name` (no suite)."""
+def task_pair(name: str, suite: str | None = None) -> TaskPair:
+    """The lm-eval counterpart of our task `name` (in `suite`, where the name alone is ambiguous)."""
+    if suite == "bigbench":
+        return bigbench_pair(name)
     acc = {"acc": ("{t}", "acc,none")}
     acc_both = {"acc": ("{t}", "acc,none"), "acc_norm": ("{t}", "acc_norm,none")}
     simple = {
@@ -85,6 +100,25 @@ def task_pair(name: str) -> TaskPair:
     raise SystemExit(f"compare_lm_eval: no lm-eval counterpart known for task '{name}'")
 
 
+def bigbench_pair(name: str) -> TaskPair:
+    """`bigbench|<task>` <-> `bigbench_<task>_multiple_choice` (acc), `bigbench|<task>_gen` <->
+    `bigbench_<task>_generate_until` (exact_match). lm-eval's BIG-bench templates name no few-shot
+    split; with shots, lm-eval is made to draw from `train`, as ours does (override YAMLs)."""
+    from lighteval_like.tasks.registry import Registry
+
+    config = Registry().get(f"bigbench|{name}")
+    if name.endswith("_gen"):
+        task, kind, metric = name[: -len("_gen")], "generate_until", ("exact_match", "exact_match,none")
+    else:
+        task, kind, metric = name, "multiple_choice", ("acc", "acc,none")
+    lm_task = f"bigbench_{task}_{kind}"
+    return TaskPair(
+        (lm_task,), {metric[0]: (lm_task, metric[1])}, generative=kind == "generate_until",
+        fewshot_split_yamls=(f"bigbench/{kind}/{task}.yaml",), fewshot_split=config.few_shots_split,
+        check_prompts=True,
+    )
+
+
 @dataclass
 class TaskRun:
     """One harness's outputs for one task: per-doc loglikelihoods or generations, and metrics."""
@@ -93,20 +127,26 @@ class TaskRun:
     generations: dict[int, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     doc_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # our metric names
+    prompts: dict[int, str] = field(default_factory=dict)  # each doc's (first) full prompt
 
 
 def parse_tasks(text: str) -> list[tuple[str, str, int]]:
-    """`name[|K],...` -> (suite, name, fewshot), the suite looked up in our registry."""
+    """`[suite|]name[|K],...` -> (suite, name, fewshot); without a suite, the first suite of our
+    registry that has the name."""
     from lighteval_like.tasks.registry import Registry
 
     registry = Registry()
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
-        name, _, shots = item.partition("|")
+        parts = item.split("|")
+        shots = parts.pop() if len(parts) > 1 and parts[-1].isdigit() else "0"
+        suite, name = parts if len(parts) == 2 else (None, parts[0])
         suites = [n.split("|", 1)[0] for n in registry.names() if n.split("|", 1)[1] == name]
-        if not suites:
-            raise SystemExit(f"compare_lm_eval: unknown task '{name}'")
-        out.append((suites[0], name, int(shots or 0)))
+        if suite is not None:
+            suites = [s for s in suites if s == suite]
+        if len(parts) > 2 or not suites:
+            raise SystemExit(f"compare_lm_eval: unknown task '{item}'")
+        out.append((suites[0], name, int(shots)))
     return out
 
 
@@ -172,6 +212,7 @@ def read_our_outputs(out_dir: str) -> dict[str, TaskRun]:
         run = TaskRun(metrics={m: v for m, v in results[key].items() if not m.endswith("_stderr")})
         for row in pq.read_table(path).to_pylist():
             run.doc_metrics[row["doc_index"]] = json.loads(row["metrics"])
+            run.prompts[row["doc_index"]] = row["prompt"]
             if row["generation"] is not None:
                 run.generations[row["doc_index"]] = row["generation"]
             else:
@@ -183,12 +224,12 @@ def read_our_outputs(out_dir: str) -> dict[str, TaskRun]:
 # --------------------------------------------------------------------- lm-eval
 def run_lm_eval(
     lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
-    batch_size: int, out_dir: str, reuse: bool = False, chat: bool = False,
+    batch_size: int, out_dir: str, reuse: bool = False, chat: bool = False, include_path: str | None = None,
 ) -> tuple[dict, dict[str, list[dict]]]:
     """Run lm-eval offline (unless `reuse` and `out_dir` holds a finished run); returns its
     results section and its logged samples per task."""
     if not (reuse and glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)):
-        _run_lm_eval(lm_eval_python, model, data_dir, lm_tasks, fewshot, limit, batch_size, out_dir, chat)
+        _run_lm_eval(lm_eval_python, model, data_dir, lm_tasks, fewshot, limit, batch_size, out_dir, chat, include_path)
     (results_path,) = glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)
     with open(results_path, encoding="utf-8") as f:
         results = json.load(f)["results"]
@@ -202,7 +243,7 @@ def run_lm_eval(
 
 def _run_lm_eval(
     lm_eval_python: str, model: str, data_dir: str, lm_tasks: list[str], fewshot: int, limit: int,
-    batch_size: int, out_dir: str, chat: bool = False,
+    batch_size: int, out_dir: str, chat: bool = False, include_path: str | None = None,
 ) -> None:
     command = [
         lm_eval_python, os.path.join(HERE, "_lm_eval_offline.py"), "--mirror", data_dir, "--",
@@ -212,7 +253,45 @@ def _run_lm_eval(
     ]
     if chat:  # shots as user/assistant turns, as ours under --use_chat_template
         command += ["--apply_chat_template", "--fewshot_as_multiturn"]
+    if include_path:  # re-declared tasks (same names) override lm-eval's own
+        command += ["--include_path", include_path]
     run_logged(command)
+
+
+def lm_eval_tasks_dir(lm_eval_python: str) -> str:
+    """lm-eval's `lm_eval/tasks` folder in its own environment."""
+    out = subprocess.run(
+        [lm_eval_python, "-c", "import os, lm_eval; print(os.path.join(os.path.dirname(lm_eval.__file__), 'tasks'))"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip()
+
+
+def write_fewshot_split_overrides(pairs: list[TaskPair], tasks_dir: str, out_dir: str) -> str | None:
+    """For each pair with `fewshot_split_yamls`: a copy of lm-eval's task YAML in `out_dir` (its
+    `include` made absolute) plus `fewshot_split: <pair.fewshot_split>`, so lm-eval draws that
+    task's shots from the split ours uses. The folder for `--include_path`, or None if none."""
+    written = 0
+    for pair in pairs:
+        for rel in pair.fewshot_split_yamls:
+            source = os.path.join(tasks_dir, rel)
+            with open(source, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            out = []
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "include":
+                    line = f"include: {os.path.normpath(os.path.join(os.path.dirname(source), value.strip()))}"
+                if key.strip() != "fewshot_split":
+                    out.append(line)
+            out.append(f"fewshot_split: {pair.fewshot_split}")
+            os.makedirs(out_dir, exist_ok=True)
+            # one file per task: lm-eval's multiple_choice/x.yaml and generate_until/x.yaml share a name
+            with open(os.path.join(out_dir, rel.replace("/", "__")), "w", encoding="utf-8") as f:
+                f.write("# lm-eval's task with shots from our few-shot split (compare_lm_eval.py)\n")
+                f.write("\n".join(out) + "\n")
+            written += 1
+    return out_dir if written else None
 
 
 def lm_eval_version(lm_eval_python: str) -> str:
@@ -221,6 +300,14 @@ def lm_eval_version(lm_eval_python: str) -> str:
         capture_output=True, text=True,
     )
     return out.stdout.strip() or "unknown"
+
+
+def first_context(arguments) -> str:
+    """The context of a logged sample's first request: `arguments` is a list of request args, or
+    (lm-eval 0.4.13) {"gen_args_0": {"arg_0": context, "arg_1": ...}, ...}."""
+    if isinstance(arguments, dict):
+        return arguments["gen_args_0"]["arg_0"]
+    return arguments[0][0]
 
 
 def lm_eval_run(pair: TaskPair, results: dict, samples: dict[str, list[dict]]) -> TaskRun:
@@ -234,6 +321,7 @@ def lm_eval_run(pair: TaskPair, results: dict, samples: dict[str, list[dict]]) -
     for task in pair.lm_eval_tasks:
         for sample in samples[task]:
             doc = int(sample["doc_id"])
+            run.prompts.setdefault(doc, first_context(sample["arguments"]))
             if pair.generative:
                 # One line per filter; the raw generation (resps) is the same in each.
                 run.generations.setdefault(doc, sample["resps"][0][0])
@@ -275,6 +363,12 @@ def compare_generations(ours: dict[int, str], ref: dict[int, str]) -> dict:
     return {"docs": len(set(ours) | set(ref)), "differing_docs": differing}
 
 
+def compare_prompts(ours: dict[int, str], ref: dict[int, str]) -> dict:
+    """Docs whose full prompt (instruction, shots, query) differs: shots drawn differently show here."""
+    differing = [doc for doc in sorted(set(ours) | set(ref)) if ours.get(doc) != ref.get(doc)]
+    return {"docs": len(set(ours) | set(ref)), "differing_docs": differing}
+
+
 def metrics_equal(a: float, b: float, relative: bool) -> bool:
     if relative:
         return math.isclose(a, b, rel_tol=METRIC_TOLERANCE)
@@ -289,6 +383,9 @@ def compare_task(pair: TaskPair, ours: TaskRun, ref: TaskRun) -> dict:
     else:
         report["loglikelihoods"] = compare_loglikelihoods(ours.loglikelihoods, ref.loglikelihoods)
         ok = not report["loglikelihoods"]["over_tolerance"] and not report["loglikelihoods"]["problems"]
+    if pair.check_prompts:
+        report["prompts"] = compare_prompts(ours.prompts, ref.prompts)
+        ok &= not report["prompts"]["differing_docs"]
     for name, (task, key) in pair.metrics.items():
         a, b = ours.metrics.get(name), ref.metrics.get(name)
         same = a is not None and b is not None and metrics_equal(a, b, name in pair.relative_metrics)
@@ -319,6 +416,9 @@ def print_report(reports: dict[str, dict]) -> None:
                   f"{ll['over_tolerance']} over {LL_TOLERANCE:g}")
             for problem in ll["problems"][:10]:
                 print(f"   ! {problem}")
+        if "prompts" in rep:
+            pr = rep["prompts"]
+            print(f"   prompts: {pr['docs']} docs, {len(pr['differing_docs'])} differ {pr['differing_docs'][:10]}")
         if "generations" in rep:
             gen = rep["generations"]
             print(f"   generations: {gen['docs']} docs, {len(gen['differing_docs'])} differ {gen['differing_docs'][:10]}")
@@ -370,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", required=True, help="hub mirror root (<repo>/<subset>/<split>.jsonl)")
     parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"),
                         help="python of the environment where lm-eval is installed (default: $LM_EVAL_PYTHON)")
-    parser.add_argument("--tasks", default=DEFAULT_TASKS, help="our task names, NAME or NAME|FEWSHOT, comma-separated")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS,
+                        help="our task names, [SUITE|]NAME[|FEWSHOT], comma-separated")
     parser.add_argument("--limit", type=int, default=30, help="first N docs of each task")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="ours: --override_batch_size (default automatic); lm-eval: --batch_size (default 8)")
@@ -403,11 +504,17 @@ def main(argv: list[str] | None = None) -> int:
         reports: dict[str, dict] = {}
         for shots in sorted({k for _, _, k in specs}):
             group = [(s, n, k) for s, n, k in specs if k == shots]
-            pairs = {f"{s}|{n}|{k}": task_pair(n) for s, n, k in group}
+            pairs = {f"{s}|{n}|{k}": task_pair(n, s) for s, n, k in group}
             lm_tasks = [t for p in pairs.values() for t in p.lm_eval_tasks]
+            include_path = None
+            if shots and any(p.fewshot_split_yamls for p in pairs.values()):
+                include_path = write_fewshot_split_overrides(
+                    list(pairs.values()), lm_eval_tasks_dir(args.lm_eval_python),
+                    os.path.join(work, f"lm_eval_tasks_{shots}shot"),
+                )
             results, samples = run_lm_eval(
                 args.lm_eval_python, model, data_dir, lm_tasks, shots, args.limit, args.batch_size or 8,
-                os.path.join(work, f"lm_eval_{shots}shot"), args.reuse, chat=args.chat,
+                os.path.join(work, f"lm_eval_{shots}shot"), args.reuse, chat=args.chat, include_path=include_path,
             )
             for key, pair in pairs.items():
                 reports[key] = compare_task(pair, ours[key], lm_eval_run(pair, results, samples))

@@ -11,6 +11,7 @@ from lighteval_like.docs import TaskData, load_task_data
 from lighteval_like.metrics import EXACT_MATCH_IGNORE_PUNCTUATION
 from lighteval_like.models.base import GenerationResponse
 from lighteval_like.results import MetricScore
+from lighteval_like.samples import fewshot_examples
 from lighteval_like.scoring import group_averages, overall
 from lighteval_like.task_specs import parse_one_spec
 from lighteval_like.tasks import TaskConfig, TaskFamily, parse_members, prompts
@@ -96,6 +97,23 @@ def test_mc_prompt_gold_and_fewshot_from_train(bb_mirror):
     assert (doc.query, doc.choices, doc.gold_index, doc.target_delimiter) == (SNARKS["inputs"], ["(a)", "(b)"], 1, " ")
     assert second.query == SNARKS_TRAIN["inputs"]
     assert data.fewshot_split == "train" and [d.query for _, d in data.fewshot_pool] == [SNARKS_TRAIN["inputs"]]
+
+
+# The train rows lm-eval 0.4.13 chose for bigbench_snarks_* (3 shots, seed 1234, the first docs),
+# read from its logged samples by benchmarks/compare_lm_eval.py, which gives lm-eval's task
+# `fewshot_split: train` (its template names none). Pool: the 145 train rows; n draws per doc (the
+# pool is not the evaluated split, so no extra draw and nothing removed), as ours.
+LM_EVAL_SNARKS_SHOTS = [[112, 29, 1], [23, 8, 21], [25, 90, 60]]
+
+
+@pytest.mark.parametrize("name", ["bigbench|snarks", "bigbench|snarks_gen"])
+def test_fewshot_draws_equal_lm_eval_from_train(name):
+    task = Registry().get(name)
+    assert task.few_shots_split == "train" and not task.few_shots_draw_extra
+    pool = [(i, prompts.bigbench_gen({"inputs": f"row {i}", "targets": ["x"]}, name)) for i in range(145)]
+    docs = [(i, prompts.bigbench_gen({"inputs": f"doc {i}", "targets": ["x"]}, name)) for i in range(3)]
+    drawn = fewshot_examples(pool, 3, docs, False, task, seed=1234)
+    assert [[int(d.query.split()[1]) for d in drawn[i]] for i in range(3)] == LM_EVAL_SNARKS_SHOTS
 
 
 def test_gold_rules_a_and_b(bb_mirror):
