@@ -1,0 +1,261 @@
+"""vLLM engine replicas, one worker process each, for data parallelism without Ray.
+
+The main process tokenises and shards; each replica (spawned, its own process group, so its
+engine's own workers go with it) runs one `vllm.LLM` on its share of devices and streams
+results back chunk by chunk, so finished work reaches the response cache while the rest runs.
+A replica that dies is seen at once (its process sentinel), the others are stopped, and the run
+ends with the replica's error and exit code. This module imports vLLM only inside replicas.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from lighteval_like.errors import LightevalLikeError, ModelLoadError, one_line
+
+CHUNK_TOKENS = 32768  # prompt tokens per chunk sent back (the response cache commits each)
+CHUNK_PROMPTS = 256
+STOP_GRACE_S = 5.0
+
+KV_CACHE_FIX = ("not enough memory for the KV cache: on GPU raise gpu_memory_utilization or lower max_model_length; "
+                "on CPU lower gpu_memory_utilization (the replicas' share of host memory) or set "
+                "VLLM_CPU_KVCACHE_SPACE=<GiB per replica> within free memory")
+# (words in a vLLM start-up error, what to tell the user): the failures users meet, with the fix.
+STARTUP_FIXES: list[tuple[tuple[str, ...], str]] = [
+    (("max_model_len", "greater than"),
+     "max_model_length is above the model's maximum context: lower it, or omit it to use the model's own"),
+    (("divisible by tensor parallel size",),
+     "tensor_parallel_size must divide the model's number of attention heads: pick a divisor of it"),
+    (("memory", "cache"), KV_CACHE_FIX),
+    (("available memory",), KV_CACHE_FIX),
+]
+
+
+class ReplicaError(LightevalLikeError):
+    """A replica failed: its message, and its exit code as the run's (128 + signal when killed)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Prompt log-probabilities of `tokens[start:]` (each given the tokens before it)."""
+
+    tokens: tuple[int, ...]
+    start: int
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    prompt: tuple[int, ...]
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
+Job = ScoreJob | GenerateJob
+
+
+def startup_fix(message: str) -> str | None:
+    """The one-line fix for a known start-up failure, or None."""
+    lowered = message.lower()
+    for words, fix in STARTUP_FIXES:
+        if all(w.lower() in lowered for w in words):
+            return fix
+    return None
+
+
+def chunks(jobs: Sequence[Job]) -> list[tuple[int, int]]:
+    """(start, end) runs of `jobs` of about CHUNK_TOKENS prompt tokens (CHUNK_PROMPTS at most)."""
+    bounds, start, tokens = [], 0, 0
+    for i, job in enumerate(jobs):
+        tokens += len(job.tokens if isinstance(job, ScoreJob) else job.prompt)
+        if tokens >= CHUNK_TOKENS or i + 1 - start >= CHUNK_PROMPTS:
+            bounds.append((start, i + 1))
+            start, tokens = i + 1, 0
+    if start < len(jobs):
+        bounds.append((start, len(jobs)))
+    return bounds
+
+
+# ----------------------------------------------------------------------------- replica side
+def _watch_parent(parent: int) -> None:
+    """Ends this replica (and its engine's workers) when the main process is gone, even by kill -9."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _prompt_logprobs(llm, jobs: Sequence[ScoreJob], read_cache: bool) -> list:
+    from vllm import SamplingParams, TokensPrompt
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                            skip_reading_prefix_cache=not read_cache)
+    return llm.generate([TokensPrompt(prompt_token_ids=list(j.tokens)) for j in jobs], params, use_tqdm=False)
+
+
+def _score(llm, jobs: list[ScoreJob]) -> list[tuple[float, bool, int]]:
+    """(sum of log P(token | tokens before), every token the argmax, prompt tokens read from the
+    prefix cache) over each job's scored tokens. Positions read from the prefix cache have no
+    log-probabilities (vLLM leaves them 0): a job whose scored tokens reach into them runs again
+    without reading the cache."""
+    outputs = _prompt_logprobs(llm, jobs, read_cache=True)
+    redo = [k for k, out in enumerate(outputs) if (out.num_cached_tokens or 0) >= jobs[k].start]
+    for k, out in zip(redo, _prompt_logprobs(llm, [jobs[k] for k in redo], read_cache=False) if redo else []):
+        outputs[k] = out
+    results = []
+    for job, out in zip(jobs, outputs):
+        picked = [out.prompt_logprobs[p][job.tokens[p]] for p in range(job.start, len(job.tokens))]
+        results.append((sum(lp.logprob for lp in picked), all(lp.rank == 1 for lp in picked), out.num_cached_tokens or 0))
+    return results
+
+
+def _generate(llm, jobs: list[GenerateJob]) -> list[tuple[str, int]]:
+    """(text, new tokens) of each greedy generation, cut at the first stop sequence."""
+    from vllm import SamplingParams, TokensPrompt
+
+    params = [SamplingParams(max_tokens=j.max_new_tokens, temperature=0.0, stop=list(j.stop)) for j in jobs]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(j.prompt)) for j in jobs], params, use_tqdm=False)
+    return [(out.outputs[0].text, len(out.outputs[0].token_ids)) for out in outputs]
+
+
+def engine_facts(llm) -> dict[str, Any]:
+    """The settings the engine runs with (read from it, not from what was asked)."""
+    config = llm.llm_engine.vllm_config
+    model, cache, sched, par = config.model_config, config.cache_config, config.scheduler_config, config.parallel_config
+    return {
+        "model": model.model, "revision": model.revision, "tokenizer": model.tokenizer,
+        "dtype": str(model.dtype).replace("torch.", ""), "seed": model.seed, "max_model_len": model.max_model_len,
+        "trust_remote_code": model.trust_remote_code, "quantization": model.quantization,
+        "enforce_eager": model.enforce_eager, "load_format": str(getattr(config.load_config, "load_format", None)),
+        "gpu_memory_utilization": cache.gpu_memory_utilization, "swap_space": getattr(cache, "swap_space", None),
+        "enable_prefix_caching": cache.enable_prefix_caching, "max_num_seqs": sched.max_num_seqs,
+        "max_num_batched_tokens": sched.max_num_batched_tokens, "tensor_parallel_size": par.tensor_parallel_size,
+        "pipeline_parallel_size": par.pipeline_parallel_size, "device": str(config.device_config.device),
+    }
+
+
+def _serve(engine_args: dict, env: dict[str, str], conn: Connection, parent: int) -> None:
+    """A replica's life: start the engine, report its facts, then answer job lists chunk by chunk."""
+    os.setsid()  # its own process group: stopping the replica stops its engine's processes too
+    os.environ.update(env)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:
+        from vllm import LLM
+
+        llm = LLM(**engine_args)
+        conn.send(("ready", engine_facts(llm)))
+        while (message := conn.recv()) is not None:
+            for start, end in chunks(message):
+                part = message[start:end]
+                run = _score if isinstance(part[0], ScoreJob) else _generate
+                conn.send(("done", start, run(llm, part)))
+            conn.send(("finished",))
+        llm.llm_engine.engine_core.shutdown()
+    except BaseException as e:  # every failure goes back to the main process as one line
+        conn.send(("error", f"{type(e).__name__}: {one_line(e)}", traceback.format_exc()))
+        conn.close()
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # the engine's processes too
+    conn.close()
+    os._exit(0)
+
+
+# ------------------------------------------------------------------------------ main side
+class ReplicaPool:
+    """N replicas started together; `run` hands each its jobs and reports results as they come."""
+
+    def __init__(self, engine_args: dict, envs: list[dict[str, str]]):
+        ctx = multiprocessing.get_context("spawn")  # vLLM's engine may not start in a forked process
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+        for env in envs:
+            mine, theirs = ctx.Pipe()
+            process = ctx.Process(target=_serve, args=(engine_args, env, theirs, os.getpid()), daemon=False)
+            process.start()
+            theirs.close()
+            self.processes.append(process)
+            self.conns.append(mine)
+        self.facts: list[dict] = []
+        try:
+            replies = self._collect(lambda r, message: None, expect="ready")
+        except ReplicaError as e:
+            fix = startup_fix(str(e))
+            raise ModelLoadError(f"{e}: {fix}" if fix else str(e)) from e
+        self.facts = [replies[r][1] for r in range(len(envs))]
+
+    def run(self, shares: list[list[Job]], on_chunk: Callable[[int, int, list], None]) -> None:
+        """Each replica computes `shares[r]`; `on_chunk(r, start, results)` as each chunk finishes."""
+        for conn, share in zip(self.conns, shares):
+            conn.send(share if share else [])
+
+        def dispatch(r: int, message: tuple) -> None:
+            if message[0] == "done":
+                on_chunk(r, message[1], message[2])
+
+        self._collect(dispatch, expect="finished")
+
+    def _collect(self, dispatch: Callable[[int, tuple], None], expect: str) -> dict[int, tuple]:
+        """Messages until every replica has sent `expect`; a failure or death stops every replica."""
+        final: dict[int, tuple] = {}
+        while len(final) < len(self.conns):
+            waiting = [r for r in range(len(self.conns)) if r not in final]
+            ready = wait([self.conns[r] for r in waiting] + [self.processes[r].sentinel for r in waiting])
+            for r in waiting:
+                if self.conns[r] in ready and self.conns[r].poll():
+                    message = self._receive(r)
+                    if message[0] == expect:
+                        final[r] = message
+                    else:
+                        dispatch(r, message)
+                elif self.processes[r].sentinel in ready and not self.conns[r].poll():
+                    self._fail(r, "exited without a word")
+        return final
+
+    def _receive(self, r: int) -> tuple:
+        try:
+            message = self.conns[r].recv()
+        except (EOFError, OSError):
+            self._fail(r, "exited without a word")
+        if message[0] == "error":
+            self._fail(r, message[1])
+        return message
+
+    def _fail(self, r: int, reason: str) -> None:
+        process = self.processes[r]
+        process.join(STOP_GRACE_S)
+        code = process.exitcode
+        self.close()
+        exit_code = 128 - code if code is not None and code < 0 else (code or 1)
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"failed (exit code {code})"
+        raise ReplicaError(
+            f"vLLM replica {r} {how}: {reason}; finished requests are in the response cache: rerun to resume",
+            exit_code,
+        )
+
+    def close(self) -> None:
+        """Stop every replica and its engine's processes."""
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None and process.pid is not None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.join(STOP_GRACE_S)
+        self.processes, self.conns = [], []
