@@ -11,7 +11,7 @@ DEMO_TASKS ?= lighteval|arithmetic_generated:2da|0|0,lighteval|arithmetic_genera
 DEMO_SAMPLES ?= 100
 LEADERBOARD_TASKS ?= leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,leaderboard|hellaswag|0|0
 
-.PHONY: install demo demo-leaderboard test test-slow test-browser lint vllm-env test-vllm
+.PHONY: install demo demo-leaderboard test test-slow test-browser lint vllm-env vllm-bench-env test-vllm
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,10 @@ $(VLLM_VENV)/.installed: setup.py setup.cfg
 	$(VLLM_PY) -m pip install -q --no-deps -e .
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "datasets>=3.0" "pyarrow>=15" "scipy>=1.11" "accelerate>=1.0" "pytest>=8"
 	touch $@
+
+# lm-eval 0.4.13 beside vLLM, for benchmarks/compare_harnesses.py --vllm_python (vLLM's pins kept).
+vllm-bench-env: vllm-env
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "lm-eval==0.4.13"
 
 # The real engine on tiny models built at test time (marker vllm; deselected by `make test`).
 test-vllm: vllm-env

@@ -143,7 +143,7 @@ class VLLMStats:
     """`summary_general.scoring`: prompt tokens sent, those vLLM read from its prefix cache, the
     fewest any scorer must forward (the prefix tree's), and tokens generated."""
 
-    tokens_forwarded: int = 0
+    prompt_tokens: int = 0
     prefix_cached_tokens: int = 0
     unique_prompt_tokens: int = 0
     generated_tokens: int = 0
@@ -223,7 +223,7 @@ class VLLMModel(LanguageModel):
         """(sum of target logprobs, every target the argmax) of each item, in token order."""
         unique = sorted(unique, key=lambda it: it.tokens)
         self.counters.unique_prompt_tokens += unique_tokens(unique)
-        self.counters.tokens_forwarded += sum(len(it.tokens) + 1 for it in unique)
+        self.counters.prompt_tokens += sum(len(it.tokens) + 1 for it in unique)
         results: list = [None] * len(unique)
 
         def scored(done: list[int]) -> None:
