@@ -185,20 +185,35 @@ def _requests():
     return scored, rolling, generation
 
 
+def _greedy_request(reference):
+    """A one-token continuation that is the argmax after its context (and encodes back to itself)."""
+    import torch
+
+    from lighteval_like.models.base import LoglikelihoodRequest
+
+    for context in ("0 1 2 3", "Question: What is", "She walked to the", "The play was", "A. water B."):
+        ids = reference.encoder.encode(context)
+        with torch.no_grad():
+            token = int(reference.model(torch.tensor([ids])).logits[0, -1].argmax())
+        request = LoglikelihoodRequest(context, reference.tokenizer.decode([token]))
+        item, _ = reference.encoder.request_item(request)
+        if item.targets == (token,) and item.tokens == tuple(ids):
+            return request
+    raise AssertionError("no context whose greedy token encodes back to itself")
+
+
 CORPUS_WORDS = "She walked to the store because she needed milk , therefore she bought some bread too .".split()
 
 
 @pytest.mark.vllm
 def test_same_numbers_as_the_transformers_backend(engine, vllm_folder):
-    from lighteval_like.models.base import LoglikelihoodRequest
     from lighteval_like.models.transformers_model import TransformersModel
 
     reference = TransformersModel(parse_model_args(f"pretrained={vllm_folder}/weights,dtype=float32,max_length=128"),
                                   device="cpu", show_progress=False)
     scored, rolling, generation = _requests()
     texts = reference.greedy_until(generation)
-    # a continuation that is the model's own greedy choice must be greedy in both
-    scored.append(LoglikelihoodRequest(generation[1].context, texts[1].text))
+    scored.append(_greedy_request(reference))  # the model's own argmax: greedy in both
     reported = []
     engine.on_batch = lambda requests, responses: reported.extend(zip(requests, responses))
     try:
@@ -237,10 +252,11 @@ def _committed(cache_root: str) -> int:
     return total
 
 
-def _kill_a_replica_once_work_is_committed(cache_root: str, killed: list) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not killed:
-        pids = _replica_pids()
+def _kill_a_replica_once_work_is_committed(cache_root: str, killed: list, done: threading.Event) -> None:
+    """SIGKILL the second of the run's two replicas (not the module's engine) after a first commit."""
+    before = set(_replica_pids())
+    while not done.is_set() and not killed:
+        pids = [p for p in _replica_pids() if p not in before]
         if len(pids) == 2 and _committed(cache_root) > 0:
             os.killpg(pids[1], signal.SIGKILL)
             killed.append(time.monotonic())
@@ -268,16 +284,18 @@ def test_data_parallel_replicas_match_one_engine_and_a_killed_replica_resumes(en
             "--cache_dir", cache_root]
     monkeypatch.setattr(vllm_replicas, "CHUNK_PROMPTS", 1)  # many small commits: the kill lands mid-run
     killed: list = []
-    killer = threading.Thread(target=_kill_a_replica_once_work_is_committed, args=(cache_root, killed))
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_a_replica_once_work_is_committed, args=(cache_root, killed, done))
     killer.start()
     result = CliRunner().invoke(cli.main, args)
     ended = time.monotonic()
+    done.set()
     killer.join()
     assert killed and ended - killed[0] < 10, result.output
     assert result.exit_code == 137
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("lighteval-like: error: vLLM replica 1 was killed by signal 9") and "rerun to resume" in last
-    assert not _replica_pids()  # the other replica and every engine process are gone
+    assert _replica_pids() == [engine.pool.processes[0].pid]  # the run's replicas and engines are gone
 
     rerun = CliRunner().invoke(cli.main, args)
     assert rerun.exit_code == 0, rerun.stderr

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
+import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -22,9 +25,11 @@ from typing import Any
 
 from lighteval_like.errors import LightevalLikeError, ModelLoadError, one_line
 
+ROOT_CAUSE = re.compile(r"(\b\w*(?:Error|Exception)\b: .*\S)")
 CHUNK_TOKENS = 32768  # prompt tokens per chunk sent back (the response cache commits each)
 CHUNK_PROMPTS = 256
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 5.0  # for a failed replica's processes to clean up
+CLOSE_GRACE_S = 30.0  # for replicas to shut their engines down at the end of a run
 
 KV_CACHE_FIX = ("not enough memory for the KV cache: on GPU raise gpu_memory_utilization or lower max_model_length; "
                 "on CPU lower gpu_memory_utilization (the replicas' share of host memory) or set "
@@ -158,18 +163,36 @@ def _check_engine_args(engine_args: dict) -> None:
         raise ValueError(f"vLLM {vllm.__version__} has no engine argument {', '.join(unknown)}: drop that model arg")
 
 
-def _kill_children() -> None:
-    """The engine's processes, which a failed start-up may leave behind."""
+def _end_children() -> None:
+    """The engine's processes, which a failure may leave behind: a few seconds to clean up
+    (shared memory), then killed."""
     import psutil  # a dependency of vLLM
 
-    for child in psutil.Process().children(recursive=True):
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    for child in psutil.wait_procs(children, timeout=STOP_GRACE_S)[1]:
         child.kill()
 
 
-def _serve(engine_args: dict, env: dict[str, str], conn: Connection, parent: int) -> None:
-    """A replica's life: start the engine, report its facts, then answer job lists chunk by chunk."""
+def root_cause(error: BaseException, log_path: str) -> str:
+    """The error as one line; vLLM's "see root cause above" replaced by the last error its
+    engine processes logged (they run in other processes, so only their log has it)."""
+    message = f"{type(error).__name__}: {one_line(error)}"
+    if "root cause" not in message:
+        return message
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        causes = [m.group(1) for line in f if (m := ROOT_CAUSE.search(line)) and "root cause" not in line]
+    return one_line(RuntimeError(causes[-1])) if causes else message
+
+
+def _serve(engine_args: dict, env: dict[str, str], conn: Connection, parent: int, log_path: str) -> None:
+    """A replica's life: start the engine, report its facts, then answer job lists chunk by chunk.
+    Its output and its engine processes' go to `log_path` (the run's terminal shows our progress)."""
     os.setsid()  # its own process group: stopping the replica stops its engine's processes too
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the run's own progress bars say enough
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     os.environ.update(env)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
@@ -182,25 +205,40 @@ def _serve(engine_args: dict, env: dict[str, str], conn: Connection, parent: int
             conn.send(("done", (_score if isinstance(chunk[0], ScoreJob) else _generate)(llm, chunk)))
         llm.llm_engine.engine_core.shutdown()
     except BaseException as e:  # every failure goes back to the main process as one line
-        conn.send(("error", f"{type(e).__name__}: {one_line(e)}", traceback.format_exc()))
+        traceback.print_exc()
+        conn.send(("error", root_cause(e, log_path)))
         conn.close()
-        _kill_children()
-        os._exit(1)
-    conn.close()
-    os._exit(0)
+        _end_children()
+        sys.exit(1)
+    conn.close()  # returning lets the engine's finalizers release its shared memory
 
 
 # ------------------------------------------------------------------------------ main side
+def _quiet_resource_tracker() -> None:
+    """Start the resource tracker the replicas share so that it frees the shared memory of an
+    engine that was killed without the warning per segment, which would follow the run's error line."""
+    from multiprocessing import resource_tracker
+
+    sys.warnoptions.append("ignore::UserWarning")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove("ignore::UserWarning")
+
+
 class ReplicaPool:
     """N replicas started together; `run` hands each its jobs and reports results as they come."""
 
     def __init__(self, engine_args: dict, envs: list[dict[str, str]]):
         ctx = multiprocessing.get_context("spawn")  # vLLM's engine may not start in a forked process
+        _quiet_resource_tracker()
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.conns: list[Connection] = []
-        for env in envs:
+        folder = tempfile.mkdtemp(prefix="lighteval-like-vllm-")
+        self.logs = [os.path.join(folder, f"replica{r}.log") for r in range(len(envs))]
+        for env, log in zip(envs, self.logs):
             mine, theirs = ctx.Pipe()
-            process = ctx.Process(target=_serve, args=(engine_args, env, theirs, os.getpid()), daemon=False)
+            process = ctx.Process(target=_serve, args=(engine_args, env, theirs, os.getpid(), log), daemon=False)
             process.start()
             theirs.close()
             self.processes.append(process)
@@ -261,19 +299,23 @@ class ReplicaPool:
         process = self.processes[r]
         process.join(STOP_GRACE_S)
         code = process.exitcode
-        self.close()
+        self.close(graceful=False)
         exit_code = 128 - code if code is not None and code < 0 else (code or 1)
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"failed (exit code {code})"
-        raise ReplicaError(f"vLLM replica {r} {how}: {reason}", exit_code)
+        raise ReplicaError(f"vLLM replica {r} {how}: {reason} (its log: {self.logs[r]})", exit_code)
 
-    def close(self) -> None:
-        """Stop every replica and its engine's processes."""
-        for conn in self.conns:
+    def close(self, graceful: bool = True) -> None:
+        """Stop every replica and its engine's processes: when their work is done (`graceful`), or
+        at once, after a failure."""
+        for conn, process in zip(self.conns, self.processes):
             try:
-                conn.send(None)
+                if graceful:
+                    conn.send(None)
+                elif process.exitcode is None and process.pid is not None:
+                    os.killpg(process.pid, signal.SIGTERM)
             except (OSError, ValueError):
                 pass
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + (CLOSE_GRACE_S if graceful else STOP_GRACE_S)
         for process in self.processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None and process.pid is not None:
