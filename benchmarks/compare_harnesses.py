@@ -166,7 +166,7 @@ def ours_scoring(output_dir: str) -> dict:
     return json.load(open(sorted(files)[-1]))["summary_general"].get("scoring", {})
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data_dir", required=True)
@@ -181,7 +181,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip_lighteval", action="store_true")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     args.model, args.data_dir = os.path.abspath(args.model), os.path.abspath(args.data_dir)
     if args.skip_lighteval:
         args.lighteval_python = None
