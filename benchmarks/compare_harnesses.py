@@ -2,6 +2,7 @@
 
     python benchmarks/compare_harnesses.py --model DIR --data_dir MIRROR \
         --lm_eval_python VENV/bin/python --lighteval_python VENV2/bin/python \
+        [--vllm_python .venv-vllm/bin/python]   # also `lighteval-like vllm` and lm-eval's `--model vllm` \
         [--tasks truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench] [--limit 40] [--batch_size 8] [--repeats 1]
 
 Every harness runs as a whole command on the same model folder, the same mirror rows (the first
@@ -142,6 +143,18 @@ def commands(name: str, bench: Benchmark, args, out: str) -> dict[str, list[str]
             "--batch_size", str(args.batch_size), "--device", "cpu", "--log_samples",
             "--output_path", os.path.join(out, "lm-eval"),
         ]
+    if args.vllm_python:  # vLLM's own environment: our `vllm` entry point and lm-eval's `--model vllm`
+        cmds["lighteval-like vllm"] = [
+            args.vllm_python, "-m", "lighteval_like", "vllm", "--model_args", f"pretrained={args.model},dtype=float32",
+            "--tasks", bench.ours, "--max_samples", str(args.limit), "--output_dir", os.path.join(out, "ours-vllm"),
+            "--dataset_dir", args.data_dir, "--save_details", "--no_cache",
+        ]
+        cmds["lm-eval vllm"] = [
+            args.vllm_python, os.path.join(HERE, "_lm_eval_offline.py"), "--mirror", args.data_dir, "--",
+            "--model", "vllm", "--model_args", f"pretrained={args.model},dtype=float32,enforce_eager=True",
+            "--tasks", bench.lm_eval, "--num_fewshot", str(bench.lm_eval_fewshot), "--limit", str(args.limit),
+            "--batch_size", "auto", "--log_samples", "--output_path", os.path.join(out, "lm-eval-vllm"),
+        ]
     if args.lighteval_python and bench.lighteval:
         cmds["lighteval"] = [
             args.lighteval_python, os.path.join(HERE, "_lighteval_offline.py"), "--mirror", args.data_dir, "--",
@@ -161,12 +174,14 @@ def ours_scoring(output_dir: str) -> dict:
     return json.load(open(sorted(files)[-1]))["summary_general"].get("scoring", {})
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"))
     parser.add_argument("--lighteval_python", default=os.environ.get("LIGHTEVAL_PYTHON"))
+    parser.add_argument("--vllm_python", default=os.environ.get("VLLM_PYTHON"),
+                        help="python of an environment with vLLM, lighteval-like and lm-eval (make vllm-bench-env)")
     parser.add_argument("--tasks", default="truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench")
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--gsm8k_limit", type=int, default=10, help="generation is slow on CPU")
@@ -174,12 +189,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip_lighteval", action="store_true")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     args.model, args.data_dir = os.path.abspath(args.model), os.path.abspath(args.data_dir)
     if args.skip_lighteval:
         args.lighteval_python = None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     report = {}
     work = tempfile.mkdtemp(prefix="compare-harnesses-")
     for name in args.tasks.split(","):
@@ -256,6 +275,11 @@ def format_report(report: dict) -> str:
             f"{num(ours.get('peak_mb'), '8.0f')} {num(lm.get('peak_mb'), '11.0f')} "
             f"{num(e.get('scoring', {}).get('forwarded_over_unique'), '10.3f')}  {e.get('parity', {}).get('summary', '-')}"
         )
+    lines += ["", "every harness (median seconds, peak MB):"]
+    for name, e in report.items():
+        figures = [f"{h} {v['seconds']:.1f} s {v['peak_mb']:.0f} MB" for h, v in e.items()
+                   if isinstance(v, dict) and v.get("seconds") is not None]
+        lines.append(f"{name:11s} " + " | ".join(figures))
     return "\n".join(lines)
 
 

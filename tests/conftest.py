@@ -40,8 +40,10 @@ def _train_tokenizer(folder: str) -> None:
     fast.save_pretrained(folder)
 
 
-def build_tiny_model(folder: str, arch: str = "llama", seed: int = 0) -> str:
-    """A randomly initialised (seeded) causal LM with a real BPE tokenizer, saved to `folder`."""
+def build_tiny_model(folder: str, arch: str = "llama", seed: int = 0, hidden: int = 64, heads: int = 4,
+                     kv_heads: int = 2) -> str:
+    """A randomly initialised (seeded) causal LM with a real BPE tokenizer, saved to `folder`
+    (vLLM's CPU attention wants heads of 32 dimensions or more: `hidden`/`heads`)."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -50,8 +52,8 @@ def build_tiny_model(folder: str, arch: str = "llama", seed: int = 0) -> str:
     torch.manual_seed(seed)
     if arch == "llama":
         config = LlamaConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
             bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
         )
         model = LlamaForCausalLM(config)

@@ -1,4 +1,4 @@
-"""Command line: `lighteval-like accelerate|distributed|tasks ...` (thin shells over the pipeline)."""
+"""Command line: `lighteval-like accelerate|vllm|distributed|tasks ...` (thin shells over the pipeline)."""
 
 from __future__ import annotations
 
@@ -91,39 +91,51 @@ def _print_summary(result) -> None:
         click.echo(f"Response cache: {cache.hits} reused, {cache.computed} computed")
 
 
+def _run_options(fn):
+    """The options `accelerate` and `vllm` share: the model, the tasks, the outputs and the run."""
+    options = [
+        click.option("--model_args", help="Model arguments 'k=v,k=v' (pretrained=..., dtype=..., ...)."),
+        click.option("--model_config_path", type=click.Path(),
+                     help="YAML file of model arguments (instead of --model_args)."),
+        click.option("--tasks", required=True, help="Task specs 'suite|task|fewshot|truncate,...' or a task-list file."),
+        click.option("--output_dir", default="results", show_default=True, help="Where results and details are written."),
+        click.option("--max_samples", type=click.IntRange(min=1), help="Evaluate only the first N docs of each task."),
+        click.option("--save_details", is_flag=True, help="Write per-sample details as parquet."),
+        click.option("--custom_tasks", type=click.Path(), help="Python file defining TASKS_TABLE."),
+        click.option("--use_chat_template", is_flag=True, help="Render prompts with the tokenizer's chat template."),
+        click.option("--system_prompt", help="System prompt placed before every context."),
+        click.option("--num_fewshot_seeds", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Evaluate each doc with this many few-shot draws."),
+        click.option("--job_id", help="Free-form id recorded in the results."),
+        click.option("--cache_dir", type=click.Path(),
+                     help="Cache folder for models, datasets and the response cache (<dir>/responses; "
+                          "default $LIGHTEVAL_LIKE_CACHE, else ~/.cache/lighteval_like)."),
+        click.option("--no_cache", is_flag=True,
+                     help="Neither reuse nor save responses (by default a rerun of a killed run resumes)."),
+        click.option("--dataset_dir", type=click.Path(),
+                     help="Local hub mirror (else $LIGHTEVAL_LIKE_DATA_DIR, else the hub)."),
+        click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws."),
+        click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function."),
+        click.option("--allow_code_execution", is_flag=True,
+                     help="Let code tasks (humaneval) run the programs the model writes, sandboxed."),
+        click.option("--allow_weaker_isolation", is_flag=True,
+                     help="With --allow_code_execution: accept weaker isolation than bubblewrap where it is missing."),
+        click.option("--push_to_tensorboard", is_flag=True,
+                     help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/."),
+        click.option("--checkpoint_step", type=click.IntRange(min=0),
+                     help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order)."),
+        click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command("accelerate")
-@click.option("--model_args", help="Model arguments 'k=v,k=v' (pretrained=..., dtype=..., ...).")
-@click.option("--model_config_path", type=click.Path(), help="YAML file of model arguments (instead of --model_args).")
-@click.option("--tasks", required=True, help="Task specs 'suite|task|fewshot|truncate,...' or a task-list file.")
-@click.option("--output_dir", default="results", show_default=True, help="Where results and details are written.")
+@_run_options
 @click.option("--override_batch_size", type=int, default=-1, show_default=True,
               help="Sequences per forward pass per process (a positive integer); -1 = automatic (token budget, halves on OOM).")
-@click.option("--max_samples", type=click.IntRange(min=1), help="Evaluate only the first N docs of each task.")
-@click.option("--save_details", is_flag=True, help="Write per-sample details as parquet.")
-@click.option("--custom_tasks", type=click.Path(), help="Python file defining TASKS_TABLE.")
-@click.option("--use_chat_template", is_flag=True, help="Render prompts with the tokenizer's chat template.")
-@click.option("--system_prompt", help="System prompt placed before every context.")
-@click.option("--num_fewshot_seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Evaluate each doc with this many few-shot draws.")
-@click.option("--job_id", help="Free-form id recorded in the results.")
-@click.option("--cache_dir", type=click.Path(),
-              help="Cache folder for models, datasets and the response cache (<dir>/responses; "
-                   "default $LIGHTEVAL_LIKE_CACHE, else ~/.cache/lighteval_like).")
-@click.option("--no_cache", is_flag=True,
-              help="Neither reuse nor save responses (by default a rerun of a killed run resumes).")
-@click.option("--dataset_dir", type=click.Path(), help="Local hub mirror (else $LIGHTEVAL_LIKE_DATA_DIR, else the hub).")
-@click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws.")
-@click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")
-@click.option("--allow_code_execution", is_flag=True,
-              help="Let code tasks (humaneval) run the programs the model writes, sandboxed.")
-@click.option("--allow_weaker_isolation", is_flag=True,
-              help="With --allow_code_execution: accept weaker isolation than bubblewrap where it is missing.")
-@click.option("--push_to_tensorboard", is_flag=True,
-              help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/.")
-@click.option("--checkpoint_step", type=click.IntRange(min=0),
-              help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @reports_errors
 def accelerate_command(**kwargs) -> None:
     """Evaluate a transformers model (single process, or data parallel under `accelerate launch`)."""
@@ -133,6 +145,18 @@ def accelerate_command(**kwargs) -> None:
     result = run_accelerate(**kwargs)
     if result is not None:
         _print_summary(result)
+
+
+@main.command("vllm")
+@_run_options
+@reports_errors
+def vllm_command(**kwargs) -> None:
+    """Evaluate with vLLM: tensor/pipeline parallel in the engine, data parallel over engine replicas
+    (model args tensor_parallel_size, pipeline_parallel_size, data_parallel_size)."""
+    from lighteval_like.entrypoints import run_vllm
+
+    kwargs.pop("debug")  # read by reports_errors
+    _print_summary(run_vllm(**kwargs))
 
 
 def _distributed_options(fn):

@@ -8,15 +8,22 @@ from collections.abc import Callable
 from lighteval_like.config_files import keys_of
 from lighteval_like.docs import load_task_data
 from lighteval_like.errors import UsageError
-from lighteval_like.models.model_args import TransformersModelConfig, load_model_config, parse_model_args
+from lighteval_like.models.model_args import (
+    ModelConfig,
+    TransformersModelConfig,
+    VLLMModelConfig,
+    load_model_config,
+    parse_model_args,
+)
 from lighteval_like.outputs import EvaluationResult
 from lighteval_like.pipeline import Pipeline, PipelineParameters
 
 
-def model_config_from_flags(model_args: str | None, model_config_path: str | None) -> TransformersModelConfig:
+def model_config_from_flags(model_args: str | None, model_config_path: str | None,
+                            cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
     if bool(model_args) == bool(model_config_path):
         raise UsageError("pass exactly one of --model_args 'pretrained=...,dtype=...' or --model_config_path <yaml>")
-    return parse_model_args(model_args) if model_args else load_model_config(model_config_path)
+    return parse_model_args(model_args, cls) if model_args else load_model_config(model_config_path, cls)
 
 
 def run_accelerate(
@@ -46,10 +53,35 @@ def run_accelerate(
     return Pipeline(params, load_model, process, model_args_record(config)).evaluate()
 
 
-def model_args_record(config: TransformersModelConfig) -> dict:
+def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+             **pipeline_flags) -> EvaluationResult:
+    """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
+    from lighteval_like.models.vllm_model import VLLMModel, require_vllm
+
+    config = model_config_from_flags(model_args, model_config_path, VLLMModelConfig)
+    require_vllm()  # before the data loads
+    if cache_dir:
+        config.cache_dir = cache_dir
+    pipeline_flags["use_chat_template"] = pipeline_flags.get("use_chat_template") or config.use_chat_template
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=config.batch_size)
+    model: VLLMModel | None = None
+
+    def load_model() -> VLLMModel:
+        nonlocal model
+        model = VLLMModel(config)
+        return model
+
+    try:
+        return Pipeline(params, load_model, model_args=model_args_record(config)).evaluate()
+    finally:
+        if model is not None:
+            model.close()
+
+
+def model_args_record(config: TransformersModelConfig | VLLMModelConfig) -> dict:
     """The model args as recorded in the results and fingerprinted by the response cache
     (internal fields, such as where files are cached, are not model args)."""
-    return {k: getattr(config, k) for k in keys_of(TransformersModelConfig)}
+    return {k: getattr(config, k) for k in keys_of(type(config))}
 
 
 def run_distributed(

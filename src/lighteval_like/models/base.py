@@ -75,6 +75,7 @@ class ModelIdentity:
     model_size: str | None = None
     max_length: int | None = None
     add_special_tokens: bool | None = None
+    backend: str = "transformers"  # vllm's numbers are its kernels': never reused for another backend
 
 
 @dataclass

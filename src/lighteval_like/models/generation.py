@@ -47,9 +47,7 @@ def _encode_prompts(model: TransformersModel, requests: list[GenerationRequest])
     prompts = []
     for req in requests:
         max_new = req.max_new_tokens or model.config.max_gen_toks
-        ids = model.encoder.encode(req.context)
-        room = max(1, model.max_length - max_new)
-        prompts.append(Prompt(ids[-room:], len(ids) > room, max_new))
+        prompts.append(Prompt(*model.encoder.generation_prompt(req.context, max_new), max_new))
     return prompts
 
 

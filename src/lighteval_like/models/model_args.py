@@ -1,4 +1,5 @@
-"""`--model_args "k=v,k=v"` and `--model_config_path` (YAML) -> `TransformersModelConfig`."""
+"""`--model_args "k=v,k=v"` and `--model_config_path` (YAML) -> a backend's model config
+(`TransformersModelConfig` for `accelerate`/`distributed`, `VLLMModelConfig` for `vllm`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lighteval_like.config_files import Vocabulary, build, keys_of, read_yaml, short
 from lighteval_like.errors import ModelArgsError
@@ -58,13 +59,7 @@ class TransformersModelConfig:
             raise ModelArgsError(f"device '{self.device}' is not valid: use cpu, cuda, cuda:N or mps")
         if self.max_gen_toks <= 0 or (self.max_length is not None and self.max_length <= 0):
             raise ModelArgsError("max_gen_toks and max_length must be positive integers")
-        if not self.pretrained:
-            raise ModelArgsError("pretrained must name a hub id or a local model directory")
-        if self.revision != "main" and os.path.isdir(os.path.expanduser(self.pretrained)):
-            raise ModelArgsError(
-                f"revision={self.revision} cannot apply to the local folder '{self.pretrained}' (a revision is "
-                f"a hub repository's): check it out into the folder and drop revision=, or pass the hub id"
-            )
+        _check_source(self.pretrained, self.revision)
         if self.quantization_config is not None:
             _check_quantization_keys(self.quantization_config)
 
@@ -77,8 +72,76 @@ class TransformersModelConfig:
         """Name used for the results folder: hub ids as given, local paths by their last part, GGUF files by their name."""
         if self.gguf_file:  # the folder only holds it: the file names the model
             return os.path.splitext(os.path.basename(self.gguf_file))[0]
-        path = self.pretrained.rstrip("/")
-        return os.path.basename(path) if os.path.isdir(path) else path
+        return _model_name(self.pretrained)
+
+
+def _model_name(pretrained: str) -> str:
+    path = pretrained.rstrip("/")
+    return os.path.basename(path) if os.path.isdir(path) else path
+
+
+def _check_source(pretrained: str, revision: str) -> None:
+    if not pretrained:
+        raise ModelArgsError("pretrained must name a hub id or a local model directory")
+    if revision != "main" and os.path.isdir(os.path.expanduser(pretrained)):
+        raise ModelArgsError(
+            f"revision={revision} cannot apply to the local folder '{pretrained}' (a revision is "
+            f"a hub repository's): check it out into the folder and drop revision=, or pass the hub id"
+        )
+
+
+VLLM_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass
+class VLLMModelConfig:
+    """Model arguments of the `vllm` entry point, named as in lighteval's vLLM config. Tokenisation
+    args mean what they mean for `TransformersModelConfig`; the rest go to the vLLM engine."""
+
+    pretrained: str
+    revision: str = "main"
+    dtype: str = "auto"
+    tokenizer: str | None = None
+    subfolder: str | None = None
+    trust_remote_code: bool = False
+    seed: int = 1234
+    # On CPU a fraction of host memory (unless VLLM_CPU_KVCACHE_SPACE gives the KV cache in GiB).
+    gpu_memory_utilization: float = 0.8
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1  # engine replicas, each in a worker process of its own
+    max_model_length: int | None = None  # None: the engine's own maximum
+    swap_space: float | None = None  # GiB of CPU swap per GPU (None: vLLM's default)
+    batch_size: int | None = None  # most sequences per engine step (vLLM's max_num_seqs)
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool | None = None  # None: True on CPU (graph capture costs more than it saves there)
+    use_chat_template: bool = False
+    add_special_tokens: bool = False
+    multichoice_continuations_start_space: bool | None = None
+    max_gen_toks: int = 256
+    quantization: str | None = None
+    load_format: str | None = None
+    cache_dir: str | None = field(default=None, metadata={"cli": False})
+
+    def __post_init__(self):
+        self.dtype = DTYPE_ALIASES.get(str(self.dtype), str(self.dtype))
+        if self.dtype not in VLLM_DTYPES:
+            raise ModelArgsError(f"dtype '{self.dtype}' is not supported by vllm: use one of {', '.join(VLLM_DTYPES)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ModelArgsError(f"gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]")
+        sizes = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_gen_toks",
+                 "max_model_length", "batch_size", "max_num_batched_tokens")
+        bad = [k for k in sizes if getattr(self, k) is not None and getattr(self, k) <= 0]
+        if bad:
+            raise ModelArgsError(f"{', '.join(bad)} must be positive integers")
+        if self.swap_space is not None and self.swap_space < 0:
+            raise ModelArgsError(f"swap_space={self.swap_space} must be a number of GiB >= 0")
+        _check_source(self.pretrained, self.revision)
+
+    @property
+    def model_name(self) -> str:
+        """Name used for the results folder, as for the transformers backend."""
+        return _model_name(self.pretrained)
 
 
 def _check_quantization_keys(options: dict) -> None:
@@ -98,25 +161,26 @@ def _check_quantization_keys(options: dict) -> None:
 
 
 MODEL_ARGS = Vocabulary(ModelArgsError, "model arg", text_values=True)
+ModelConfig = TypeVar("ModelConfig", TransformersModelConfig, VLLMModelConfig)
 
 
-def _valid_keys() -> list[str]:
-    return keys_of(TransformersModelConfig)
+def _valid_keys(cls: type = TransformersModelConfig) -> list[str]:
+    return keys_of(cls)
 
 
-def _bool_keys() -> list[str]:
+def _bool_keys(cls: type) -> list[str]:
     """Args that may be given bare (`trust_remote_code` = `trust_remote_code=True`)."""
-    hints = typing.get_type_hints(TransformersModelConfig)
-    return [k for k in _valid_keys() if hints[k] is bool or bool in typing.get_args(hints[k])]
+    hints = typing.get_type_hints(cls)
+    return [k for k in _valid_keys(cls) if hints[k] is bool or bool in typing.get_args(hints[k])]
 
 
-def build_config(values: dict[str, Any]) -> TransformersModelConfig:
-    if "pretrained" not in values and not [k for k in values if k not in _valid_keys()]:
+def build_config(values: dict[str, Any], cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
+    if "pretrained" not in values and not [k for k in values if k not in _valid_keys(cls)]:
         raise ModelArgsError("model args must include pretrained=<hub id or local model directory>")
-    return build(TransformersModelConfig, values, MODEL_ARGS)
+    return build(cls, values, MODEL_ARGS)
 
 
-def parse_model_args(text: str) -> TransformersModelConfig:
+def parse_model_args(text: str, cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
     """Parse `k=v,k=v`; a bare key means True. Errors name the bad part and the valid keys."""
     values: dict[str, Any] = {}
     for part in str(text).split(","):
@@ -129,22 +193,22 @@ def parse_model_args(text: str) -> TransformersModelConfig:
             raise ModelArgsError(f"entry '{short(part)}' in --model_args has no key: expected k=v")
         if key in values:
             raise ModelArgsError(f"model arg '{short(key, 40)}' is given twice in --model_args")
-        bare_ok = key in _bool_keys()
+        bare_ok = key in _bool_keys(cls)
         if sep and not value.strip():
             raise ModelArgsError(
                 f"model arg '{short(key, 40)}' has an empty value: write {short(key, 40)}=<value>"
                 + (", or the bare key for True" if bare_ok else "")
             )
-        if not sep and key in _valid_keys() and not bare_ok:
+        if not sep and key in _valid_keys(cls) and not bare_ok:
             raise ModelArgsError(
                 f"model arg '{key}' needs a value: write {key}=<value> (only true/false args may be given bare: "
-                f"{', '.join(_bool_keys())})"
+                f"{', '.join(_bool_keys(cls))})"
             )
         values[key] = value.strip() if sep else "True"
-    return build_config(values)
+    return build_config(values, cls)
 
 
-def load_model_config(path: str) -> TransformersModelConfig:
+def load_model_config(path: str, cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
     """A YAML file: the args at top level, or under `model_parameters` (lighteval's layout)."""
     data = read_yaml(path, "model config", ModelArgsError)
     if isinstance(data, dict) and set(data) == {"model_parameters"}:
@@ -154,6 +218,6 @@ def load_model_config(path: str) -> TransformersModelConfig:
     if "model_name" in data and "pretrained" not in data:
         data["pretrained"] = data.pop("model_name")
     try:
-        return build_config(data)
+        return build_config(data, cls)
     except ModelArgsError as e:
         raise ModelArgsError(f"{path}: {e}") from e

@@ -3,13 +3,15 @@
 Trailing whitespace of a context moves to the continuation, the continuation is the tail of
 the joint encoding, an empty context becomes the prefix token (BOS, else EOS), and inputs
 longer than `max_length` are cut from the left. Rolling requests are cut into disjoint windows.
+Also the tokenizer loading and chat rendering every backend shares.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from lighteval_like.errors import LightevalLikeError
+from lighteval_like.errors import LightevalLikeError, ModelLoadError, one_line
 from lighteval_like.models.base import LoglikelihoodRequest
 from lighteval_like.models.packing import ScoreItem
 
@@ -31,6 +33,12 @@ class RequestEncoder:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def generation_prompt(self, context: str, max_new_tokens: int) -> tuple[list[int], bool]:
+        """The context's ids cut on the left to leave room for the new tokens; True when cut."""
+        ids = self.encode(context)
+        room = max(1, self.max_length - max_new_tokens)
+        return ids[-room:], len(ids) > room
 
     def _continuation_space(self, continuation: str) -> str:
         if self.continuation_start_space is True and not continuation.startswith(" "):
@@ -84,3 +92,55 @@ class RequestEncoder:
             items.append(ScoreItem(tuple((context + targets)[:-1]), len(context) - 1, tuple(targets)))
             predicted = end
         return items
+
+
+# Files any transformers tokenizer is loaded from (a folder with none of them has no tokenizer).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
+def _check_local_path(path: str) -> None:
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep == "\\" and "\\" in path
+    if looks_local and not os.path.exists(os.path.expanduser(path)):
+        raise ModelLoadError(f"model path '{path}' does not exist: pass pretrained=<existing directory or hub id>")
+
+
+def load_tokenizer(pretrained: str, tokenizer: str | None, source_kwargs: dict):
+    """The model's tokenizer (or `tokenizer`'s), with a pad token; load failures are one line with the fix.
+    `source_kwargs` are the model's `from_pretrained` arguments (revision, subfolder, ...)."""
+    from transformers import AutoTokenizer
+
+    _check_local_path(pretrained)
+    kwargs = dict(source_kwargs)
+    if tokenizer:
+        kwargs.pop("gguf_file", None)
+        kwargs.pop("subfolder", None)
+    name = tokenizer or pretrained
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as e:  # hub/IO/format errors have many types
+        folder = os.path.expanduser(name)
+        hint = ""
+        if os.path.isdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"cannot load the tokenizer of '{name}': the folder has none of {', '.join(TOKENIZER_FILES)}: "
+                f"copy the tokenizer files into it, or pass tokenizer=<folder or hub id of the tokenizer>"
+            ) from e
+        if not os.path.isdir(folder):  # looked up on the hub: say so, and the fix
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            hint = (
+                f" ('{name}' is no local directory, so it was looked up on the hub"
+                + (" with HF_HUB_OFFLINE set" if offline else "")
+                + "): pass pretrained=<model directory>, or a hub id that is cached or reachable"
+            )
+        raise ModelLoadError(f"cannot load the tokenizer of '{name}': {type(e).__name__}: {one_line(e)}{hint}") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def render_chat(tokenizer, messages: list[dict], model_name: str) -> str:
+    """`messages` as the tokenizer's chat template renders them, ready for the assistant's turn."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise LightevalLikeError(f"--use_chat_template: the tokenizer of '{model_name}' has no chat template")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

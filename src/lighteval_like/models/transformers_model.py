@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -41,7 +40,7 @@ from lighteval_like.models.packing import (
     unique_tokens,
 )
 from lighteval_like.models.placement import SingleDevice
-from lighteval_like.models.tokenization import RequestEncoder
+from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
 
 DEFAULT_MAX_LENGTH = 2048
 CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU when the batch size is automatic
@@ -101,11 +100,6 @@ def _bitsandbytes_config(cfg: TransformersModelConfig):
         raise ModelArgsError(f"quantization_config {options} is not valid: {str(e).splitlines()[0]}") from e
 
 
-# Files any transformers tokenizer is loaded from (a folder with none of them has no tokenizer).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                   "spiece.model")
-
-
 def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -148,43 +142,8 @@ class TransformersModel(LanguageModel):
             kwargs["gguf_file"] = cfg.gguf_file
         return kwargs
 
-    def _check_local_path(self) -> None:
-        path = self.config.pretrained
-        looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep == "\\" and "\\" in path
-        if looks_local and not os.path.exists(os.path.expanduser(path)):
-            raise ModelLoadError(f"model path '{path}' does not exist: pass pretrained=<existing directory or hub id>")
-
     def _load_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        self._check_local_path()
-        cfg = self.config
-        kwargs = self._source_kwargs()
-        if cfg.tokenizer:
-            kwargs.pop("gguf_file", None)
-            kwargs.pop("subfolder", None)
-        try:
-            tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.pretrained, **kwargs)
-        except Exception as e:  # hub/IO/format errors have many types
-            name = cfg.tokenizer or cfg.pretrained
-            folder = os.path.expanduser(name)
-            hint = ""
-            if os.path.isdir(folder) and not any(os.path.exists(os.path.join(folder, f)) for f in TOKENIZER_FILES):
-                raise ModelLoadError(
-                    f"cannot load the tokenizer of '{name}': the folder has none of {', '.join(TOKENIZER_FILES)}: "
-                    f"copy the tokenizer files into it, or pass tokenizer=<folder or hub id of the tokenizer>"
-                ) from e
-            if not os.path.isdir(folder):  # looked up on the hub: say so, and the fix
-                offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-                hint = (
-                    f" ('{name}' is no local directory, so it was looked up on the hub"
-                    + (" with HF_HUB_OFFLINE set" if offline else "")
-                    + "): pass pretrained=<model directory>, or a hub id that is cached or reachable"
-                )
-            raise ModelLoadError(f"cannot load the tokenizer of '{name}': {type(e).__name__}: {one_line(e)}{hint}") from e
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
-        return tok
+        return load_tokenizer(self.config.pretrained, self.config.tokenizer, self._source_kwargs())
 
     def _load_model(self):
         from transformers import AutoModelForCausalLM
@@ -251,11 +210,7 @@ class TransformersModel(LanguageModel):
         return len(self.encoder.encode(text))
 
     def apply_chat_template(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise LightevalLikeError(
-                f"--use_chat_template: the tokenizer of '{self.config.pretrained}' has no chat template"
-            )
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages, self.config.pretrained)
 
     # ------------------------------------------------------------- planning
     def plan(self, requests: list) -> WorkPlan:
