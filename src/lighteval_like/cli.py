@@ -113,7 +113,10 @@ def _print_summary(result) -> None:
               help="Neither reuse nor save responses (by default a rerun of a killed run resumes).")
 @click.option("--dataset_dir", type=click.Path(), help="Local hub mirror (else $LIGHTEVAL_LIKE_DATA_DIR, else the hub).")
 @click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the few-shot draws.")
+@click.option("--seed", type=int, default=1234, show_default=True,
+              help="Seed of the few-shot draws, and of sampled generations unless generation_parameters sets one.")
+@click.option("--gen_kwargs", help="Generation parameters 'temperature=0.2,top_p=0.95,num_samples=4,...' (lm-eval's "
+              "syntax); they win over generation_parameters= and the tasks' defaults.")
 @click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")
 @click.option("--allow_code_execution", is_flag=True,
               help="Let code tasks (humaneval) run the programs the model writes, sandboxed.")

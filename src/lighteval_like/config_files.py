@@ -72,6 +72,11 @@ def _accept(value: Any, option: Any, vocabulary: Vocabulary) -> tuple[bool, Any]
             return True, value
         if text and re.fullmatch(r"\s*-?[0-9]{1,18}\s*", value):  # not '²', '--5', 10**5000
             return True, int(value)
+    elif option is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if text and re.fullmatch(r"\s*-?([0-9]{1,18}(\.[0-9]*)?|\.[0-9]+)([eE]-?[0-9]{1,3})?\s*", value):
+            return True, float(value)
     elif option is str:
         if isinstance(value, str):
             return True, value

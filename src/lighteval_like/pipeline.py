@@ -19,6 +19,7 @@ from lighteval_like import outputs
 from lighteval_like.data import DataSource
 from lighteval_like.docs import TaskData, load_task_data
 from lighteval_like.execution import CacheSettings, Execution, execute
+from lighteval_like.generation_params import GenerationParameters
 from lighteval_like.models.base import LanguageModel
 from lighteval_like.outputs import EvaluationResult
 from lighteval_like.results import GeneralSummary, RunReport, general_config, text_hash
@@ -56,6 +57,7 @@ class PipelineParameters:
     allow_weaker_isolation: bool = False  # ... below full (bubblewrap) isolation
     push_to_tensorboard: bool = False  # the scores as TensorBoard scalars (tensorboard.py)
     checkpoint_step: int | None = None  # the step of those scalars (a training checkpoint's)
+    generation: GenerationParameters | None = None  # the user's; a task's defaults fill the rest
 
 
 class Pipeline:
@@ -99,6 +101,7 @@ class Pipeline:
             seed=self.params.seed, num_fewshot_seeds=self.params.num_fewshot_seeds,
             system_prompt=self.params.system_prompt, chat_formatter=chat,
             count_tokens=model.count_tokens, max_length=model.max_length,
+            generation=self.params.generation or GenerationParameters(),
         )
         return [s for td in self._progress(data, "building requests") for s in build_samples(td, options)]
 

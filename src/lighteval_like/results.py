@@ -54,6 +54,7 @@ class TaskSummary:
     effective_few_shots: float
     requested_few_shots: int
     fewshot_split: str | None
+    generation_parameters: dict | None = None  # what a generative task ran with (user's over the task's)
 
 
 @dataclass
