@@ -115,6 +115,9 @@ def _print_summary(result) -> None:
 @click.option("--dataset_loading_processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True,
               help="Seed of the few-shot draws, and of sampled generations unless generation_parameters sets one.")
+@click.option("--remove_reasoning_tags", is_flag=True,
+              help="Cut reasoning blocks (<think>...</think>) out of generations before answers are extracted.")
+@click.option("--reasoning_tags", help="The reasoning tag pairs 'open,close;open,close' (default '<think>,</think>').")
 @click.option("--gen_kwargs", help="Generation parameters 'temperature=0.2,top_p=0.95,num_samples=4,...' (lm-eval's "
               "syntax); they win over generation_parameters= and the tasks' defaults.")
 @click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")

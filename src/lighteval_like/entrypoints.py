@@ -13,6 +13,7 @@ from lighteval_like.generation_params import parse_gen_kwargs
 from lighteval_like.models.model_args import TransformersModelConfig, load_model_config, parse_model_args
 from lighteval_like.outputs import EvaluationResult
 from lighteval_like.pipeline import Pipeline, PipelineParameters
+from lighteval_like.reasoning import parse_reasoning_tags
 from lighteval_like.tasks.config import TaskConfig
 
 
@@ -28,6 +29,8 @@ def run_accelerate(
     override_batch_size: int,
     cache_dir: str | None,
     gen_kwargs: str | None = None,
+    remove_reasoning_tags: bool = False,
+    reasoning_tags: str | None = None,
     **pipeline_flags,
 ) -> EvaluationResult | None:
     """Evaluate under Accelerate: one process, or data parallel under `accelerate launch`."""
@@ -41,8 +44,12 @@ def run_accelerate(
     if cache_dir:
         config.cache_dir = cache_dir
     batch_size = override_batch_size if override_batch_size > 0 else None
+    if reasoning_tags and not remove_reasoning_tags:
+        raise UsageError("--reasoning_tags names the tags --remove_reasoning_tags cuts out: pass both")
     generation = parse_gen_kwargs(gen_kwargs).over(config.generation_parameters)
-    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size, generation=generation)
+    tags = parse_reasoning_tags(reasoning_tags) if remove_reasoning_tags else None
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size, generation=generation,
+                                reasoning_tags=tags)
     process, device = accelerate_context()
 
     def load_model() -> TransformersModel:

@@ -22,6 +22,7 @@ from lighteval_like.execution import CacheSettings, Execution, execute
 from lighteval_like.generation_params import GenerationParameters
 from lighteval_like.models.base import LanguageModel
 from lighteval_like.outputs import EvaluationResult
+from lighteval_like.reasoning import remove_reasoning
 from lighteval_like.results import GeneralSummary, RunReport, general_config, text_hash
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
@@ -58,6 +59,7 @@ class PipelineParameters:
     push_to_tensorboard: bool = False  # the scores as TensorBoard scalars (tensorboard.py)
     checkpoint_step: int | None = None  # the step of those scalars (a training checkpoint's)
     generation: GenerationParameters | None = None  # the user's; a task's defaults fill the rest
+    reasoning_tags: tuple[tuple[str, str], ...] | None = None  # --remove_reasoning_tags: cut out before scoring
 
 
 class Pipeline:
@@ -124,6 +126,8 @@ class Pipeline:
             return None
         for sample in samples:
             sample.responses = [execution.answers[r] for r in sample.requests]
+        if p.reasoning_tags:
+            remove_reasoning(samples, p.reasoning_tags, model.count_tokens)
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
         return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from lighteval_like.docs import TaskData
 from lighteval_like.metrics import aggregate, resolve_metrics
+from lighteval_like.reasoning import unclosed_count
 from lighteval_like.results import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.samples import Sample
 from lighteval_like.sandbox import Isolation
@@ -81,6 +82,7 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
         requested_few_shots=td.task.spec.num_fewshot,
         fewshot_split=td.fewshot_split,
         generation_parameters=samples[0].generation.record() if samples and samples[0].generation else None,
+        unclosed_reasoning=unclosed_count(samples),
     )
 
 
