@@ -5,9 +5,15 @@ avg@k) against hand-computed values."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+import os
+import subprocess
+import sys
 
+import pyarrow.parquet as pq
 import pytest
+from conftest import free_port, run_cli
 from test_transformers_model import GEN_CONTEXTS, load
 
 from lighteval_like.entrypoints import run_accelerate
@@ -139,9 +145,12 @@ def test_sampled_task_end_to_end_records_parameters_and_resumes(tiny_model, mirr
             model_args=f"pretrained={tiny_model},generation_parameters={{max_new_tokens:8}}", model_config_path=None,
             override_batch_size=batch, cache_dir=str(tmp_path / "cache"), tasks="lighteval|gsm8k_cot_maj|2|0",
             output_dir=str(tmp_path / f"out{batch}"), dataset_dir=mirror, gen_kwargs="num_samples=3,top_k=20",
+            save_details=True,
         )
 
     first = run(4)
+    rows = pq.read_table(first.details_paths[0]).to_pylist()
+    assert all(len(r["generations"]) == 3 and r["generation"] == r["generations"][0] for r in rows)
     with open(first.results_path, encoding="utf-8") as f:
         written = json.load(f)
     scores = written["results"]["lighteval|gsm8k_cot_maj|2"]
@@ -156,3 +165,31 @@ def test_sampled_task_end_to_end_records_parameters_and_resumes(tiny_model, mirr
         again = json.load(f)
     assert again["summary_general"]["response_cache"]["hits"] == 9
     assert again["results"]["lighteval|gsm8k_cot_maj|2"] == scores
+
+
+def _sample_texts(out_dir) -> tuple[dict, dict]:
+    """({doc: sampled texts}, scores) of the run written to `out_dir`."""
+    (results,) = glob.glob(os.path.join(out_dir, "results", "*", "*.json"))
+    (details,) = glob.glob(os.path.join(out_dir, "details", "*", "*", "*.parquet"))
+    with open(results, encoding="utf-8") as f:
+        scores = json.load(f)["results"]
+    return {r["doc_index"]: r["generations"] for r in pq.read_table(details).to_pylist()}, scores
+
+
+def test_sampled_run_same_with_two_data_parallel_processes(tiny_model, mirror, tmp_path):
+    """gsm8k_cot_maj (3 samples per doc): two gloo ranks draw the texts and scores of one process."""
+    common = ["accelerate", "--model_args", f"pretrained={tiny_model},dtype=float32", "--tasks",
+              "lighteval|gsm8k_cot_maj|2|0", "--gen_kwargs", "num_samples=3,max_new_tokens=6", "--save_details",
+              "--dataset_dir", mirror, "--no_cache"]
+    single = run_cli([*common, "--output_dir", str(tmp_path / "single"), "--override_batch_size", "1"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "lighteval_like"]
+    dp = subprocess.run([*launch, *common, "--output_dir", str(tmp_path / "dp"), "--override_batch_size", "8"],
+                        capture_output=True, text=True, env=env, timeout=900)
+    assert dp.returncode == 0, dp.stderr[-3000:]
+    texts, scores = _sample_texts(tmp_path / "single")
+    assert _sample_texts(tmp_path / "dp") == (texts, scores)
+    assert len(texts) == 3 and all(len(t) == 3 for t in texts.values())

@@ -185,5 +185,6 @@ def details_rows(samples: list[Sample]) -> list[dict]:
             "fewshot_truncated": s.fewshot_truncated,
             "input_truncated": any(r.input_truncated for r in s.responses),
             **({"extras": json.dumps(s.extras, default=str)} if s.extras else {}),
+            **({"generations": [r.text for r in s.responses]} if generation is not None and len(s.responses) > 1 else {}),
         })
     return rows
