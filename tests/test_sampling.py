@@ -8,12 +8,16 @@ import dataclasses
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import free_port, run_cli
+from hooks import SLEEP_ENV
+from test_resume import _cache_rows
 from test_transformers_model import GEN_CONTEXTS, load
 
 from lighteval_like.entrypoints import run_accelerate
@@ -193,3 +197,34 @@ def test_sampled_run_same_with_two_data_parallel_processes(tiny_model, mirror, t
     texts, scores = _sample_texts(tmp_path / "single")
     assert _sample_texts(tmp_path / "dp") == (texts, scores)
     assert len(texts) == 3 and all(len(t) == 3 for t in texts.values())
+
+
+def test_sampled_run_killed_and_resumed_draws_the_same_texts(tiny_model, mirror, tmp_path):
+    """SIGKILL a sampled run mid-way; the same command again reuses the committed samples (keyed
+    by their seeds), draws the rest, and ends with the texts and scores of an uninterrupted run."""
+    common = ["accelerate", "--model_args", f"pretrained={tiny_model}", "--tasks", "lighteval|gsm8k_cot_maj|2|0",
+              "--gen_kwargs", "num_samples=4,max_new_tokens=6", "--save_details", "--dataset_dir", mirror]
+    whole = run_cli([*common, "--output_dir", str(tmp_path / "whole"), "--override_batch_size", "8", "--no_cache"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    cache_dir, out = str(tmp_path / "cache"), str(tmp_path / "out")
+    args = [*common, "--output_dir", out, "--cache_dir", cache_dir, "--override_batch_size", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", SLEEP_ENV: "0.5"}
+    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.py")
+    proc = subprocess.Popen([sys.executable, hooks, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while _cache_rows(cache_dir) < 4:
+            assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before the kill"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    finished = _cache_rows(cache_dir)
+    assert 4 <= finished < 12
+    resumed = run_cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Response cache: {finished} reused, {12 - finished} computed" in resumed.stdout
+    assert _sample_texts(out) == _sample_texts(tmp_path / "whole")
