@@ -10,9 +10,9 @@ The scheduler is ours, the forward passes and the cache are transformers'. trans
 continuous batching (`generate_batch`, paged cache; `benchmarks/generation_engine.py` measures it)
 takes one generation config for the whole batch: no per-request token limit, stop strings or
 random stream (so sampled texts would depend on the batch), and on CPU its setup dominates small
-runs (5 gsm8k_cot prompts x 6 tokens on a 2-layer model: 64 s, against 4 s for ours). Pipelined placements (pp > 1), whose stages hold
-no cache, and models whose cache is not made of plain growing layers (sliding windows) use
-static left-padded batches (`generate_static_batches`).
+runs (5 gsm8k_cot prompts x 6 tokens on a 2-layer model: 64 s, against 4 s for ours).
+Pipelined placements (pp > 1), whose stages hold no cache, and models whose cache is not made of
+plain growing layers (sliding windows) use static left-padded batches (`generate_static_batches`).
 """
 
 from __future__ import annotations
