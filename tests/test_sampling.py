@@ -228,3 +228,19 @@ def test_sampled_run_killed_and_resumed_draws_the_same_texts(tiny_model, mirror,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Response cache: {finished} reused, {12 - finished} computed" in resumed.stdout
     assert _sample_texts(out) == _sample_texts(tmp_path / "whole")
+
+
+def test_distributed_override_generation_section(tmp_path):
+    """The override's `generation:` takes the same keys; max_new_tokens keeps capping tasks that set
+    no size (max_gen_toks), the rest become the model's generation parameters."""
+    from lighteval_like.override_config import load_override_config
+
+    path = tmp_path / "override.yaml"
+    path.write_text("tasks: {tasks: 'x|y|0|0'}\ngeneration: {temperature: 1, num_samples: 2, max_new_tokens: 9}\n")
+    config = parse_model_args("pretrained=x,generation_parameters={top_p:0.5}")
+    load_override_config(str(path)).apply_to_model(config)
+    assert config.max_gen_toks == 9
+    assert config.generation_parameters == GenerationParameters(temperature=1.0, top_p=0.5, num_samples=2)
+    path.write_text("tasks: {tasks: 'x|y|0|0'}\ngeneration: {temperature: hot}\n")
+    with pytest.raises(ConfigError, match="key 'generation.temperature' must be float"):
+        load_override_config(str(path))
