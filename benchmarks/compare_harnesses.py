@@ -63,6 +63,8 @@ BENCHMARKS = {
         ",".join(f"bigbench_{t}_multiple_choice" for t in BIGBENCH_TASKS),
         None,
     ),
+    "gsm8k5": Benchmark("leaderboard|gsm8k|5|0", "gsm8k", "leaderboard|gsm8k|5", lm_eval_fewshot=5),
+    "gsm8k_cot": Benchmark("lighteval|gsm8k_cot|8|0", "gsm8k_cot", None, lm_eval_fewshot=8),
 }
 
 
@@ -203,7 +205,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="compare-harnesses-")
     for name in args.tasks.split(","):
         bench = BENCHMARKS[name]
-        limit = args.gsm8k_limit if name == "gsm8k" else args.limit
+        limit = args.gsm8k_limit if name.startswith("gsm8k") else args.limit
         run_args = argparse.Namespace(**{**vars(args), "limit": limit})
         figures = Figures()
         last_dirs: dict[str, str] = {}

@@ -91,10 +91,10 @@ def task_pair(name: str, suite: str | None = None) -> TaskPair:
             {"acc_greedy": ("lambada_openai", "acc,none"), "perplexity": ("lambada_openai", "perplexity,none")},
             relative_metrics=("perplexity",),
         )
-    if name == "gsm8k":
+    if name in ("gsm8k", "gsm8k_cot"):
         return TaskPair(
-            ("gsm8k",),
-            {"exact_match": ("gsm8k", "exact_match,strict-match"), "qem": ("gsm8k", "exact_match,flexible-extract")},
+            (name,),
+            {"exact_match": (name, "exact_match,strict-match"), "qem": (name, "exact_match,flexible-extract")},
             generative=True,
         )
     raise SystemExit(f"compare_lm_eval: no lm-eval counterpart known for task '{name}'")

@@ -21,6 +21,8 @@ CONFIG_GENERAL = [
 SUMMARY_TASK = [
     "hashes", "num_samples", "num_docs", "skipped_bad_samples", "truncated", "non_truncated",
     "effective_few_shots", "requested_few_shots", "fewshot_split",
+    "generation_parameters",  # None here; the values a generative task ran with (test_sampling.py)
+    "unclosed_reasoning",  # None unless --remove_reasoning_tags (test_reasoning.py)
 ]
 SUMMARY_GENERAL = [
     "hashes", "num_samples", "num_requests", "truncated", "non_truncated", "timings_seconds",

@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "LIGHTEVAL_LIKE_CACHE"
 DEFAULT_CACHE_ROOT = os.path.join("~", ".cache", "lighteval_like")
 FORMAT_VERSION = 1  # part of the fingerprint: a new format never reads old files
-# Model args that say where the model runs, not what it computes.
-PLACEMENT_ARGS = frozenset({"device", "model_parallel"})
+# Model args that say where the model runs, not what it computes (and the generation parameters,
+# which every generation request carries: its key has them).
+PLACEMENT_ARGS = frozenset({"device", "model_parallel", "generation_parameters"})
 RESPONSE_TYPES: dict[str, type] = {t.__name__: t for t in (LoglikelihoodResponse, GenerationResponse)}
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 

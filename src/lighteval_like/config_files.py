@@ -75,7 +75,7 @@ def _accept(value: Any, option: Any, vocabulary: Vocabulary) -> tuple[bool, Any]
     elif option is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
-        if text and re.fullmatch(r"\s*-?([0-9]{1,18}(\.[0-9]*)?|\.[0-9]+)\s*", value):  # no 'nan', 'inf', '1e999'
+        if text and re.fullmatch(r"\s*-?([0-9]{1,18}(\.[0-9]*)?|\.[0-9]+)([eE]-?[0-9]{1,3})?\s*", value):
             return True, float(value)
     elif option is str:
         if isinstance(value, str):

@@ -84,6 +84,6 @@ def load_task_data(source: DataSource, task: ResolvedTask, max_samples: int | No
     pool: list[tuple[int, Doc]] = []
     split = None
     if task.spec.num_fewshot > 0:
-        rows, split = source.load_fewshot_rows(cfg)
+        rows, split = (list(cfg.fewshot_rows), "task") if cfg.fewshot_rows else source.load_fewshot_rows(cfg)
         pool, _ = make_docs(cfg, rows, skip_bad=True, split=split)
     return TaskData(task, docs, pool, split, skipped)

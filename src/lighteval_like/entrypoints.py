@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
 from lighteval_like.config_files import keys_of
 from lighteval_like.docs import load_task_data
 from lighteval_like.errors import UsageError
+from lighteval_like.generation_params import parse_gen_kwargs
 from lighteval_like.models.model_args import (
     ModelConfig,
     TransformersModelConfig,
@@ -17,6 +19,8 @@ from lighteval_like.models.model_args import (
 )
 from lighteval_like.outputs import EvaluationResult
 from lighteval_like.pipeline import Pipeline, PipelineParameters
+from lighteval_like.reasoning import parse_reasoning_tags
+from lighteval_like.tasks.config import TaskConfig
 
 
 def model_config_from_flags(model_args: str | None, model_config_path: str | None,
@@ -31,6 +35,9 @@ def run_accelerate(
     model_config_path: str | None,
     override_batch_size: int,
     cache_dir: str | None,
+    gen_kwargs: str | None = None,
+    remove_reasoning_tags: bool = False,
+    reasoning_tags: str | None = None,
     **pipeline_flags,
 ) -> EvaluationResult | None:
     """Evaluate under Accelerate: one process, or data parallel under `accelerate launch`."""
@@ -44,7 +51,8 @@ def run_accelerate(
     if cache_dir:
         config.cache_dir = cache_dir
     batch_size = override_batch_size if override_batch_size > 0 else None
-    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size)
+    generation = generation_options(config.generation_parameters, gen_kwargs, remove_reasoning_tags, reasoning_tags)
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size, **generation)
     process, device = accelerate_context()
 
     def load_model() -> TransformersModel:
@@ -53,7 +61,20 @@ def run_accelerate(
     return Pipeline(params, load_model, process, model_args_record(config)).evaluate()
 
 
+def generation_options(defaults, gen_kwargs: str | None, remove_reasoning_tags: bool,
+                       reasoning_tags: str | None) -> dict:
+    """`PipelineParameters.generation` (`--gen_kwargs` over the model's generation_parameters)
+    and `.reasoning_tags`, from the flags both entry points share."""
+    if reasoning_tags and not remove_reasoning_tags:
+        raise UsageError("--reasoning_tags names the tags --remove_reasoning_tags cuts out: pass both")
+    return {
+        "generation": parse_gen_kwargs(gen_kwargs).over(defaults),
+        "reasoning_tags": parse_reasoning_tags(reasoning_tags) if remove_reasoning_tags else None,
+    }
+
+
 def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+             gen_kwargs: str | None = None, remove_reasoning_tags: bool = False, reasoning_tags: str | None = None,
              **pipeline_flags) -> EvaluationResult:
     """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
     from lighteval_like.models.vllm_model import VLLMModel, require_vllm
@@ -63,7 +84,8 @@ def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: s
     if cache_dir:
         config.cache_dir = cache_dir
     pipeline_flags["use_chat_template"] = pipeline_flags.get("use_chat_template") or config.use_chat_template
-    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=config.batch_size)
+    generation = generation_options(None, gen_kwargs, remove_reasoning_tags, reasoning_tags)
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=config.batch_size, **generation)
     model: VLLMModel | None = None
 
     def load_model() -> VLLMModel:
@@ -81,7 +103,8 @@ def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: s
 def model_args_record(config: TransformersModelConfig | VLLMModelConfig) -> dict:
     """The model args as recorded in the results and fingerprinted by the response cache
     (internal fields, such as where files are cached, are not model args)."""
-    return {k: getattr(config, k) for k in keys_of(type(config))}
+    values = {k: getattr(config, k) for k in keys_of(type(config))}
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
 
 
 def run_distributed(
@@ -98,6 +121,7 @@ def run_distributed(
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
     params = override.pipeline_parameters()
+    params.generation = config.generation_parameters
     if params.checkpoint_step is None:
         params.checkpoint_step = step
     session = None
@@ -135,6 +159,12 @@ def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersMode
     return config, TransformersModel, None
 
 
+def _fewshot_source(cfg: TaskConfig) -> str:
+    if cfg.fewshot_rows:
+        return f"the task's {len(cfg.fewshot_rows)} fixed examples"
+    return cfg.few_shots_split or cfg.evaluation_split + " (doc excluded)"
+
+
 def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_dir: str | None) -> str:
     """Config, dataset and one rendered prompt (when the data can be loaded)."""
     from lighteval_like.data import DataSource
@@ -151,14 +181,15 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
         f"task:          {cfg.full_name}",
         f"dataset:       {cfg.hf_repo} (subset {cfg.hf_subset or 'default'})"
         + (" [generated locally, no download]" if cfg.data_builder else ""),
-        f"splits:        evaluation={cfg.evaluation_split} few-shot={cfg.few_shots_split or cfg.evaluation_split + ' (doc excluded)'}"
-        f" sampler={cfg.few_shots_select}",
+        f"splits:        evaluation={cfg.evaluation_split} few-shot={_fewshot_source(cfg)} sampler={cfg.few_shots_select}",
         f"request type:  {cfg.request_type.value}",
         f"metrics:       {', '.join(m.name for m in resolve_metrics(cfg))}",
         f"prompt:        {cfg.prompt_function.__module__}.{cfg.prompt_function.__name__}",
     ]
     if cfg.generation_size:
         lines.append(f"generation:    max {cfg.generation_size} tokens, stop at {list(cfg.stop_sequences)}")
+    if cfg.generation_parameters:
+        lines.append(f"parameters:    {cfg.generation_parameters.record()}")
     task = ResolvedTask(TaskSpec(cfg.suite, cfg.name, num_fewshot, False), cfg)
     try:
         data = load_task_data(DataSource.from_env(dataset_dir), task, max_samples=1, skip_bad=False)

@@ -11,9 +11,11 @@ own (gsm8k's two answer extractions report as `exact_match` and `qem`, as lm-eva
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import string
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,10 +84,6 @@ def per_byte(doc: Doc, responses: list[LoglikelihoodResponse]) -> tuple[float, f
     return loglikelihood(doc, responses), float(doc.specific["bytes"])
 
 
-def _gsm8k_gold(doc: Doc) -> str:
-    return doc.choices[0].split("####")[-1].strip()
-
-
 _GSM8K_IGNORE = [",", r"\$", r"(?s).*#### ", r"\.$"]
 
 
@@ -95,18 +93,118 @@ def _gsm8k_normalise(text: str) -> str:
     return text.lower().strip()
 
 
+def _first_match(pattern: str, text: str, last: bool = False) -> str:
+    """lm-eval's regex filter: the first (or last) match, its first non-empty group, stripped;
+    "[invalid]" when nothing matches."""
+    matches = re.findall(pattern, text)
+    if not matches:
+        return "[invalid]"
+    match = matches[-1 if last else 0]
+    if isinstance(match, tuple):
+        match = next((g for g in match if g), "[invalid]")
+    return match.strip()
+
+
+def gsm8k_answer(text: str) -> str:
+    """The normalised answer after '#### ' (gsm8k's strict-match extraction)."""
+    return _gsm8k_normalise(_first_match(r"#### (\-?[0-9\.\,]+)", text))
+
+
+def gsm8k_last_number(text: str) -> str:
+    """The normalised last number (gsm8k's flexible-extract)."""
+    return _gsm8k_normalise(_first_match(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text, last=True))
+
+
+def gsm8k_cot_answer(text: str) -> str:
+    """The normalised number after 'The answer is' (gsm8k_cot's strict-match)."""
+    return _gsm8k_normalise(_first_match(r"The answer is (\-?[0-9\.\,]+).", text))
+
+
+def gsm8k_cot_vote(text: str) -> str:
+    """The answer the self-consistency variant votes on ('The answer is N', N ending in a digit)."""
+    return _gsm8k_normalise(_first_match(r"The answer is (\-?[0-9\.\,]*[0-9]+)", text))
+
+
+def gsm8k_gold(doc: Doc) -> str:
+    """The normalised number after '####' in the reference solution (the whole target without one)."""
+    return _gsm8k_normalise(doc.choices[0].split("####")[-1].strip())
+
+
+def answer_match(extract: Callable[[str], str], gold: Callable[[Doc], str], doc: Doc,
+                 responses: list[GenerationResponse]) -> float:
+    """The first generation's extracted answer equals the gold one."""
+    return float(extract(responses[0].text) == gold(doc))
+
+
 def gsm8k_strict(doc: Doc, responses: list[GenerationResponse]) -> float:
     """lm-eval's strict-match: the answer after '#### ' in the generation."""
-    match = re.search(r"#### (\-?[0-9\.\,]+)", responses[0].text)
-    prediction = match.group(1) if match else "[invalid]"
-    return float(_gsm8k_normalise(prediction) == _gsm8k_normalise(_gsm8k_gold(doc)))
+    return answer_match(gsm8k_answer, gsm8k_gold, doc, responses)
 
 
 def gsm8k_flexible(doc: Doc, responses: list[GenerationResponse]) -> float:
     """lm-eval's flexible-extract: the last number in the generation."""
-    matches = re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", responses[0].text)
-    prediction = next((g for g in matches[-1] if g), "[invalid]") if matches else "[invalid]"
-    return float(_gsm8k_normalise(prediction) == _gsm8k_normalise(_gsm8k_gold(doc)))
+    return answer_match(gsm8k_last_number, gsm8k_gold, doc, responses)
+
+
+def gsm8k_cot_strict(doc: Doc, responses: list[GenerationResponse]) -> float:
+    """gsm8k_cot's strict-match: the number after 'The answer is'."""
+    return answer_match(gsm8k_cot_answer, gsm8k_gold, doc, responses)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of pass@k from n samples of which c passed (Chen et al. 2021):
+    1 - C(n-c, k) / C(n, k), the probability that k samples drawn without replacement include a
+    passing one. With fewer samples than k no k-subset exists: ValueError."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n < k:
+        raise ValueError(f"pass@{k} is undefined with n={n} samples (< k); draw at least k samples")
+    if n - c < k:  # every k-subset holds a passing sample
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority(answers: list[str]) -> str:
+    """The most frequent answer; a tie goes to the answer given first (as lm-eval's vote)."""
+    return Counter(answers).most_common(1)[0][0]
+
+
+@dataclass(frozen=True)
+class OverSamples:
+    """A metric over a doc's n sampled generations, reported as `<kind>@<k>` with its stderr
+    over docs: `avg` (mean correctness of the first k), `maj` (the majority answer of the first
+    k is right; with n < k, of all n), `pass` (unbiased pass@k from all n; needs n >= k).
+    k defaults to n, the run's number of samples."""
+
+    kind: str  # avg | maj | pass
+    extract: Callable[[str], str]  # a generation's (normalised) answer
+    gold: Callable[[Doc], str]
+    k: int | None = None
+
+    @property
+    def name(self) -> str:
+        """As in a task's config (`maj@k`: k is the run's number of samples)."""
+        return f"{self.kind}@{self.k or 'k'}"
+
+    def check(self, task_name: str, n: int) -> None:
+        if self.kind == "pass" and (self.k or n) > n:
+            raise TaskSpecError(f"task {task_name}: pass@{self.k} needs num_samples >= {self.k}, got {n}")
+
+    def metric(self, n: int) -> Metric:
+        return Metric(f"{self.kind}@{self.k or n}", functools.partial(_over_samples, self, self.k or n))
+
+
+def _over_samples(spec: OverSamples, k: int, doc: Doc, responses: list[GenerationResponse]) -> float:
+    answers = [spec.extract(r.text) for r in responses]
+    gold = spec.gold(doc)
+    if spec.kind == "pass":
+        return pass_at_k(len(answers), sum(a == gold for a in answers), k)
+    first = answers[:k]
+    if spec.kind == "maj":
+        return float(majority(first) == gold)
+    return sum(a == gold for a in first) / len(first)
 
 
 def _normalise_answer(text: str) -> str:
@@ -155,16 +253,24 @@ METRICS: dict[str, Metric] = {
 # gsm8k's two answer extractions, named as lm-eval's two filters.
 GSM8K_STRICT = Metric("exact_match", gsm8k_strict)
 GSM8K_FLEXIBLE = Metric("qem", gsm8k_flexible)
+# gsm8k_cot's: 'The answer is N', and the same flexible extraction.
+GSM8K_COT_STRICT = Metric("exact_match", gsm8k_cot_strict)
 # BIG-bench generation's metric, named as lm-eval reports it.
 EXACT_MATCH_IGNORE_PUNCTUATION = Metric("exact_match", exact_match_ignore_punctuation)
 
 
-def resolve_metrics(task: TaskConfig) -> list[Metric]:
-    """The task's metrics as objects; an unknown name is a usage error naming the task."""
+def resolve_metrics(task: TaskConfig, num_samples: int | None = None) -> list[Metric]:
+    """The task's metrics as objects, those over samples for `num_samples` generations per doc
+    (checked; default: the task's own number); an unknown name is a usage error naming the task."""
+    default = (task.generation_parameters.num_samples if task.generation_parameters else None) or 1
     out = []
     for metric in task.metrics:
         if isinstance(metric, Metric):
             out.append(metric)
+        elif isinstance(metric, OverSamples):
+            if num_samples is not None:
+                metric.check(task.full_name, num_samples)
+            out.append(metric.metric(num_samples or default))
         elif metric in METRICS:
             out.append(METRICS[metric])
         else:

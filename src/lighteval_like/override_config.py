@@ -9,8 +9,9 @@ from typing import Literal
 
 from lighteval_like.config_files import Vocabulary, build, read_yaml
 from lighteval_like.errors import ConfigError
+from lighteval_like.generation_params import GenerationParameters
 from lighteval_like.models.model_args import TransformersModelConfig, load_model_config
-from lighteval_like.pipeline import PipelineParameters
+from lighteval_like.parameters import PipelineParameters
 
 # lmms-eval's choice: long generations on big models can keep a collective waiting for hours.
 DEFAULT_TIMEOUT_S = 60000
@@ -74,24 +75,15 @@ class TasksArgs:
 
 
 @dataclass
-class GenerationArgs:
-    """Greedy decoding only; `max_new_tokens` caps tasks that set no generation size."""
-
-    max_new_tokens: int | None = None
-
-    def __post_init__(self):
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ConfigError(f"key 'generation.max_new_tokens' must be >= 1, got {self.max_new_tokens}")
-
-
-@dataclass
 class LightevalOverrideConfig:
     """`--lighteval_config_path`: everything but the model."""
 
     tasks: TasksArgs
     batch_size: int | None = None  # rows per forward on every rank; None = automatic token budget
     tokenizer: str | None = None  # overrides the checkpoint's tokenizer (a local folder or a hub id)
-    generation: GenerationArgs | None = None
+    # The model argument `generation_parameters` (sampling, seed, num_samples); its
+    # max_new_tokens caps the tasks that set no generation size, as max_gen_toks does.
+    generation: GenerationParameters | None = None
     logging: LoggingArgs = field(default_factory=LoggingArgs)
     parallelism: ParallelismArgs = field(default_factory=ParallelismArgs)
 
@@ -109,8 +101,12 @@ class LightevalOverrideConfig:
         """The override's model settings win over the checkpoint config's."""
         if self.tasks.multichoice_continuations_start_space is not None:
             config.multichoice_continuations_start_space = self.tasks.multichoice_continuations_start_space
-        if self.generation is not None and self.generation.max_new_tokens is not None:
+        if self.generation is None:
+            return
+        if self.generation.max_new_tokens is not None:
             config.max_gen_toks = self.generation.max_new_tokens
+        sampling = dataclasses.replace(self.generation, max_new_tokens=None)
+        config.generation_parameters = sampling.over(config.generation_parameters)
 
 
 def load_override_config(path: str) -> LightevalOverrideConfig:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from tqdm.auto import tqdm
@@ -19,8 +18,11 @@ from lighteval_like import outputs
 from lighteval_like.data import DataSource
 from lighteval_like.docs import TaskData, load_task_data
 from lighteval_like.execution import CacheSettings, Execution, execute
+from lighteval_like.generation_params import GenerationParameters
 from lighteval_like.models.base import LanguageModel
 from lighteval_like.outputs import EvaluationResult
+from lighteval_like.parameters import PipelineParameters
+from lighteval_like.reasoning import remove_reasoning
 from lighteval_like.results import GeneralSummary, RunReport, general_config, text_hash
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
@@ -30,32 +32,6 @@ from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.registry import Registry, ResolvedTask
 from lighteval_like.tensorboard import check_available
-
-
-@dataclass
-class PipelineParameters:
-    """Run options shared by `accelerate` and `distributed` (named as lighteval's flags)."""
-
-    tasks: str
-    output_dir: str = "results"
-    max_samples: int | None = None
-    save_details: bool = False
-    custom_tasks: str | None = None
-    use_chat_template: bool = False
-    system_prompt: str | None = None
-    num_fewshot_seeds: int = 1
-    job_id: str | None = None
-    dataset_dir: str | None = None
-    cache_dir: str | None = None
-    dataset_loading_processes: int = 1
-    seed: int = 1234
-    skip_bad_samples: bool = False
-    batch_size: int | None = None  # reported in config_general; the model applies it
-    no_cache: bool = False  # True: neither read nor write the response cache (cache.py)
-    allow_code_execution: bool = False  # consent to run model-written programs (sandbox.py)
-    allow_weaker_isolation: bool = False  # ... below full (bubblewrap) isolation
-    push_to_tensorboard: bool = False  # the scores as TensorBoard scalars (tensorboard.py)
-    checkpoint_step: int | None = None  # the step of those scalars (a training checkpoint's)
 
 
 class Pipeline:
@@ -109,6 +85,7 @@ class Pipeline:
             seed=self.params.seed, num_fewshot_seeds=self.params.num_fewshot_seeds,
             system_prompt=self.params.system_prompt, chat_formatter=chat,
             count_tokens=model.count_tokens, max_length=model.max_length,
+            generation=self.params.generation or GenerationParameters(),
         )
         return [s for td in self._progress(data, "building requests") for s in build_samples(td, options)]
 
@@ -126,6 +103,8 @@ class Pipeline:
             return None
         for sample in samples:
             sample.responses = [execution.answers[r] for r in sample.requests]
+        if self.params.reasoning_tags:
+            remove_reasoning(samples, self.params.reasoning_tags, model.count_tokens)
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
         return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,

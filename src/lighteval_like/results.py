@@ -54,6 +54,8 @@ class TaskSummary:
     effective_few_shots: float
     requested_few_shots: int
     fewshot_split: str | None
+    generation_parameters: dict | None = None  # what a generative task ran with (user's over the task's)
+    unclosed_reasoning: int | None = None  # samples whose reasoning never closed (None: tags not removed)
 
 
 @dataclass
@@ -97,6 +99,7 @@ def general_config(params, num_processes: int, start_time: float, model: ModelIn
         "use_chat_template": params.use_chat_template, "system_prompt": params.system_prompt,
         **({"code_execution_isolation": str(isolation.value)} if isolation else {}),
         **({"checkpoint_step": params.checkpoint_step} if params.checkpoint_step is not None else {}),
+        **({"reasoning_tags": [list(t) for t in params.reasoning_tags]} if params.reasoning_tags else {}),
     }
     return GeneralConfig(
         versions, datetime.fromtimestamp(start_time).isoformat(), datetime.fromtimestamp(end).isoformat(),
@@ -182,5 +185,6 @@ def details_rows(samples: list[Sample]) -> list[dict]:
             "fewshot_truncated": s.fewshot_truncated,
             "input_truncated": any(r.input_truncated for r in s.responses),
             **({"extras": json.dumps(s.extras, default=str)} if s.extras else {}),
+            **({"generations": [r.text for r in s.responses]} if generation is not None and len(s.responses) > 1 else {}),
         })
     return rows

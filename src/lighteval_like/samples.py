@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
 from lighteval_like.docs import TaskData
-from lighteval_like.metrics import SampleValue
+from lighteval_like.errors import TaskSpecError
+from lighteval_like.generation_params import GenerationParameters, sample_seed
+from lighteval_like.metrics import SampleValue, resolve_metrics
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, Response, RollingRequest
 from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
 
@@ -26,6 +29,7 @@ class PromptOptions:
     chat_formatter: ChatFormatter | None = None  # set by --use_chat_template
     count_tokens: Callable[[str], int] | None = None  # needed for truncate=1
     max_length: int | None = None
+    generation: GenerationParameters = field(default_factory=GenerationParameters)  # the user's
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Sample:
     responses: list[Response] = field(default_factory=list)
     metrics: dict[str, SampleValue] = field(default_factory=dict)
     extras: dict = field(default_factory=dict)  # what a metric recorded for the details (e.g. a program run)
+    generation: GenerationParameters | None = None  # the values a generative task ran with
 
 
 def fewshot_examples(
@@ -104,6 +109,7 @@ def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -
 
 
 def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> list[Request]:
+    """The scoring requests of a doc (generative tasks: `generation_requests`)."""
     # Under a chat template the answer starts the assistant turn: no delimiter (as lm-eval).
     delimiter = "" if chat else doc.target_delimiter
     kind = task.request_type
@@ -115,9 +121,37 @@ def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> li
         ]
     if kind == RequestType.LOGLIKELIHOOD:  # the target as it is (lm-eval): no delimiter before it
         return [LoglikelihoodRequest(contexts[0], doc.choices[doc.gold_indices[0]])]
-    if kind == RequestType.ROLLING:
-        return [RollingRequest(doc.choices[0])]
-    return [GenerationRequest(contexts[0], tuple(task.stop_sequences), task.generation_size)]
+    return [RollingRequest(doc.choices[0])]
+
+
+def generation_settings(task: TaskConfig, options: PromptOptions) -> GenerationParameters:
+    """What a generative task runs with: the user's values over the task's defaults, every
+    field filled (sampling defaults, the task's token limit, one sample, the run seed)."""
+    chosen = options.generation.over(task.generation_parameters)
+    sampling = chosen.sampling()
+    samples = chosen.num_samples or 1
+    if sampling.greedy and samples > 1:
+        raise TaskSpecError(
+            f"task {task.full_name}: num_samples={samples} needs temperature > 0 (greedy samples are all the same)"
+        )
+    resolve_metrics(task, samples)  # a metric the samples cannot give (pass@k with fewer) fails now
+    return GenerationParameters(
+        **dataclasses.asdict(sampling), max_new_tokens=chosen.max_new_tokens or task.generation_size,
+        seed=None if sampling.greedy else (chosen.seed if chosen.seed is not None else options.seed),
+        num_samples=samples,
+    )
+
+
+def generation_requests(task: TaskConfig, settings: GenerationParameters, context: str, task_key: str,
+                        doc_index: int) -> list[GenerationRequest]:
+    """One request per sample; sampled ones carry their own seed (so the cache keys it)."""
+    sampling, stops = settings.sampling(), tuple(task.stop_sequences)
+    if settings.seed is None:
+        return [GenerationRequest(context, stops, settings.max_new_tokens, sampling)]
+    return [
+        GenerationRequest(context, stops, settings.max_new_tokens, sampling, sample_seed(settings.seed, task_key, doc_index, i))
+        for i in range(settings.num_samples)
+    ]
 
 
 def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
@@ -125,6 +159,7 @@ def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
     task, task_key, docs = data.task.config, data.task.key, data.docs
     num_fewshot, truncate = data.task.spec.num_fewshot, data.task.spec.truncate_fewshot
     seeds = [options.seed + i for i in range(options.num_fewshot_seeds)] if num_fewshot > 0 else [options.seed]
+    settings = generation_settings(task, options) if task.request_type == RequestType.GENERATIVE else None
     samples = []
     for seed in seeds:
         drawn = fewshot_examples(data.fewshot_pool, num_fewshot, docs, data.same_split, task, seed)
@@ -139,6 +174,10 @@ def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
                     examples = examples[:-1]
                     contexts = [_render(doc, q, examples, options) for q in queries]
                     truncated = True
-            requests = _requests(task, doc, contexts, options.chat_formatter is not None)
-            samples.append(Sample(task_key, doc_index, seed, doc, contexts, requests, len(examples), truncated))
+            if settings is not None:
+                requests = generation_requests(task, settings, contexts[0], task_key, doc_index)
+            else:
+                requests = _requests(task, doc, contexts, options.chat_formatter is not None)
+            samples.append(Sample(task_key, doc_index, seed, doc, contexts, requests, len(examples), truncated,
+                                  generation=settings))
     return samples

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from lighteval_like.docs import TaskData
 from lighteval_like.metrics import aggregate, resolve_metrics
+from lighteval_like.reasoning import unclosed_count
 from lighteval_like.results import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.samples import Sample
 from lighteval_like.sandbox import Isolation
@@ -17,7 +18,8 @@ from lighteval_like.tasks.config import TaskGroup
 
 def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | None = None) -> TaskScores:
     """Fill each sample's `metrics` and aggregate them (metrics no sample has are left out)."""
-    metrics = resolve_metrics(data.task.config)
+    settings = samples[0].generation if samples else None
+    metrics = resolve_metrics(data.task.config, settings.num_samples if settings else 1)
     for m in metrics:
         if m.batch_fn is not None:
             values = m.batch_fn(samples, isolation) if samples else []
@@ -79,6 +81,8 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
         effective_few_shots=(sum(s.num_fewshot for s in samples) / len(samples)) if samples else 0.0,
         requested_few_shots=td.task.spec.num_fewshot,
         fewshot_split=td.fewshot_split,
+        generation_parameters=samples[0].generation.record() if samples and samples[0].generation else None,
+        unclosed_reasoning=unclosed_count(samples),
     )
 
 

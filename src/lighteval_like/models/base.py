@@ -25,12 +25,31 @@ class RollingRequest:
 
 
 @dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen; temperature 0 is greedy (argmax). Part of the request, so
+    the response cache keeps generations made with different settings apart."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """Greedy generation from `context` until a stop sequence or `max_new_tokens`."""
+    """Generation from `context` until a stop sequence or `max_new_tokens`. `seed` seeds the
+    request's own random stream when it samples (so its text does not depend on the batch)."""
 
     context: str
     stop_sequences: tuple[str, ...]
     max_new_tokens: int | None
+    sampling: SamplingParams = SamplingParams()
+    seed: int | None = None
 
 
 Request = LoglikelihoodRequest | RollingRequest | GenerationRequest

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from lighteval_like.config_files import Vocabulary, build, keys_of, read_yaml, short
 from lighteval_like.errors import ModelArgsError
+from lighteval_like.generation_params import GenerationParameters
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "4bit", "8bit")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
@@ -40,6 +41,9 @@ class TransformersModelConfig:
     gguf_file: str | None = None
     # Score requests that share a prefix together (see models/packing.py); off = one row per request.
     shared_prefix: bool = True
+    # Sampling settings, token limit, seed and samples per doc of generative tasks (the user's
+    # values win over a task's defaults): generation_parameters={temperature:0.2,top_p:0.95}.
+    generation_parameters: GenerationParameters | None = None
     cache_dir: str | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self):
@@ -183,7 +187,7 @@ def build_config(values: dict[str, Any], cls: type[ModelConfig] = TransformersMo
 def parse_model_args(text: str, cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
     """Parse `k=v,k=v`; a bare key means True. Errors name the bad part and the valid keys."""
     values: dict[str, Any] = {}
-    for part in str(text).split(","):
+    for part in _top_level_parts(str(text)):
         part = part.strip()
         if not part:
             raise ModelArgsError(f"empty entry in --model_args '{short(text, 200)}' (stray comma?): expected k=v,k=v")
@@ -204,8 +208,33 @@ def parse_model_args(text: str, cls: type[ModelConfig] = TransformersModelConfig
                 f"model arg '{key}' needs a value: write {key}=<value> (only true/false args may be given bare: "
                 f"{', '.join(_bool_keys(cls))})"
             )
-        values[key] = value.strip() if sep else "True"
+        value = value.strip()
+        values[key] = _braced_mapping(key, value) if value.startswith("{") else value if sep else "True"
     return build_config(values, cls)
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """`text` split at the commas outside braces (`generation_parameters={a:1,b:2}` is one part)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
+def _braced_mapping(key: str, value: str) -> dict[str, str]:
+    """`{k:v,k:v}` (lighteval's spelling; `k=v` also accepted) as a mapping of text values."""
+    if not value.endswith("}"):
+        raise ModelArgsError(f"model arg '{short(key, 40)}' opens a brace it does not close: write {key}={{k:v,k:v}}")
+    mapping = {}
+    for item in filter(str.strip, value[1:-1].split(",")):
+        name, sep, item_value = item.replace("=", ":", 1).partition(":")
+        if not sep or not name.strip():
+            raise ModelArgsError(f"entry '{short(item)}' of model arg '{short(key, 40)}' is not k:v")
+        mapping[name.strip()] = item_value.strip()
+    return mapping
 
 
 def load_model_config(path: str, cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:

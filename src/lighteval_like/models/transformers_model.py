@@ -28,7 +28,7 @@ from lighteval_like.models.base import (
     RollingRequest,
     WorkPlan,
 )
-from lighteval_like.models.generation import generate_static_batches
+from lighteval_like.models.generation import generate
 from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.packing import (
     PackedRow,
@@ -61,11 +61,16 @@ class ScoringStats:
     unique_prompt_tokens: int = 0
     forward_passes: int = 0
     generated_tokens: int = 0
+    prefix_tokens_reused: int = 0  # prompt tokens of generation requests read from a shared prefix's cache
+    generation_seconds: float = 0.0
 
     def as_dict(self) -> dict:
         out = dict(self.__dict__)
         if self.unique_prompt_tokens:
             out["forwarded_over_unique"] = round(self.tokens_forwarded / self.unique_prompt_tokens, 4)
+        out["generation_seconds"] = round(self.generation_seconds, 3)
+        if self.generation_seconds:
+            out["generated_tokens_per_second"] = round(self.generated_tokens / self.generation_seconds, 2)
         return out
 
 
@@ -436,4 +441,4 @@ class TransformersModel(LanguageModel):
 
     # ------------------------------------------------------------ generation
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
-        return generate_static_batches(self, requests)
+        return generate(self, requests)

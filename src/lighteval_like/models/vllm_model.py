@@ -272,6 +272,11 @@ class VLLMModel(LanguageModel):
         return [total(i) for i in range(len(requests))]
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
+        if any(not req.sampling.greedy for req in requests):
+            raise UsageError(
+                "the vllm backend decodes greedily for now: sampled generation (temperature > 0, num_samples) "
+                "runs with `lighteval-like accelerate`"
+            )
         jobs, truncated = [], []
         for req in requests:
             max_new = req.max_new_tokens or self.config.max_gen_toks

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from lighteval_like.generation_params import GenerationParameters
+
 
 class RequestType(str, Enum):
     """What a task asks of the model; each maps onto one method of the model interface."""
@@ -15,7 +17,7 @@ class RequestType(str, Enum):
     LOGLIKELIHOOD = "loglikelihood"  # loglikelihood of the gold continuation only
     SINGLE_TOKEN = "loglikelihood_single_token"  # multiple choice, every choice one token
     ROLLING = "loglikelihood_rolling"  # perplexity of the whole text
-    GENERATIVE = "greedy_until"  # greedy generation until a stop sequence
+    GENERATIVE = "greedy_until"  # generation until a stop sequence (greedy unless sampling is asked for)
 
 
 @dataclass
@@ -92,6 +94,11 @@ class TaskConfig:
     row_filter: Callable[[dict], bool] | None = None
     version: int = 0
     columns: tuple[str, ...] = ()
+    # Defaults of generative tasks (sampling, num_samples, ...); the user's values win.
+    generation_parameters: GenerationParameters | None = None
+    # Few-shot examples fixed by the task (lm-eval's `fewshot_config.samples`), rows for the
+    # prompt function, taken in order instead of a split's.
+    fewshot_rows: tuple[dict, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -112,6 +119,7 @@ class TaskConfig:
         out["row_filter"] = self.row_filter.__name__ if self.row_filter else None
         out["metrics"] = [m if isinstance(m, str) else m.name for m in self.metrics]
         out["stop_sequences"] = list(self.stop_sequences)
+        out["fewshot_rows"] = len(self.fewshot_rows)
         return out
 
 

@@ -8,7 +8,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 from __future__ import annotations
 
 from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
-from lighteval_like.tasks import arithmetic, bigbench, humaneval, prompts
+from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
 
 MMLU_SUBJECTS = (
@@ -112,6 +112,8 @@ TASKS_TABLE: list[TaskConfig] = [
         few_shots_split=None, request_type=RequestType.GENERATIVE, metrics=(humaneval.PASS_AT_1,),
         generation_size=humaneval.GENERATION_SIZE, stop_sequences=humaneval.STOP_SEQUENCES,
     ),
+    gsm8k_cot.GSM8K_COT,
+    gsm8k_cot.GSM8K_COT_MAJ,
     *[
         TaskConfig(
             name=f"arithmetic_generated:{kind}", suite="lighteval", prompt_function=prompts.arithmetic,

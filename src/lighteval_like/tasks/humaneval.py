@@ -10,10 +10,9 @@ pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
-from lighteval_like.metrics import Metric
+from lighteval_like.metrics import Metric, pass_at_k
 from lighteval_like.sandbox import Isolation, run_programs
 from lighteval_like.tasks.config import Doc
 
@@ -46,24 +45,6 @@ def assemble_program(doc: Doc, completion: str) -> str:
     and `check(<entry point>)`."""
     spec = doc.specific
     return f"{spec['prompt']}{completion}\n{spec['test']}\ncheck({spec['entry_point']})"
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased estimate of pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k),
-    the probability that k samples drawn without replacement include a passing one.
-
-    With fewer samples than k (n < k) no k-subset exists and the estimator is undefined:
-    ValueError (lm-eval / `evaluate`'s code_eval leave such a k out; `pass_at_k_scores` does too).
-    """
-    if not 0 <= c <= n:
-        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if n < k:
-        raise ValueError(f"pass@{k} is undefined with n={n} samples (< k); draw at least k samples")
-    if n - c < k:  # every k-subset holds a passing sample
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
