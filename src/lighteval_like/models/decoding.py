@@ -1,7 +1,6 @@
 """The pieces of one decoding step that do not depend on scheduling: the text of a growing
 generation decoded incrementally (stop sequences are searched in the new text only), the choice
-of the next token (argmax, or a draw from the request's own random stream), and the batched
-key/value cache whose rows can join and leave between steps."""
+of the next token (argmax, or a draw from the request's own random stream)."""
 
 from __future__ import annotations
 
@@ -85,67 +84,3 @@ def _filtered_probs(scores: torch.Tensor, sampling: SamplingParams) -> torch.Ten
     if sampling.min_p > 0:
         probs = probs.masked_fill(probs < sampling.min_p * probs.max(), 0.0)
     return probs
-
-
-class BatchCache:
-    """The key/value cache of the rows being decoded, as one transformers `DynamicCache`
-    ([rows, heads, columns, dim] per layer) and a [rows, columns] mask of the columns each row
-    really has. Rows end at the same column; a row that joins is padded on the left (or pads
-    the others), and columns no row needs any more are dropped."""
-
-    def __init__(self, cache, mask: torch.Tensor):
-        self.cache, self.mask = cache, mask
-
-    @property
-    def rows(self) -> int:
-        return self.mask.shape[0]
-
-    def keep(self, rows: list[int]) -> None:
-        """Only `rows` stay (in that order); leading columns that are all padding go."""
-        self.mask = self.mask[rows]
-        real = self.mask.any(0).nonzero()
-        start = int(real[0]) if len(real) else self.mask.shape[1]
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            index = torch.tensor(rows, dtype=torch.long, device=layer.keys.device)
-            layer.keys, layer.values = layer.keys[index, :, start:], layer.values[index, :, start:]
-
-    def add(self, other: BatchCache) -> None:
-        """Append `other`'s rows (aligned on their last column)."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        self.mask = torch.cat([_left_pad(self.mask, width, -1), _left_pad(other.mask, width, -1)])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width, -2), _left_pad(theirs.keys, width, -2)])
-            mine.values = torch.cat([_left_pad(mine.values, width, -2), _left_pad(theirs.values, width, -2)])
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def repeated_cache(cache, rows: int):
-    """A new cache holding `rows` copies of the one-row `cache` (a shared prefix's)."""
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for index, layer in enumerate(cache.layers):
-        out.update(layer.keys.expand(rows, -1, -1, -1).contiguous(), layer.values.expand(rows, -1, -1, -1).contiguous(), index)
-    return out
-
-
-def supports_cache_surgery(model) -> bool:
-    """Whether the model's cache is made of plain growing layers (no sliding window, no
-    quantised or static layers), which `BatchCache` can cut and join."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    try:
-        cache = DynamicCache(config=model.config)
-    except Exception:  # a config DynamicCache cannot read: do not guess
-        return False
-    return all(type(layer) is DynamicLayer for layer in cache.layers)

@@ -4,19 +4,21 @@ The engine keeps the batch full (continuous batching): a row leaves the moment i
 sequence, end-of-sequence token or token limit is reached, and a waiting request is prefilled
 into its place. Requests whose prompts share a prefix of at least `MIN_SHARED_PREFIX` tokens (a
 fixed chain-of-thought preamble, a long system prompt) are prefilled from one key/value cache of
-that prefix, computed once. Stop sequences are searched in the new text of each step only.
+that prefix, computed once, and attend to that one copy at every step (`row_cache.py`). Stop
+sequences are searched in the new text of each step only.
 
-The scheduler is ours, the forward passes and the cache are transformers'. transformers' own
+The scheduler and the cache are ours, the forward passes transformers'. transformers' own
 continuous batching (`generate_batch`, paged cache; `benchmarks/generation_engine.py` measures it)
 takes one generation config for the whole batch: no per-request token limit, stop strings or
 random stream (so sampled texts would depend on the batch), and on CPU its setup dominates small
 runs (5 gsm8k_cot prompts x 6 tokens on a 2-layer model: 64 s, against 4 s for ours).
-Pipelined placements (pp > 1), whose stages hold no cache, and models whose cache is not made of
-plain growing layers (sliding windows) use static left-padded batches (`generate_static_batches`).
+Pipelined placements (pp > 1), whose stages hold no cache, and models with sliding-window or
+chunked attention use static left-padded batches (`generate_static_batches`).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,13 +29,8 @@ from tqdm.auto import tqdm
 
 from lighteval_like.errors import LightevalLikeError
 from lighteval_like.models.base import GenerationRequest, GenerationResponse, SamplingParams
-from lighteval_like.models.decoding import (
-    BatchCache,
-    IncrementalText,
-    next_tokens,
-    repeated_cache,
-    supports_cache_surgery,
-)
+from lighteval_like.models.decoding import IncrementalText, next_tokens
+from lighteval_like.models.row_cache import Prefix, RowCache, supports_row_cache
 
 if TYPE_CHECKING:
     from lighteval_like.models.transformers_model import TransformersModel
@@ -72,7 +69,7 @@ class PrefixGroup:
 
     prefix: tuple[int, ...]
     members: list[int]
-    cache: object = None  # the prefix's key/value cache while members wait to join
+    cache: Prefix | None = None  # the prefix's keys and values while members wait to join
     waiting: int = 0
 
     def __post_init__(self):
@@ -152,13 +149,19 @@ class Engine:
         self.prompts = _encode_prompts(model, requests)
         self.groups = prefix_groups(self.prompts)
         self.queue: deque[tuple[PrefixGroup, int]] = deque((g, i) for g in self.groups for i in g.members)
-        self.active: list[Row] = []
-        self.batch: BatchCache | None = None
+        self.active: list[Row] = []  # row j decodes in slot j of the cache
         self.done: dict[int, GenerationResponse] = {}
         self.unreported: list[int] = []
         self.greedy = all(r.sampling.greedy and r.sampling.repetition_penalty == 1.0 for r in requests)
         self.started = time.perf_counter()
         self.capacity = self._capacity()
+        self.cache = RowCache(self.capacity, self._width())
+        # transformers 5.2x renamed the forward's `past_key_values` to `cache`
+        self.cache_keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+
+    def _width(self) -> int:
+        """Columns a row may need after its group's prefix."""
+        return max(len(self.prompts[i].ids) - len(g.prefix) + self.prompts[i].max_new for g in self.groups for i in g.members)
 
     def _capacity(self) -> int:
         """Rows decoded together: the batch size, else as many as the token budget holds."""
@@ -173,10 +176,11 @@ class Engine:
             group = next(g for g in self.groups if row.index in g.members)
             group.waiting += 1
             self.queue.appendleft((group, row.index))
-        self.active, self.batch = [], None
+        self.active = []
         for group in self.groups:
             group.cache = None
         self.capacity = self._capacity()
+        self.cache = RowCache(self.capacity, self._width())
 
     @torch.no_grad()
     def run(self) -> bool:
@@ -197,78 +201,75 @@ class Engine:
         for group, indices in joining.values():
             self._prefill(group, indices)
 
-    def _prefix_cache(self, group: PrefixGroup):
-        if group.cache is None:
-            ids = torch.tensor([group.prefix], device=self.model.device)
-            group.cache = self.model.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
-            self.model.counters.forward_passes += 1
+    def _prefix(self, group: PrefixGroup) -> Prefix | None:
+        """The group's prefix keys and values, computed once (a one-row cache of its width)."""
+        if group.prefix and group.cache is None:
+            cache = RowCache(1, len(group.prefix))
+            cache.prefill(None, [len(group.prefix)])
+            self._forward(torch.tensor([group.prefix]), torch.arange(len(group.prefix))[None], cache)
+            group.cache = Prefix(cache.keys, cache.values)
             self.model.counters.tokens_forwarded += len(group.prefix)
             self.model.counters.prefix_tokens_reused -= len(group.prefix)
         return group.cache
 
     def _prefill(self, group: PrefixGroup, indices: list[int]) -> None:
-        """Forward the prompts of `indices` after their group's cached prefix; their first new
-        token is chosen and the rows that go on join the batch."""
+        """Forward the prompts of `indices` after their group's cached prefix into the free
+        slots; their first new token is chosen and the rows that go on stay."""
         shared = len(group.prefix)
         suffixes = [self.prompts[i].ids[shared:] for i in indices]
         width = max(len(s) for s in suffixes)
         ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), shared + width), dtype=torch.bool)
-        mask[:, :shared] = True
         positions = torch.zeros((len(indices), width), dtype=torch.long)
         for j, suffix in enumerate(suffixes):
             ids[j, width - len(suffix) :] = torch.tensor(suffix)
-            mask[j, shared + width - len(suffix) :] = True
             positions[j, width - len(suffix) :] = torch.arange(shared, shared + len(suffix))
-        cache = repeated_cache(self._prefix_cache(group), len(indices)) if shared else None
-        logits, cache = self._forward(ids, mask, positions, cache)
+        self.cache.prefill(self._prefix(group), [len(s) for s in suffixes])
+        logits = self._forward(ids, positions)
         self.model.counters.tokens_forwarded += sum(map(len, suffixes))
         self.model.counters.prefix_tokens_reused += shared * len(indices)
         group.waiting -= len(indices)
         if group.waiting == 0:
-            group.cache = None
+            group.cache = None  # the rows in flight keep their reference
         rows = [self._row(i) for i in indices]
-        joined = BatchCache(cache, mask)
+        self.active += rows
         self._choose(rows, logits)
-        going = [j for j, row in enumerate(rows) if not row.finished]
-        joined.keep(going)
-        self.active += [rows[j] for j in going]
-        if going:
-            if self.batch is None:
-                self.batch = joined
-            else:
-                self.batch.add(joined)
+        self._leave()
 
     def _row(self, index: int) -> Row:
         request = self.requests[index]
         return Row(index, self.prompts[index], _stops(request, self.eos), request.sampling, _generator(request),
                    IncrementalText(self.tokenizer))
 
-    def _forward(self, ids, mask, positions, cache):
-        """Logits of each row's last column, and the grown cache."""
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: RowCache | None = None) -> torch.Tensor:
+        """Logits of each row's last column; the cache (the batch's by default) takes the new columns."""
+        cache = cache or self.cache
         device = self.model.device
-        out = self.model.model(
-            input_ids=ids.to(device), attention_mask=mask.to(device, torch.long), position_ids=positions.to(device),
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
-        )
+        with cache.attending(self.model.model):
+            out = self.model.model(
+                input_ids=ids.to(device), position_ids=positions.to(device), use_cache=True, logits_to_keep=1,
+                **{self.cache_keyword: cache},
+            )
+        cache.advance()
         self.model.counters.forward_passes += 1
-        return out.logits[:, -1], out.past_key_values
+        return out.logits[:, -1]
 
     def _step(self) -> None:
-        """One new token for every active row; finished rows leave the batch."""
-        batch = self.batch
+        """One new token for every active row; finished rows leave."""
         ids = torch.tensor([[row.text.tokens[-1]] for row in self.active])
         positions = torch.tensor([[len(row.history()) - 1] for row in self.active])
-        batch.mask = torch.cat([batch.mask, torch.ones((batch.rows, 1), dtype=torch.bool)], 1)
-        logits, batch.cache = self._forward(ids, batch.mask, positions, batch.cache)
+        self.cache.decode()
+        logits = self._forward(ids, positions)
         self.model.counters.tokens_forwarded += len(self.active)
         self._choose(self.active, logits)
-        going = [j for j, row in enumerate(self.active) if not row.finished]
-        if len(going) < len(self.active):
-            batch.keep(going)
-            self.active = [self.active[j] for j in going]
-            if not self.active:
-                self.batch = None
+        self._leave()
+
+    def _leave(self) -> None:
+        """Finished rows free their slots (the last row moves into each, here and in the cache)."""
+        for j in reversed(range(len(self.active))):
+            if self.active[j].finished:
+                self.active[j] = self.active[-1]
+                self.active.pop()
+                self.cache.remove(j)
 
     def _choose(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Append each row's next token; rows that reach a stop are finished and answered."""
@@ -303,7 +304,7 @@ def generate(model: TransformersModel, requests: list[GenerationRequest]) -> lis
         return []
     start = time.perf_counter()
     progress = tqdm(total=len(requests), desc="generation", disable=not model.show_progress, leave=False)
-    if model.placement.reuses_prefix_cache and supports_cache_surgery(model.model):
+    if model.placement.reuses_prefix_cache and supports_row_cache(model.model):
         engine = Engine(model, requests, progress)
         while model._with_oom_backoff(engine.run, len(engine.active)) is None:
             engine.requeue()

@@ -1,0 +1,77 @@
+"""The generation engine's cache (models/row_cache.py): prefill and decode attention against plain
+attention over each row's whole key/value sequence, with grouped-query heads, two prefixes and a
+row without one in one batch, and a row leaving (the last row moves into its slot)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lighteval_like.models.row_cache import Prefix, RowCache
+
+KV_HEADS, HEADS, DIM = 2, 6, 8
+
+
+def _kv(rows: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(rows, KV_HEADS, columns, DIM), torch.randn(rows, KV_HEADS, columns, DIM)
+
+
+def _reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool) -> torch.Tensor:
+    """[1, columns, heads, dim] by SDPA over the whole sequence (keys repeated per head group)."""
+    groups = HEADS // KV_HEADS
+    keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+    q_len, k_len = query.shape[2], keys.shape[2]
+    mask = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len) if causal else None
+    return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask).transpose(1, 2)
+
+
+def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
+    torch.manual_seed(0)
+    prefixes = [Prefix(*[[t] for t in _kv(1, 5)]), None, Prefix(*[[t] for t in _kv(1, 3)])]
+    own = [4, 2, 6]
+    cache = RowCache(capacity=3, width=10)
+    history = []  # each row's keys and values from its first column on (prefix included)
+    for prefix, n in zip(prefixes, own):
+        keys, values = _kv(1, n)
+        query = torch.randn(1, HEADS, n, DIM)
+        cache.prefill(prefix, [n])
+        handle, _ = cache.update(keys, values, 0)
+        out = cache.attend(handle, query, DIM**-0.5)
+        cache.advance()
+        full_k = keys if prefix is None else torch.cat([prefix.keys[0], keys], 2)
+        full_v = values if prefix is None else torch.cat([prefix.values[0], values], 2)
+        torch.testing.assert_close(out, _reference(query, full_k, full_v, causal=True))
+        history.append((full_k, full_v))
+    for step in range(3):
+        if step == 2:  # the first row leaves: the last one moves into slot 0
+            cache.remove(0)
+            history = [history[2], history[1]]
+        keys, values = _kv(cache.rows, 1)
+        query = torch.randn(cache.rows, HEADS, 1, DIM)
+        cache.decode()
+        handle, _ = cache.update(keys, values, 0)
+        out = cache.attend(handle, query, DIM**-0.5)
+        cache.advance()
+        for row, (k, v) in enumerate(history):
+            history[row] = (torch.cat([k, keys[row : row + 1]], 2), torch.cat([v, values[row : row + 1]], 2))
+            expected = _reference(query[row : row + 1], *history[row], causal=False)
+            torch.testing.assert_close(out[row : row + 1], expected)
+    assert cache.lengths == [9, 5]
+
+
+def test_padded_prefill_rows_keep_only_their_own_columns():
+    """Two prompts of different lengths prefilled together (left-padded): each row's output and
+    stored columns are those of its prompt alone."""
+    torch.manual_seed(1)
+    cache = RowCache(capacity=2, width=6)
+    keys, values = _kv(2, 5)
+    query = torch.randn(2, HEADS, 5, DIM)
+    cache.prefill(None, [5, 2])
+    handle, _ = cache.update(keys, values, 0)
+    out = cache.attend(handle, query, DIM**-0.5)
+    cache.advance()
+    torch.testing.assert_close(out[:1], _reference(query[:1], keys[:1], values[:1], causal=True))
+    torch.testing.assert_close(out[1:, 3:], _reference(query[1:, :, 3:], keys[1:, :, 3:], values[1:, :, 3:], causal=True))
+    assert not out.isnan().any()
+    torch.testing.assert_close(cache.keys[0][1, :, :2], keys[1, :, 3:])
+    assert cache.lengths == [5, 2]
