@@ -224,3 +224,41 @@ def test_code_task_without_consent_stops_before_the_model_loads(tmp_path):
     with pytest.raises(UsageError, match="lighteval\\|humaneval runs the code the model writes: pass --allow_code_execution"):
         pipeline.evaluate()
     assert not loaded
+
+
+class SeededCompletionModel(CompletionModel):
+    """A right completion for the samples whose seed is a multiple of 3, else a wrong one."""
+
+    def greedy_until(self, requests, plan=None):
+        assert all(not r.sampling.greedy and r.seed is not None for r in requests)
+        self.passing: dict[str, list[bool]] = {}
+        for r in requests:
+            self.passing.setdefault(r.context, []).append(r.seed % 3 == 0)
+        return [GenerationResponse("    return a + b\n" if r.seed % 3 == 0 else "    return a - b\n", 3) for r in requests]
+
+
+def test_sampled_humaneval_reports_pass_at_1_and_10_over_all_samples(tmp_path):
+    """With num_samples=10 every completion runs once; pass@1 and pass@10 come from the unbiased
+    estimator over each problem's 10 outcomes, and the details keep every execution."""
+    from lighteval_like.generation_params import GenerationParameters
+
+    rows = [ROW, {**ROW, "task_id": "HumanEval/998", "prompt": ROW["prompt"].replace("Sum.", "Add.")}]
+    model = SeededCompletionModel({})
+    mirror = tmp_path / "mirror"
+    write_rows(str(mirror), HF_REPO, HF_SUBSET, EVALUATION_SPLIT, rows)
+    params = PipelineParameters(
+        tasks="lighteval|humaneval|0|0", output_dir=str(tmp_path / "out"), dataset_dir=str(mirror), save_details=True,
+        no_cache=True, allow_code_execution=True, allow_weaker_isolation=LEVEL != Isolation.BWRAP,
+        generation=GenerationParameters(temperature=0.8, num_samples=10),
+    )
+    result = Pipeline(params, lambda: model).evaluate()
+    scores = result.results["results"]["lighteval|humaneval|0"]
+    counts = [sum(model.passing[row["prompt"]]) for row in rows]  # passing samples per problem
+    assert len(model.passing[ROW["prompt"]]) == 10 and 0 < sum(counts) < 20
+    assert scores["pass@1"] == pytest.approx(sum(c / 10 for c in counts) / 2)
+    assert scores["pass@10"] == pytest.approx(sum(c > 0 for c in counts) / 2)
+    (details,) = result.details_paths
+    table = sorted(pq.read_table(details).to_pylist(), key=lambda r: r["doc_index"])
+    extras = [json.loads(r["extras"]) for r in table]
+    assert [sum(e["passed"]) for e in extras] == counts
+    assert [[x["outcome"] == PASSED for x in e["executions"]] for e in extras] == [e["passed"] for e in extras]

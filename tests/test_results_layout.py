@@ -4,7 +4,6 @@ last moment: this catches a field renamed, dropped or moved), and a misspelt met
 from __future__ import annotations
 
 import json
-import time
 
 from conftest import run_cli
 
@@ -66,12 +65,11 @@ TASKS_TABLE = [TaskConfig(name="my_arc", suite="custom", prompt_function=arc, hf
 
 
 def test_misspelt_metric_stops_the_run_at_start_up(tmp_path):
+    """One line and exit 2 before the model loads (its path does not exist: loading would fail otherwise)."""
     custom = tmp_path / "tasks.py"
     custom.write_text(MISSPELT, encoding="utf-8")
-    start = time.time()
     proc = run_cli(["accelerate", "--model_args", "pretrained=does/not-matter", "--tasks", "custom|my_arc|0|0",
                     "--custom_tasks", str(custom), "--output_dir", str(tmp_path / "out")])
-    elapsed = time.time() - start
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [
@@ -79,5 +77,4 @@ def test_misspelt_metric_stops_the_run_at_start_up(tmp_path):
         "mc1, mc2, acc_greedy, perplexity, word_perplexity, byte_perplexity, bits_per_byte, em, qem "
         "(or a lighteval_like.metrics.Metric object)"
     ]
-    assert elapsed < 5, f"took {elapsed:.1f} s"
     assert not (tmp_path / "out").exists()

@@ -38,7 +38,8 @@ def _gen(*texts: str) -> list[GenerationResponse]:
 
 def _value(kind: str, texts: list[str], k: int | None = None) -> float:
     spec = OverSamples(kind, lambda t: t.strip(), lambda d: "42", k)
-    return spec.metric(len(texts)).sample_fn(GOLD, _gen(*texts))
+    (metric,) = spec.metrics(len(texts))
+    return metric.sample_fn(GOLD, _gen(*texts))
 
 
 # ------------------------------------------------------------------ metrics

@@ -18,6 +18,7 @@ import string
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -192,8 +193,20 @@ class OverSamples:
         if self.kind == "pass" and (self.k or n) > n:
             raise TaskSpecError(f"task {task_name}: pass@{self.k} needs num_samples >= {self.k}, got {n}")
 
-    def metric(self, n: int) -> Metric:
-        return Metric(f"{self.kind}@{self.k or n}", functools.partial(_over_samples, self, self.k or n))
+    def metrics(self, n: int) -> list[Metric]:
+        return [Metric(f"{self.kind}@{self.k or n}", functools.partial(_over_samples, self, self.k or n))]
+
+
+@runtime_checkable
+class SampledMetrics(Protocol):
+    """Metrics a task names once and that become concrete for the run's number of samples per
+    doc (`OverSamples`; HumanEval's `PassAtK`)."""
+
+    name: str
+
+    def check(self, task_name: str, n: int) -> None: ...
+
+    def metrics(self, n: int) -> list[Metric]: ...
 
 
 def _over_samples(spec: OverSamples, k: int, doc: Doc, responses: list[GenerationResponse]) -> float:
@@ -267,10 +280,10 @@ def resolve_metrics(task: TaskConfig, num_samples: int | None = None) -> list[Me
     for metric in task.metrics:
         if isinstance(metric, Metric):
             out.append(metric)
-        elif isinstance(metric, OverSamples):
+        elif isinstance(metric, SampledMetrics):
             if num_samples is not None:
                 metric.check(task.full_name, num_samples)
-            out.append(metric.metric(num_samples or default))
+            out += metric.metrics(num_samples or default)
         elif metric in METRICS:
             out.append(METRICS[metric])
         else:

@@ -109,7 +109,7 @@ TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="humaneval", suite="lighteval", prompt_function=humaneval.humaneval,
         hf_repo=humaneval.HF_REPO, hf_subset=humaneval.HF_SUBSET, evaluation_split=humaneval.EVALUATION_SPLIT,
-        few_shots_split=None, request_type=RequestType.GENERATIVE, metrics=(humaneval.PASS_AT_1,),
+        few_shots_split=None, request_type=RequestType.GENERATIVE, metrics=(humaneval.PASS_AT_K,),
         generation_size=humaneval.GENERATION_SIZE, stop_sequences=humaneval.STOP_SEQUENCES,
     ),
     gsm8k_cot.GSM8K_COT,

@@ -10,7 +10,9 @@ pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from lighteval_like.metrics import Metric, pass_at_k
 from lighteval_like.sandbox import Isolation, run_programs
@@ -54,17 +56,44 @@ def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> 
     return {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
 
 
-def execute_completions(samples: list, isolation: Isolation) -> list[float]:
-    """pass@1 of each sample's (greedy) completion: its program run in the sandbox, in parallel.
-    Each sample's `extras["execution"]` records the program, its outcome and its output's tail."""
-    programs = [assemble_program(s.doc, s.responses[0].text) for s in samples]
-    results = run_programs(programs, timeout_s=TIMEOUT_S, isolation=isolation)
-    for sample, program, result in zip(samples, programs, results):
-        sample.extras["execution"] = {
-            "program": program, "outcome": result.outcome, "detail": result.detail,
-            "output_tail": result.output_tail, "isolation": result.isolation,
-        }
-    return [float(result.passed) for result in results]
+def _record(program: str, result) -> dict:
+    return {"program": program, "outcome": result.outcome, "detail": result.detail,
+            "output_tail": result.output_tail, "isolation": result.isolation}
 
 
-PASS_AT_1 = Metric("pass@1", batch_fn=execute_completions, executes_code=True)
+def execute_completions(samples: list, isolation: Isolation) -> list[list[bool]]:
+    """Whether each completion of each sample passes: every program run once in the sandbox,
+    in parallel. `extras["execution"]` records the first completion's program, outcome and
+    output's tail, `extras["executions"]` all of them when there are several."""
+    todo = [s for s in samples if "passed" not in s.extras]
+    programs = [assemble_program(s.doc, r.text) for s in todo for r in s.responses]
+    results = iter(zip(programs, run_programs(programs, timeout_s=TIMEOUT_S, isolation=isolation)))
+    for sample in todo:
+        runs = [next(results) for _ in sample.responses]
+        sample.extras["execution"] = _record(*runs[0])
+        if len(runs) > 1:
+            sample.extras["executions"] = [_record(*run) for run in runs]
+        sample.extras["passed"] = [result.passed for _, result in runs]
+    return [s.extras["passed"] for s in samples]
+
+
+def _pass_at(k: int, samples: list, isolation: Isolation) -> list[float]:
+    return [pass_at_k(len(p), sum(p), k) for p in execute_completions(samples, isolation)]
+
+
+@dataclass(frozen=True)
+class PassAtK:
+    """pass@k of the executed completions for each k in `ks` up to the run's number of samples
+    (one greedy sample: pass@1; `num_samples=10`: pass@1 and pass@10)."""
+
+    ks: tuple[int, ...] = DEFAULT_KS
+    name = "pass@k"
+
+    def check(self, task_name: str, n: int) -> None:
+        """Any n serves: the k above it are left out, as lm-eval does."""
+
+    def metrics(self, n: int) -> list[Metric]:
+        return [Metric(f"pass@{k}", batch_fn=functools.partial(_pass_at, k), executes_code=True) for k in self.ks if k <= n]
+
+
+PASS_AT_K = PassAtK()
