@@ -3,7 +3,8 @@
     python benchmarks/compare_harnesses.py --model DIR --data_dir MIRROR \
         --lm_eval_python VENV/bin/python --lighteval_python VENV2/bin/python \
         [--vllm_python .venv-vllm/bin/python]   # also `lighteval-like vllm` and lm-eval's `--model vllm` \
-        [--tasks truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench] [--limit 40] [--batch_size 8] [--repeats 1]
+        [--tasks truthfulqa,hellaswag,arc,mmlu,gsm8k,bigbench,gsm8k5,gsm8k_cot] [--limit 40] [--batch_size 8] \
+        [--repeats 1] [--stand_in_train]   # gsm8k5 needs it: the mirror has no gsm8k train split
 
 Every harness runs as a whole command on the same model folder, the same mirror rows (the first
 `--limit` docs) and the same batch size; runs alternate between harnesses, and each figure is
@@ -191,6 +192,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip_lighteval", action="store_true")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--stand_in_train", action="store_true",
+                        help="give datasets without a train split one (their validation, else test split), so both "
+                             "harnesses draw few-shot examples from it (gsm8k5: the mirror has no gsm8k train split)")
     return parser.parse_args()
 
 
@@ -203,6 +207,10 @@ def main() -> int:
            "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     report = {}
     work = tempfile.mkdtemp(prefix="compare-harnesses-")
+    if args.stand_in_train:
+        from compare_lm_eval import mirror_with_train
+
+        args.data_dir = mirror_with_train(args.data_dir, os.path.join(work, "mirror"))
     for name in args.tasks.split(","):
         bench = BENCHMARKS[name]
         limit = args.gsm8k_limit if name.startswith("gsm8k") else args.limit

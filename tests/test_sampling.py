@@ -245,3 +245,20 @@ def test_distributed_override_generation_section(tmp_path):
     path.write_text("tasks: {tasks: 'x|y|0|0'}\ngeneration: {temperature: hot}\n")
     with pytest.raises(ConfigError, match="key 'generation.temperature' must be float"):
         load_override_config(str(path))
+
+
+def test_distributed_override_reasoning_tags(tmp_path):
+    """`tasks: {remove_reasoning_tags: true, reasoning_tags: ...}` in the override are the
+    `accelerate` flags: parsed into the run's tag pairs, and the tags alone are refused."""
+    from lighteval_like.entrypoints import generation_options
+    from lighteval_like.errors import UsageError
+    from lighteval_like.override_config import load_override_config
+
+    path = tmp_path / "override.yaml"
+    path.write_text("tasks: {tasks: 'x|y|0|0', remove_reasoning_tags: true, reasoning_tags: '<r>,</r>;<t>,</t>'}\n")
+    tasks = load_override_config(str(path)).tasks
+    options = generation_options(None, None, tasks.remove_reasoning_tags, tasks.reasoning_tags)
+    assert options["reasoning_tags"] == (("<r>", "</r>"), ("<t>", "</t>"))
+    assert load_override_config(str(path)).pipeline_parameters().reasoning_tags is None  # set with the options
+    with pytest.raises(UsageError, match="pass both"):
+        generation_options(None, None, False, "<r>,</r>")

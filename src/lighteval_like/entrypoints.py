@@ -121,7 +121,9 @@ def run_distributed(
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
     params = override.pipeline_parameters()
-    params.generation = config.generation_parameters
+    options = generation_options(config.generation_parameters, None, override.tasks.remove_reasoning_tags,
+                                 override.tasks.reasoning_tags)
+    params.generation, params.reasoning_tags = options["generation"], options["reasoning_tags"]
     if params.checkpoint_step is None:
         params.checkpoint_step = step
     session = None

@@ -66,6 +66,8 @@ class TasksArgs:
     multichoice_continuations_start_space: bool | None = None  # a model arg: see `apply_to_model`
     allow_code_execution: bool = False  # as the `accelerate` flag: code tasks run model-written programs
     allow_weaker_isolation: bool = False
+    remove_reasoning_tags: bool = False  # as the `accelerate` flags: reasoning cut out before scoring
+    reasoning_tags: str | None = None  # 'open,close;open,close' (default '<think>,</think>')
 
     def __post_init__(self):
         for name in ("max_samples", "num_fewshot_seeds", "dataset_loading_processes"):
@@ -92,8 +94,9 @@ class LightevalOverrideConfig:
             raise ConfigError(f"key 'batch_size' must be >= 1 or null, got {self.batch_size}")
 
     def pipeline_parameters(self) -> PipelineParameters:
-        """The run options: the `tasks` and `logging` sections and `batch_size`, by field name."""
-        names = {f.name for f in dataclasses.fields(PipelineParameters)}
+        """The run options: the `tasks` and `logging` sections and `batch_size`, by field name
+        (the reasoning tags are parsed with the generation options, `entrypoints.generation_options`)."""
+        names = {f.name for f in dataclasses.fields(PipelineParameters)} - {"reasoning_tags"}
         values = {**dataclasses.asdict(self.tasks), **dataclasses.asdict(self.logging), "batch_size": self.batch_size}
         return PipelineParameters(**{k: v for k, v in values.items() if k in names})
 
