@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import free_port, run_cli
 from hooks import SLEEP_ENV
+from test_parity_smollm2 import hub_mirror, smollm2  # noqa: F401
 from test_resume import _cache_rows
 from test_transformers_model import GEN_CONTEXTS, load
 
@@ -181,11 +182,27 @@ def _sample_texts(out_dir) -> tuple[dict, dict]:
     return {r["doc_index"]: r["generations"] for r in pq.read_table(details).to_pylist()}, scores
 
 
-def test_sampled_run_same_with_two_data_parallel_processes(tiny_model, mirror, tmp_path):
-    """gsm8k_cot_maj (3 samples per doc): two gloo ranks draw the texts and scores of one process."""
-    common = ["accelerate", "--model_args", f"pretrained={tiny_model},dtype=float32", "--tasks",
-              "lighteval|gsm8k_cot_maj|2|0", "--gen_kwargs", "num_samples=3,max_new_tokens=6", "--save_details",
-              "--dataset_dir", mirror, "--no_cache"]
+# (model fixture, mirror fixture, task, --max_samples, --gen_kwargs): the tiny model with short
+# prompts and generations in the default suite; SmolLM2 on 10 real gsm8k docs, k=4, full length.
+SAMPLED_RUNS = [
+    pytest.param("tiny_model", "mirror", "lighteval|gsm8k_cot_maj|2|0", None, "num_samples=4,max_new_tokens=6", id="tiny"),
+    pytest.param("smollm2", "hub_mirror", "lighteval|gsm8k_cot_maj|8|0", "10", "num_samples=4", id="smollm2",
+                 marks=pytest.mark.slow),
+]
+
+
+def _sampled_command(request, model_fixture: str, mirror_fixture: str, task: str, docs: str | None,
+                     gen_kwargs: str) -> list[str]:
+    model, mirror = request.getfixturevalue(model_fixture), request.getfixturevalue(mirror_fixture)
+    return ["accelerate", "--model_args", f"pretrained={model},dtype=float32", "--tasks", task, "--gen_kwargs",
+            gen_kwargs, "--save_details", "--dataset_dir", mirror, *(["--max_samples", docs] if docs else [])]
+
+
+@pytest.mark.parametrize("model_fixture, mirror_fixture, task, docs, gen_kwargs", SAMPLED_RUNS)
+def test_sampled_run_same_with_two_data_parallel_processes(request, tmp_path, model_fixture, mirror_fixture, task, docs,
+                                                            gen_kwargs):
+    """gsm8k_cot_maj: two gloo ranks at batch 8 draw the texts and scores of one process at batch 1."""
+    common = [*_sampled_command(request, model_fixture, mirror_fixture, task, docs, gen_kwargs), "--no_cache"]
     single = run_cli([*common, "--output_dir", str(tmp_path / "single"), "--override_batch_size", "1"])
     assert single.returncode == 0, single.stderr[-3000:]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -193,18 +210,22 @@ def test_sampled_run_same_with_two_data_parallel_processes(tiny_model, mirror, t
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(free_port()), "-m", "lighteval_like"]
     dp = subprocess.run([*launch, *common, "--output_dir", str(tmp_path / "dp"), "--override_batch_size", "8"],
-                        capture_output=True, text=True, env=env, timeout=900)
+                        capture_output=True, text=True, env=env, timeout=3600)
     assert dp.returncode == 0, dp.stderr[-3000:]
     texts, scores = _sample_texts(tmp_path / "single")
     assert _sample_texts(tmp_path / "dp") == (texts, scores)
-    assert len(texts) == 3 and all(len(t) == 3 for t in texts.values())
+    assert len(texts) == int(docs or 3) and all(len(t) == 4 for t in texts.values())
+    assert len({t for doc in texts.values() for t in doc}) > len(texts)  # the samples of a doc differ
 
 
-def test_sampled_run_killed_and_resumed_draws_the_same_texts(tiny_model, mirror, tmp_path):
+@pytest.mark.parametrize("model_fixture, mirror_fixture, task, docs, gen_kwargs", SAMPLED_RUNS)
+def test_sampled_run_killed_and_resumed_draws_the_same_texts(request, tmp_path, model_fixture, mirror_fixture, task, docs,
+                                                            gen_kwargs):
     """SIGKILL a sampled run mid-way; the same command again reuses the committed samples (keyed
-    by their seeds), draws the rest, and ends with the texts and scores of an uninterrupted run."""
-    common = ["accelerate", "--model_args", f"pretrained={tiny_model}", "--tasks", "lighteval|gsm8k_cot_maj|2|0",
-              "--gen_kwargs", "num_samples=4,max_new_tokens=6", "--save_details", "--dataset_dir", mirror]
+    by their seeds), draws the rest, and ends with the texts and scores of an uninterrupted run
+    (at batch 8, the resumed one at batch 1)."""
+    common = _sampled_command(request, model_fixture, mirror_fixture, task, docs, gen_kwargs)
+    total = 4 * int(docs or 3)
     whole = run_cli([*common, "--output_dir", str(tmp_path / "whole"), "--override_batch_size", "8", "--no_cache"])
     assert whole.returncode == 0, whole.stderr[-3000:]
     cache_dir, out = str(tmp_path / "cache"), str(tmp_path / "out")
@@ -214,7 +235,7 @@ def test_sampled_run_killed_and_resumed_draws_the_same_texts(tiny_model, mirror,
     proc = subprocess.Popen([sys.executable, hooks, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + 1800
         while _cache_rows(cache_dir) < 4:
             assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before the kill"
             time.sleep(0.05)
@@ -224,10 +245,10 @@ def test_sampled_run_killed_and_resumed_draws_the_same_texts(tiny_model, mirror,
             proc.kill()
         proc.wait()
     finished = _cache_rows(cache_dir)
-    assert 4 <= finished < 12
+    assert 4 <= finished < total
     resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Response cache: {finished} reused, {12 - finished} computed" in resumed.stdout
+    assert f"Response cache: {finished} reused, {total - finished} computed" in resumed.stdout
     assert _sample_texts(out) == _sample_texts(tmp_path / "whole")
 
 
