@@ -336,3 +336,20 @@ def test_tensor_parallel_size_not_dividing_the_heads(tmp_path, mirror):
                     "--dataset_dir", mirror, "--output_dir", str(tmp_path / "out")])
     assert proc.returncode == 1
     assert "tensor_parallel_size must divide the model's number of attention heads" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.vllm
+def test_sampled_generations_follow_their_seeds_not_the_batch(engine):
+    """Each sampled request draws from its own seed: the same texts alone, together or in another
+    order; other seeds give other texts; greedy requests beside them stay greedy."""
+    from lighteval_like.models.base import GenerationRequest, SamplingParams
+
+    hot = SamplingParams(temperature=1.0, top_k=50, top_p=0.95)
+    sampled = [GenerationRequest("0 1 2 3", (), 12, hot, seed) for seed in (1, 2, 3, 4)]
+    greedy = GenerationRequest("0 1 2 3", (), 12)
+    together = [r.text for r in engine.greedy_until([*sampled, greedy])]
+    alone = [engine.greedy_until([r])[0].text for r in sampled]
+    reversed_order = [r.text for r in engine.greedy_until(sampled[::-1])][::-1]
+    assert together[:4] == alone == reversed_order
+    assert len(set(alone)) > 1
+    assert together[4] == engine.greedy_until([greedy])[0].text

@@ -272,16 +272,11 @@ class VLLMModel(LanguageModel):
         return [total(i) for i in range(len(requests))]
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
-        if any(not req.sampling.greedy for req in requests):
-            raise UsageError(
-                "the vllm backend decodes greedily for now: sampled generation (temperature > 0, num_samples) "
-                "runs with `lighteval-like accelerate`"
-            )
         jobs, truncated = [], []
         for req in requests:
             max_new = req.max_new_tokens or self.config.max_gen_toks
             ids, cut = self.encoder.generation_prompt(req.context, max_new)
-            jobs.append(GenerateJob(tuple(ids), max_new, tuple(s for s in req.stop_sequences if s)))
+            jobs.append(GenerateJob(tuple(ids), max_new, tuple(s for s in req.stop_sequences if s), req.sampling, req.seed))
             truncated.append(cut)
         results: list = [None] * len(jobs)
 
@@ -292,5 +287,5 @@ class VLLMModel(LanguageModel):
             self.counters.generated_tokens += sum(results[j][1] for j in done)
             self._batch_done([requests[j] for j in done], [respond(j) for j in done])
 
-        self._compute(jobs, [[j] for j in range(len(jobs))], "greedy generation (vllm)", report, results)
+        self._compute(jobs, [[j] for j in range(len(jobs))], "generation (vllm)", report, results)
         return [respond(j) for j in range(len(jobs))]

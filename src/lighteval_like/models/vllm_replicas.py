@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from lighteval_like.errors import LightevalLikeError, ModelLoadError, one_line
+from lighteval_like.models.base import SamplingParams
 
 ROOT_CAUSE = re.compile(r"(\b\w*(?:Error|Exception)\b: .*\S)")
 CHUNK_TOKENS = 32768  # prompt tokens per chunk sent back (the response cache commits each)
@@ -66,6 +67,8 @@ class GenerateJob:
     prompt: tuple[int, ...]
     max_new_tokens: int
     stop: tuple[str, ...]
+    sampling: SamplingParams = SamplingParams()
+    seed: int | None = None  # the request's own random stream (vLLM seeds a generator per request)
 
 
 Job = ScoreJob | GenerateJob
@@ -126,10 +129,17 @@ def _score(llm, jobs: list[ScoreJob]) -> list[tuple[float, bool, int]]:
 
 
 def _generate(llm, jobs: list[GenerateJob]) -> list[tuple[str, int]]:
-    """(text, new tokens) of each greedy generation, cut at the first stop sequence."""
-    from vllm import SamplingParams, TokensPrompt
+    """(text, new tokens) of each generation, cut at the first stop sequence; a sampled one
+    draws from its own seeded stream, so its text does not depend on the batch."""
+    from vllm import SamplingParams as VLLMSampling
+    from vllm import TokensPrompt
 
-    params = [SamplingParams(max_tokens=j.max_new_tokens, temperature=0.0, stop=list(j.stop)) for j in jobs]
+    params = [
+        VLLMSampling(max_tokens=j.max_new_tokens, stop=list(j.stop), temperature=j.sampling.temperature,
+                     top_p=j.sampling.top_p, top_k=j.sampling.top_k, min_p=j.sampling.min_p,
+                     repetition_penalty=j.sampling.repetition_penalty, seed=j.seed)
+        for j in jobs
+    ]
     outputs = llm.generate([TokensPrompt(prompt_token_ids=list(j.prompt)) for j in jobs], params, use_tqdm=False)
     return [(out.outputs[0].text, len(out.outputs[0].token_ids)) for out in outputs]
 
