@@ -162,28 +162,38 @@ class RowCache:
         return out.transpose(1, 2)
 
     def _attend_step(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        """One new column per row: its own columns, merged with its prefix's (read once)."""
+        """One new column per row over its prefix (each prefix read once for all its rows) and its
+        own columns, in one softmax."""
         rows, heads, _, dim = query.shape
         kv_heads = layer.keys.shape[1]
         q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
         _, _, visible, prefix_runs = self._step
         columns = visible.shape[-1]
         keys, values = self.keys[layer.index][:rows, :, :columns], self.values[layer.index][:rows, :, :columns]
-        out, norm = _attention(q, keys, values, scaling, visible)
+        own = (torch.matmul(q, keys.transpose(-1, -2)).float() * scaling).masked_fill(~visible, float("-inf"))
+        widest = max((prefix.keys[layer.index].shape[-2] for prefix, _ in prefix_runs), default=0)
+        one_run = len(prefix_runs) == 1 and prefix_runs[0][1] is None  # every row after the same prefix
+        shared = None if one_run or not prefix_runs else own.new_full((rows, kv_heads, q.shape[2], widest), float("-inf"))
+        flats = []
         for prefix, slots in prefix_runs:
             part = q if slots is None else q[slots]
-            # every row's queries against the one copy: [kv heads, rows x groups, dim]
+            # the run's queries against the one copy of its prefix: [kv heads, rows x groups, dim]
             flat = part.transpose(0, 1).reshape(kv_heads, -1, dim)
-            p_out, p_norm = _attention(flat, prefix.keys[layer.index][0], prefix.values[layer.index][0], scaling, None)
-            p_out = p_out.reshape(kv_heads, part.shape[0], -1, dim).transpose(0, 1)
-            p_norm = p_norm.reshape(kv_heads, part.shape[0], -1, 1).transpose(0, 1)
-            mine_out, mine_norm = (out, norm) if slots is None else (out[slots], norm[slots])
-            total = torch.logaddexp(mine_norm, p_norm)
-            merged = mine_out * torch.exp(mine_norm - total) + p_out * torch.exp(p_norm - total)
-            if slots is None:
-                out, norm = merged, total
+            scores = torch.matmul(flat, prefix.keys[layer.index][0].transpose(-1, -2)).float() * scaling
+            scores = scores.reshape(kv_heads, part.shape[0], -1, scores.shape[-1]).transpose(0, 1)
+            if one_run:
+                shared = scores
             else:
-                out, norm = out.index_copy(0, slots, merged), norm.index_copy(0, slots, total)
+                shared[(slice(None) if slots is None else slots), ..., : scores.shape[-1]] = scores
+            flats.append((prefix, slots, part.shape[0], scores.shape[-1]))
+        probs = own.softmax(-1) if shared is None else torch.cat([shared, own], -1).softmax(-1)
+        width = probs.shape[-1] - columns
+        out = torch.matmul(probs[..., width:].to(values.dtype), values)
+        for prefix, slots, count, length in flats:
+            part = probs[..., :length] if slots is None else probs[slots, ..., :length]
+            flat = part.transpose(0, 1).reshape(kv_heads, -1, length).to(values.dtype)
+            mixed = torch.matmul(flat, prefix.values[layer.index][0]).reshape(kv_heads, count, -1, dim).transpose(0, 1)
+            out = out + mixed if slots is None else out.index_add(0, slots, mixed)
         return out.to(query.dtype).reshape(rows, 1, heads, dim)
 
     @contextmanager
@@ -199,15 +209,6 @@ class RowCache:
             yield self
         finally:
             config._attn_implementation = before
-
-
-def _attention(query, keys, values, scaling, visible):
-    """softmax(q kᵀ) v in float32, with its log-normaliser, over the `visible` columns (None: all)."""
-    scores = torch.matmul(query, keys.transpose(-1, -2)).float() * scaling
-    if visible is not None:
-        scores = scores.masked_fill(~visible, float("-inf"))
-    norm = torch.logsumexp(scores, -1, keepdim=True)
-    return torch.matmul(torch.exp(scores - norm).to(values.dtype), values).float(), norm
 
 
 def _attention_function(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
