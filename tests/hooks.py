@@ -18,6 +18,51 @@ FAULT_ENV = "LIGHTEVAL_LIKE_TEST_FAULT"
 SLEEP_ENV = "LIGHTEVAL_LIKE_TEST_SLEEP_PER_BATCH"
 
 
+def cache_rows(cache_dir: str) -> int:
+    """Committed responses in every cache file under `cache_dir` (0 while none is readable yet)."""
+    import glob
+    import sqlite3
+
+    from lighteval_like.cache import response_cache_dir
+
+    total = 0
+    for path in glob.glob(os.path.join(response_cache_dir(cache_dir), "*.sqlite")):
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                total += conn.execute("SELECT count(*) FROM responses").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:  # created, schema not committed yet
+            pass
+    return total
+
+
+def run_and_kill(args: list[str], cache_dir: str, rows: int, sleep_s: float, timeout_s: float) -> int:
+    """Run the CLI with `args` (sleeping `sleep_s` after each committed batch), SIGKILL it once
+    `rows` responses are in the cache; its return code (an error if it ended or stalled first)."""
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", SLEEP_ENV: str(sleep_s)}
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + timeout_s
+        while cache_rows(cache_dir) < rows:
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            if time.time() > deadline:
+                raise AssertionError(f"fewer than {rows} responses committed within {timeout_s} s")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    return proc.returncode
+
+
 def _install_fault(spec: str) -> None:
     from lighteval_like.models.transformers_model import TransformersModel
 

@@ -7,18 +7,16 @@ import glob
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import run_cli
-from hooks import SLEEP_ENV
+from hooks import cache_rows, run_and_kill
 
 from lighteval_like import outputs
 from lighteval_like.cache import ResponseCache, model_fingerprint, response_cache_dir
@@ -36,21 +34,6 @@ from lighteval_like.models.transformers_model import TransformersModel
 from lighteval_like.pipeline import Pipeline, PipelineParameters
 
 TASKS = "leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0"
-
-
-def _cache_rows(cache_dir: str) -> int:
-    """Committed responses in every cache file under `cache_dir` (0 while none is readable yet)."""
-    total = 0
-    for path in glob.glob(os.path.join(response_cache_dir(cache_dir), "*.sqlite")):
-        try:
-            conn = sqlite3.connect(path, timeout=30)
-            try:
-                total += conn.execute("SELECT count(*) FROM responses").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.OperationalError:  # created, schema not committed yet
-            pass
-    return total
 
 
 def _results(output_dir: str) -> list[dict]:
@@ -77,24 +60,8 @@ def test_killed_run_resumes_and_computes_only_the_rest(tiny_model, mirror, tmp_p
         "--dataset_dir", mirror, "--override_batch_size", "1", "--save_details",
         "--output_dir", out, "--cache_dir", cache_dir,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", SLEEP_ENV: "0.3"}
-    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.py")
-    proc = subprocess.Popen([sys.executable, hooks, *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 300
-        while _cache_rows(cache_dir) < 5:
-            assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-            assert time.time() < deadline, "no batch committed within 300 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    finished = _cache_rows(cache_dir)
+    assert run_and_kill(args, cache_dir, rows=5, sleep_s=0.3, timeout_s=300) == -signal.SIGKILL
+    finished = cache_rows(cache_dir)
     assert not _results(out) and not glob.glob(os.path.join(out, "**", ".tmp-*"), recursive=True)
 
     resumed = run_cli(args)
@@ -316,7 +283,7 @@ def test_ranks_write_own_shards_and_main_merges(tmp_path):
     assert second[0]["summary"]["hits"] == 14 and second[0]["summary"]["computed"] == 2
     assert second[0]["computed"] + second[1]["computed"] == 2
     assert os.listdir(folder) == [f"{fingerprint}.sqlite"]
-    assert _cache_rows(cache_dir) == 16
+    assert cache_rows(cache_dir) == 16
 
 
 def test_fingerprint_follows_what_changes_the_answers(tmp_path):

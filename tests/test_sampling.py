@@ -11,14 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import free_port, run_cli
-from hooks import SLEEP_ENV
+from hooks import cache_rows, run_and_kill
 from test_parity_smollm2 import hub_mirror, smollm2  # noqa: F401
-from test_resume import _cache_rows
 from test_transformers_model import GEN_CONTEXTS, load
 
 from lighteval_like.entrypoints import run_accelerate
@@ -230,21 +228,8 @@ def test_sampled_run_killed_and_resumed_draws_the_same_texts(request, tmp_path, 
     assert whole.returncode == 0, whole.stderr[-3000:]
     cache_dir, out = str(tmp_path / "cache"), str(tmp_path / "out")
     args = [*common, "--output_dir", out, "--cache_dir", cache_dir, "--override_batch_size", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", SLEEP_ENV: "0.5"}
-    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.py")
-    proc = subprocess.Popen([sys.executable, hooks, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 1800
-        while _cache_rows(cache_dir) < 4:
-            assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before the kill"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    finished = _cache_rows(cache_dir)
+    assert run_and_kill(args, cache_dir, rows=4, sleep_s=0.5, timeout_s=1800) == -signal.SIGKILL
+    finished = cache_rows(cache_dir)
     assert 4 <= finished < total
     resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
