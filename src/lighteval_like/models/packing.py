@@ -35,6 +35,38 @@ class PackedRow:
     predictions: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
+Scores = dict[ScoreItem, tuple[float, bool]]  # (loglikelihood, greedy) of each scored item
+
+
+class RollingWindows:
+    """Rolling loglikelihood requests as the scored windows they are made of (a window several
+    requests share is scored once); a request's total is reported as soon as its last window is
+    scored, summed in window order so that it equals the one returned at the end."""
+
+    def __init__(self, windows: list[list[ScoreItem]]):
+        self.windows = windows
+        self.owners: dict[ScoreItem, set[int]] = {}
+        for i, items in enumerate(windows):
+            for item in items:
+                self.owners.setdefault(item, set()).add(i)
+        self.scored: Scores = {}
+
+    @property
+    def items(self) -> list[ScoreItem]:
+        return list(self.owners)
+
+    def total(self, i: int) -> tuple[float, bool, int]:
+        """(summed loglikelihood, every window greedy, scored tokens) of request i."""
+        scores = [self.scored[item] for item in self.windows[i]]
+        return sum(s[0] for s in scores), all(s[1] for s in scores), sum(len(it.targets) for it in self.windows[i])
+
+    def add(self, batch: Scores) -> list[int]:
+        """Take a batch of scores; the requests it completes."""
+        self.scored.update(batch)
+        touched = {i for item in batch for i in self.owners[item]}
+        return sorted(i for i in touched if all(item in self.scored for item in self.windows[i]))
+
+
 def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = min(len(a), len(b))
     i = 0

@@ -33,7 +33,9 @@ from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.packing import (
     PackedRow,
     PrefixGroup,
+    RollingWindows,
     ScoreItem,
+    Scores,
     batch_inputs,
     group_by_prefix,
     pack_rows,
@@ -51,7 +53,6 @@ CPU_LOGITS_BUDGET = 2**28
 GPU_LOGITS_BUDGET = 2**32
 ROW_TOKENS = 1024  # tree nodes per packed row (longer single items get their own row)
 T = TypeVar("T")
-Scores = dict[ScoreItem, tuple[float, bool]]
 
 
 @dataclass
@@ -290,30 +291,15 @@ class TransformersModel(LanguageModel):
         return [respond(j, scores[item]) for j, item in enumerate(items)]
 
     def loglikelihood_rolling(self, requests: list[RollingRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
-        windows = [self.encoder.rolling_windows(req.text) for req in requests]
-        owners: dict[ScoreItem, set[int]] = {}
-        for i, items in enumerate(windows):
-            for item in items:
-                owners.setdefault(item, set()).add(i)
-
-        def total(i: int, score_of: Scores) -> LoglikelihoodResponse:
-            """Windows summed in order, so a response reported early equals the one returned."""
-            scores = [score_of[item] for item in windows[i]]
-            return LoglikelihoodResponse(
-                sum(s[0] for s in scores), all(s[1] for s in scores), sum(len(it.targets) for it in windows[i])
-            )
-
-        scored: Scores = {}
+        rolling = RollingWindows([self.encoder.rolling_windows(req.text) for req in requests])
 
         def report(batch_scores: Scores) -> None:
-            scored.update(batch_scores)
-            touched = sorted({i for item in batch_scores for i in owners[item]})
-            ready = [i for i in touched if all(item in scored for item in windows[i])]
-            self._batch_done([requests[i] for i in ready], [total(i, scored) for i in ready])
+            ready = rolling.add(batch_scores)
+            self._batch_done([requests[i] for i in ready], [LoglikelihoodResponse(*rolling.total(i)) for i in ready])
 
-        unique = list(owners)
-        final = self._score(unique, self._group(unique), "rolling loglikelihood", report)
-        return [total(i, final) for i in range(len(requests))]
+        items = rolling.items
+        rolling.add(self._score(items, self._group(items), "rolling loglikelihood", report))
+        return [LoglikelihoodResponse(*rolling.total(i)) for i in range(len(requests))]
 
     def _score(self, unique: list[ScoreItem], groups: list[PrefixGroup], label: str,
                on_done: Callable[[Scores], None]) -> Scores:

@@ -31,7 +31,7 @@ from lighteval_like.models.base import (
     WorkPlan,
 )
 from lighteval_like.models.model_args import VLLMModelConfig
-from lighteval_like.models.packing import ScoreItem, unique_tokens
+from lighteval_like.models.packing import RollingWindows, ScoreItem, unique_tokens
 from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
 from lighteval_like.models.vllm_replicas import GenerateJob, Job, ReplicaPool, ScoreJob
 from lighteval_like.runtime import ProcessContext
@@ -251,25 +251,14 @@ class VLLMModel(LanguageModel):
         return [respond(i, scores[items[r][0]]) for i, r in enumerate(requests)]
 
     def loglikelihood_rolling(self, requests: list[RollingRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
-        windows = [self.encoder.rolling_windows(req.text) for req in requests]
-        owners: dict[ScoreItem, set[int]] = {}
-        for i, items in enumerate(windows):
-            for item in items:
-                owners.setdefault(item, set()).add(i)
-        scored: dict = {}
-
-        def total(i: int) -> LoglikelihoodResponse:
-            scores = [scored[item] for item in windows[i]]
-            return LoglikelihoodResponse(sum(s[0] for s in scores), all(s[1] for s in scores),
-                                         sum(len(it.targets) for it in windows[i]))
+        rolling = RollingWindows([self.encoder.rolling_windows(req.text) for req in requests])
 
         def report(batch: dict) -> None:
-            scored.update(batch)
-            ready = sorted(i for i in {i for item in batch for i in owners[item]} if all(w in scored for w in windows[i]))
-            self._batch_done([requests[i] for i in ready], [total(i) for i in ready])
+            ready = rolling.add(batch)
+            self._batch_done([requests[i] for i in ready], [LoglikelihoodResponse(*rolling.total(i)) for i in ready])
 
-        scored.update(self._score_items(list(owners), "rolling loglikelihood (vllm)", report))
-        return [total(i) for i in range(len(requests))]
+        rolling.add(self._score_items(rolling.items, "rolling loglikelihood (vllm)", report))
+        return [LoglikelihoodResponse(*rolling.total(i)) for i in range(len(requests))]
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
         jobs, truncated = [], []
