@@ -45,6 +45,17 @@ def test_continuous_batching_equals_one_at_a_time_generate(model_path, batch_siz
     assert model.counters.prefix_tokens_reused > 0  # the few-shot prefix was read from its cache
 
 
+def test_confirmed_draft_tokens_leave_the_texts_unchanged(model_path):  # noqa: F811
+    """Prompt-lookup drafts: rows that repeat earlier tokens take several tokens in one step (the
+    model confirms them in the same forward); the texts are those of one-at-a-time `generate`,
+    rows running up to their token limit included."""
+    requests = [GenerationRequest(c, (), 200) for c in GEN_CONTEXTS]
+    model = load(model_path, batch_size=4)
+    responses = model.greedy_until(requests)
+    assert [(r.text, r.num_tokens) for r in responses] == _expected(model_path, requests)
+    assert model.counters.draft_tokens_accepted > 0
+
+
 def test_stop_sequences_end_rows_at_different_steps(model_path):  # noqa: F811
     """Each row stops at its own stop sequence (found in the new text of a step); the text ends
     right before it, as with the whole generation cut at the stop."""

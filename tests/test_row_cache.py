@@ -1,6 +1,7 @@
 """The generation engine's cache (models/row_cache.py): prefill and decode attention against plain
 attention over each row's whole key/value sequence, with grouped-query heads, two prefixes and a
-row without one in one batch, and a row leaving (the last row moves into its slot)."""
+row without one in one batch, packed steps where rows decode several inputs (draft tokens) and keep
+some, and a row leaving (the last row moves into its slot)."""
 
 from __future__ import annotations
 
@@ -42,21 +43,26 @@ def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
         full_v = values if prefix is None else torch.cat([prefix.values[0], values], 2)
         torch.testing.assert_close(out, _reference(query, full_k, full_v, causal=True))
         history.append((full_k, full_v))
-    for step in range(3):
+    # steps: inputs per row (a last token, then draft tokens) and how many each row keeps
+    steps = [([1, 1, 1], [1, 1, 1]), ([1, 3, 2], [1, 2, 2]), ([1, 1], [1, 1])]
+    for step, (counts, kept) in enumerate(steps):
         if step == 2:  # the first row leaves: the last one moves into slot 0
             cache.remove(0)
             history = [history[2], history[1]]
-        keys, values = _kv(cache.rows, 1)
-        query = torch.randn(cache.rows, HEADS, 1, DIM)
-        cache.decode()
+        keys, values = _kv(1, sum(counts))
+        query = torch.randn(1, HEADS, sum(counts), DIM)
+        cache.decode(counts, HEADS // KV_HEADS)
         handle, _ = cache.update(keys, values, 0)
         out = cache.attend(handle, query, DIM**-0.5)
-        cache.advance()
-        for row, (k, v) in enumerate(history):
-            history[row] = (torch.cat([k, keys[row : row + 1]], 2), torch.cat([v, values[row : row + 1]], 2))
-            expected = _reference(query[row : row + 1], *history[row], causal=False)
-            torch.testing.assert_close(out[row : row + 1], expected)
-    assert cache.lengths == [9, 5]
+        cache.advance(kept)
+        start = 0
+        for row, (count, keep) in enumerate(zip(counts, kept)):
+            mine = slice(start, start + count)
+            k, v = (torch.cat([h, x[:, :, mine]], 2) for h, x in zip(history[row], (keys, values)))
+            torch.testing.assert_close(out[:, mine], _reference(query[:, :, mine], k, v, causal=True))
+            history[row] = (k[:, :, : k.shape[2] - count + keep], v[:, :, : v.shape[2] - count + keep])
+            start += count
+    assert cache.lengths == [10, 6]
 
 
 def test_padded_prefill_rows_keep_only_their_own_columns():

@@ -5,7 +5,11 @@ sequence, end-of-sequence token or token limit is reached, and a waiting request
 into its place. Requests whose prompts share a prefix of at least `MIN_SHARED_PREFIX` tokens (a
 fixed chain-of-thought preamble, a long system prompt) are prefilled from one key/value cache of
 that prefix, computed once, and attend to that one copy at every step (`row_cache.py`). Stop
-sequences are searched in the new text of each step only.
+sequences are searched in the new text of each step only. Greedy rows draft the tokens that
+followed an earlier occurrence of their last three (prompt lookup) and the model checks the draft
+in the same forward: a row that copies from its prompt or repeats itself takes several tokens a
+step, and its text is the one token-by-token decoding gives (a draft token is kept only where it
+is the argmax).
 
 The scheduler and the cache are ours, the forward passes transformers'. transformers' own
 continuous batching (`generate_batch`, paged cache; `benchmarks/generation_engine.py` measures it)
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
 
 # A shared prefix shorter than this is prefilled with each row (a separate pass costs more).
 MIN_SHARED_PREFIX = 16
+# Prompt-lookup drafts of greedy rows: the tokens after an earlier occurrence of the last 3.
+DRAFT_NGRAM, DRAFT_TOKENS = 3, 8
 
 
 @dataclass
@@ -158,6 +164,8 @@ class Engine:
         self.cache = RowCache(self.capacity, self._width())
         # transformers 5.2x renamed the forward's `past_key_values` to `cache`
         self.cache_keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+        config = getattr(model.model.config, "text_config", None) or model.model.config
+        self.groups_per_kv = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
 
     def _width(self) -> int:
         """Columns a row may need after its group's prefix."""
@@ -207,6 +215,7 @@ class Engine:
             cache = RowCache(1, len(group.prefix))
             cache.prefill(None, [len(group.prefix)])
             self._forward(torch.tensor([group.prefix]), torch.arange(len(group.prefix))[None], cache)
+            cache.advance()
             group.cache = Prefix(cache.keys, cache.values)
             self.model.counters.tokens_forwarded += len(group.prefix)
             self.model.counters.prefix_tokens_reused -= len(group.prefix)
@@ -225,6 +234,7 @@ class Engine:
             positions[j, width - len(suffix) :] = torch.arange(shared, shared + len(suffix))
         self.cache.prefill(self._prefix(group), [len(s) for s in suffixes])
         logits = self._forward(ids, positions)
+        self.cache.advance()
         self.model.counters.tokens_forwarded += sum(map(len, suffixes))
         self.model.counters.prefix_tokens_reused += shared * len(indices)
         group.waiting -= len(indices)
@@ -240,28 +250,64 @@ class Engine:
         return Row(index, self.prompts[index], _stops(request, self.eos), request.sampling, _generator(request),
                    IncrementalText(self.tokenizer))
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: RowCache | None = None) -> torch.Tensor:
-        """Logits of each row's last column; the cache (the batch's by default) takes the new columns."""
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: RowCache | None = None,
+                 last_only: bool = True) -> torch.Tensor:
+        """Logits of each row's last column (else of every column); the cache (the batch's by
+        default) takes the new columns."""
         cache = cache or self.cache
         device = self.model.device
         with cache.attending(self.model.model):
             out = self.model.model(
-                input_ids=ids.to(device), position_ids=positions.to(device), use_cache=True, logits_to_keep=1,
-                **{self.cache_keyword: cache},
+                input_ids=ids.to(device), position_ids=positions.to(device), use_cache=True,
+                logits_to_keep=1 if last_only else 0, **{self.cache_keyword: cache},
             )
-        cache.advance()
         self.model.counters.forward_passes += 1
-        return out.logits[:, -1]
+        return out.logits[:, -1] if last_only else out.logits
 
     def _step(self) -> None:
-        """One new token for every active row; finished rows leave."""
-        ids = torch.tensor([[row.text.tokens[-1]] for row in self.active])
-        positions = torch.tensor([[len(row.history()) - 1] for row in self.active])
-        self.cache.decode()
-        logits = self._forward(ids, positions)
-        self.model.counters.tokens_forwarded += len(self.active)
-        self._choose(self.active, logits)
+        """Every active row's last token and its draft (see `_draft`), packed in one sequence:
+        each row takes its next token and the draft tokens the model confirms; finished rows leave."""
+        drafts = [self._draft(row) for row in self.active]
+        ids, positions = [], []
+        for row, draft in zip(self.active, drafts):
+            start = len(row.history()) - 1
+            ids += [row.text.tokens[-1], *draft]
+            positions += range(start, start + 1 + len(draft))
+        self.cache.decode([1 + len(d) for d in drafts], self.groups_per_kv)
+        logits = self._forward(torch.tensor([ids]), torch.tensor([positions]), last_only=False)[0]
+        kept, at = [], 0
+        for row, draft in zip(self.active, drafts):
+            kept.append(self._accept(row, draft, logits[at : at + 1 + len(draft)]))
+            at += 1 + len(draft)
+        self.cache.advance(kept)
+        self.model.counters.tokens_forwarded += len(ids)
         self._leave()
+
+    def _draft(self, row: Row) -> list[int]:
+        """Prompt lookup: after the latest earlier occurrence of the row's last `DRAFT_NGRAM`
+        tokens (in its prompt or its generation), the `DRAFT_TOKENS` that followed. A greedy
+        row then checks them in the same forward; a loop the model repeats, or text it copies
+        from the prompt, takes several tokens a step. Sampled rows take none."""
+        room = row.prompt.max_new - len(row.text.tokens) - 1
+        if room <= 0 or not row.sampling.greedy or row.sampling.repetition_penalty != 1.0:
+            return []
+        history = row.history()
+        tail = history[-DRAFT_NGRAM:]
+        for start in range(len(history) - DRAFT_NGRAM - 1, -1, -1):
+            if history[start : start + DRAFT_NGRAM] == tail:
+                return history[start + DRAFT_NGRAM : start + DRAFT_NGRAM + min(DRAFT_TOKENS, room)]
+        return []
+
+    def _accept(self, row: Row, draft: list[int], logits: torch.Tensor) -> int:
+        """Push the row's next token, then as long as it equals the next draft token, the token
+        predicted after that one; how many of the row's inputs stay in the cache."""
+        predicted = logits.argmax(-1).tolist() if draft else next_tokens(logits, [row], self.greedy)
+        for j, token in enumerate(predicted):
+            self._push(row, token)
+            if row.finished or j == len(draft) or token != draft[j]:
+                self.model.counters.draft_tokens_accepted += j
+                return j + 1
+        raise AssertionError("unreachable: the last prediction ends the loop")
 
     def _leave(self) -> None:
         """Finished rows free their slots (the last row moves into each, here and in the cache)."""
@@ -272,14 +318,15 @@ class Engine:
                 self.cache.remove(j)
 
     def _choose(self, rows: list[Row], logits: torch.Tensor) -> None:
-        """Append each row's next token; rows that reach a stop are finished and answered."""
-        eos_id = self.tokenizer.eos_token_id
         for row, token in zip(rows, next_tokens(logits, rows, self.greedy)):
-            new = row.text.push(token)
-            tokens = row.text.tokens
-            if token == eos_id or len(tokens) >= row.prompt.max_new or row.text.stopped_by(new, row.stops):
-                row.finished = True
-                self._finish(row)
+            self._push(row, token)
+
+    def _push(self, row: Row, token: int) -> None:
+        """Append the row's next token; a row that reaches a stop is finished and answered."""
+        new = row.text.push(token)
+        if token == self.tokenizer.eos_token_id or len(row.text.tokens) >= row.prompt.max_new or row.text.stopped_by(new, row.stops):
+            row.finished = True
+            self._finish(row)
 
     def _finish(self, row: Row) -> None:
         self.done[row.index] = _response(self.tokenizer, row.text.tokens, row.stops, row.prompt)

@@ -53,6 +53,21 @@ class _Prefill:
     lengths: list[int]
 
 
+@dataclass
+class _Step:
+    """The next forward decodes `counts[r]` inputs of each row r (its last token, then draft
+    tokens to verify), packed row after row in one sequence: input t is row `rows[t]`'s number
+    `offsets[t]`, written at its column `columns[t]`; `visible` [rows, kv groups x inputs, columns]
+    is what each padded query of a row sees."""
+
+    counts: list[int]
+    rows: torch.Tensor
+    offsets: torch.Tensor
+    columns: torch.Tensor
+    visible: torch.Tensor
+    prefix_runs: list[tuple[Prefix, torch.Tensor | None]]
+
+
 class RowCache:
     """Slots [0, rows) hold the active rows: `lengths[s]` own columns each, after `prefixes[s]`."""
 
@@ -63,7 +78,7 @@ class RowCache:
         self.lengths: list[int] = []
         self.prefixes: list[Prefix | None] = []
         self._prefill: _Prefill | None = None
-        self._step: tuple | None = None  # the decode step's index tensors, made once per forward
+        self._step: _Step | None = None
 
     @property
     def rows(self) -> int:
@@ -74,14 +89,21 @@ class RowCache:
     def prefill(self, prefix: Prefix | None, lengths: list[int]) -> None:
         self._prefill, self._step = _Prefill(prefix, lengths), None
 
-    def decode(self) -> None:
-        """The next forward adds one column to every active row."""
+    def decode(self, counts: list[int], groups: int) -> None:
+        """The next forward decodes `counts[r]` inputs of row r, packed (see `_Step`); `groups`
+        is the model's query heads per key/value head."""
         self._prefill = None
         device = self.keys[0].device
-        rows = torch.arange(self.rows, device=device)
-        columns = torch.tensor(self.lengths, device=device)
-        visible = torch.arange(max(self.lengths) + 1, device=device) <= columns[:, None]
-        self._step = (rows, columns, visible[:, None, None, :], self._prefix_runs())
+        counts_t = torch.tensor(counts)
+        rows = torch.repeat_interleave(torch.arange(self.rows), counts_t)
+        offsets = torch.cat([torch.arange(c) for c in counts])
+        # the last column each query sees (the padding queries of a row with fewer inputs stay in its slot)
+        ends = (torch.tensor(self.lengths)[:, None] + torch.arange(max(counts))).clamp(max=self.width - 1)
+        visible = torch.arange(int(ends.max()) + 1) <= ends[:, :, None]  # [rows, inputs, columns]
+        visible = visible[:, None].expand(-1, groups, -1, -1).reshape(self.rows, -1, visible.shape[-1])
+        columns = torch.tensor(self.lengths)[rows] + offsets
+        self._step = _Step(counts, rows.to(device), offsets.to(device), columns.to(device), visible[:, None].to(device),
+                           self._prefix_runs())
 
     def _prefix_runs(self) -> list[tuple[Prefix, torch.Tensor | None]]:
         """Each prefix with the slots that attend to it (None: every slot)."""
@@ -92,13 +114,14 @@ class RowCache:
         device = self.keys[0].device
         return [(p, None if len(s) == self.rows else torch.tensor(s, device=device)) for p, s in runs.values()]
 
-    def advance(self) -> None:
-        """After a forward: the prefilled rows are active, or every row has one column more."""
+    def advance(self, kept: list[int] | None = None) -> None:
+        """After a forward: the prefilled rows are active, or each row keeps its first `kept[r]`
+        decoded inputs (those whose draft tokens were confirmed; default all)."""
         if self._prefill is not None:
             self.lengths += self._prefill.lengths
             self.prefixes += [self._prefill.prefix] * len(self._prefill.lengths)
         else:
-            self.lengths = [n + 1 for n in self.lengths]
+            self.lengths = [n + k for n, k in zip(self.lengths, kept or self._step.counts)]
         self._prefill = self._step = None
 
     def remove(self, slot: int) -> None:
@@ -128,10 +151,10 @@ class RowCache:
             for j, n in enumerate(self._prefill.lengths):
                 self.keys[layer_idx][start + j, :, :n] = keys[j, :, width - n :]
                 self.values[layer_idx][start + j, :, :n] = values[j, :, width - n :]
-        else:
-            rows, columns = self._step[0], self._step[1]
-            self.keys[layer_idx][rows, :, columns] = keys[:, :, 0]
-            self.values[layer_idx][rows, :, columns] = values[:, :, 0]
+        else:  # one packed sequence: [1, kv heads, inputs, dim]
+            step = self._step
+            self.keys[layer_idx][step.rows, :, step.columns] = keys[0].transpose(0, 1)
+            self.values[layer_idx][step.rows, :, step.columns] = values[0].transpose(0, 1)
         handle = _Layer(self, layer_idx, keys, values)
         return handle, handle
 
@@ -162,22 +185,24 @@ class RowCache:
         return out.transpose(1, 2)
 
     def _attend_step(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        """One new column per row over its prefix (each prefix read once for all its rows) and its
-        own columns, in one softmax."""
-        rows, heads, _, dim = query.shape
-        kv_heads = layer.keys.shape[1]
-        q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-        _, _, visible, prefix_runs = self._step
-        columns = visible.shape[-1]
+        """The packed inputs of each row over its prefix (each prefix read once for all its rows)
+        and its own columns, in one softmax; [1, inputs, heads, dim]."""
+        step = self._step
+        _, heads, _, dim = query.shape
+        rows, inputs, kv_heads = self.rows, max(step.counts), layer.keys.shape[1]
+        padded = query.new_zeros(rows, heads, inputs, dim)
+        padded[step.rows, :, step.offsets] = query[0].transpose(0, 1)
+        q = padded.reshape(rows, kv_heads, -1, dim)  # [rows, kv heads, groups x inputs, dim]
+        columns = step.visible.shape[-1]
         keys, values = self.keys[layer.index][:rows, :, :columns], self.values[layer.index][:rows, :, :columns]
-        own = (torch.matmul(q, keys.transpose(-1, -2)).float() * scaling).masked_fill(~visible, float("-inf"))
-        widest = max((prefix.keys[layer.index].shape[-2] for prefix, _ in prefix_runs), default=0)
-        one_run = len(prefix_runs) == 1 and prefix_runs[0][1] is None  # every row after the same prefix
-        shared = None if one_run or not prefix_runs else own.new_full((rows, kv_heads, q.shape[2], widest), float("-inf"))
-        flats = []
-        for prefix, slots in prefix_runs:
+        own = (torch.matmul(q, keys.transpose(-1, -2)).float() * scaling).masked_fill(~step.visible, float("-inf"))
+        runs = step.prefix_runs
+        widest = max((prefix.keys[layer.index].shape[-2] for prefix, _ in runs), default=0)
+        one_run = len(runs) == 1 and runs[0][1] is None  # every row after the same prefix
+        shared = None if one_run or not runs else own.new_full((rows, kv_heads, q.shape[2], widest), float("-inf"))
+        for prefix, slots in runs:
             part = q if slots is None else q[slots]
-            # the run's queries against the one copy of its prefix: [kv heads, rows x groups, dim]
+            # the run's queries against the one copy of its prefix: [kv heads, rows x queries, dim]
             flat = part.transpose(0, 1).reshape(kv_heads, -1, dim)
             scores = torch.matmul(flat, prefix.keys[layer.index][0].transpose(-1, -2)).float() * scaling
             scores = scores.reshape(kv_heads, part.shape[0], -1, scores.shape[-1]).transpose(0, 1)
@@ -185,16 +210,17 @@ class RowCache:
                 shared = scores
             else:
                 shared[(slice(None) if slots is None else slots), ..., : scores.shape[-1]] = scores
-            flats.append((prefix, slots, part.shape[0], scores.shape[-1]))
         probs = own.softmax(-1) if shared is None else torch.cat([shared, own], -1).softmax(-1)
         width = probs.shape[-1] - columns
         out = torch.matmul(probs[..., width:].to(values.dtype), values)
-        for prefix, slots, count, length in flats:
+        for prefix, slots in runs:
+            length = prefix.keys[layer.index].shape[-2]
             part = probs[..., :length] if slots is None else probs[slots, ..., :length]
             flat = part.transpose(0, 1).reshape(kv_heads, -1, length).to(values.dtype)
-            mixed = torch.matmul(flat, prefix.values[layer.index][0]).reshape(kv_heads, count, -1, dim).transpose(0, 1)
-            out = out + mixed if slots is None else out.index_add(0, slots, mixed)
-        return out.to(query.dtype).reshape(rows, 1, heads, dim)
+            mixed = torch.matmul(flat, prefix.values[layer.index][0]).reshape(kv_heads, part.shape[0], -1, dim)
+            out = out + mixed.transpose(0, 1) if slots is None else out.index_add(0, slots, mixed.transpose(0, 1))
+        out = out.to(query.dtype).reshape(rows, heads, inputs, dim)[step.rows, :, step.offsets]  # [inputs, heads, dim]
+        return out[None]
 
     @contextmanager
     def attending(self, model):

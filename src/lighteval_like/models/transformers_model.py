@@ -63,6 +63,7 @@ class ScoringStats:
     forward_passes: int = 0
     generated_tokens: int = 0
     prefix_tokens_reused: int = 0  # prompt tokens of generation requests read from a shared prefix's cache
+    draft_tokens_accepted: int = 0  # generated tokens confirmed in the step of the token before them
     generation_seconds: float = 0.0
 
     def as_dict(self) -> dict:
