@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -262,3 +263,42 @@ def test_sampled_humaneval_reports_pass_at_1_and_10_over_all_samples(tmp_path):
     extras = [json.loads(r["extras"]) for r in table]
     assert [sum(e["passed"]) for e in extras] == counts
     assert [[x["outcome"] == PASSED for x in e["executions"]] for e in extras] == [e["passed"] for e in extras]
+
+
+def _compare_humaneval():
+    """benchmarks/compare_humaneval.py as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_humaneval.py"
+    spec = importlib.util.spec_from_file_location("compare_humaneval", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_humaneval_against_lm_eval_samples(tmp_path):
+    """Our details and lm-eval-style logged samples (predict-only: no scores) compared doc by doc;
+    lm-eval's completions are scored through our sandbox."""
+    rows = [ROW, {**ROW, "task_id": "HumanEval/998", "prompt": ROW["prompt"].replace("Sum.", "Add.")}]
+    ours = {rows[0]["prompt"]: "    return a + b\n", rows[1]["prompt"]: "    return a - b\n"}
+    pipeline, _ = _humaneval_run(tmp_path, rows, ours, allow_code_execution=True,
+                                 allow_weaker_isolation=LEVEL != Isolation.BWRAP)
+    pipeline.evaluate()
+    theirs = [ours[rows[0]["prompt"]], "    return b + a\n"]
+    samples = tmp_path / "lm-eval" / "model" / "samples_humaneval_2026.jsonl"
+    samples.parent.mkdir(parents=True)
+    with open(samples, "w", encoding="utf-8") as f:
+        for i, (row, text) in enumerate(zip(rows, theirs)):
+            f.write(json.dumps({
+                "doc_id": i, "doc": row, "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": {}}},
+                "resps": [[text]], "filtered_resps": [row["prompt"] + text], "bypass": 999,
+            }) + "\n")
+    module = _compare_humaneval()
+    a, b = module.read_side(str(tmp_path / "out")), module.read_side(str(tmp_path / "lm-eval"))
+    assert (a.harness, b.harness) == ("ours", "lm-eval") and b.passed == {}
+    module.execute(b, allow_weaker=LEVEL != Isolation.BWRAP)
+    report = module.compare(a, b, {i: d["task_id"] for i, d in b.docs.items()})
+    assert report["docs_compared"] == 2 and report["identical_prompts"] == 2
+    assert report["identical_completions"] == 1
+    (diff,) = report["differing"]
+    assert diff["task_id"] == "HumanEval/998" and diff["first_difference"] == len("    return ")
+    assert report["pass@1"] == {"A": 0.5, "B": 1.0}
