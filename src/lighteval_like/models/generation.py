@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 
 # A shared prefix shorter than this is prefilled with each row (a separate pass costs more).
 MIN_SHARED_PREFIX = 16
-# Prompt-lookup drafts of greedy rows: the tokens after an earlier occurrence of the last 3.
-DRAFT_NGRAM, DRAFT_TOKENS = 3, 8
+# Prompt-lookup drafts of greedy rows: the tokens after an earlier occurrence of the last 3; a
+# row's draft length adapts (doubles when all was confirmed, else one more than was), so rows
+# whose drafts miss cost about one extra token a step (on CPU each drafted token is compute).
+DRAFT_NGRAM, FIRST_DRAFT, MAX_DRAFT = 3, 2, 16
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Row:
     generator: torch.Generator | None
     text: IncrementalText
     finished: bool = False
+    draft_length: int = FIRST_DRAFT
 
     def history(self) -> list[int]:
         """Prompt and generated tokens (what a repetition penalty looks at)."""
@@ -285,7 +288,7 @@ class Engine:
 
     def _draft(self, row: Row) -> list[int]:
         """Prompt lookup: after the latest earlier occurrence of the row's last `DRAFT_NGRAM`
-        tokens (in its prompt or its generation), the `DRAFT_TOKENS` that followed. A greedy
+        tokens (in its prompt or its generation), the `row.draft_length` that followed. A greedy
         row then checks them in the same forward; a loop the model repeats, or text it copies
         from the prompt, takes several tokens a step. Sampled rows take none."""
         room = row.prompt.max_new - len(row.text.tokens) - 1
@@ -295,7 +298,7 @@ class Engine:
         tail = history[-DRAFT_NGRAM:]
         for start in range(len(history) - DRAFT_NGRAM - 1, -1, -1):
             if history[start : start + DRAFT_NGRAM] == tail:
-                return history[start + DRAFT_NGRAM : start + DRAFT_NGRAM + min(DRAFT_TOKENS, room)]
+                return history[start + DRAFT_NGRAM : start + DRAFT_NGRAM + min(row.draft_length, room)]
         return []
 
     def _accept(self, row: Row, draft: list[int], logits: torch.Tensor) -> int:
@@ -306,6 +309,8 @@ class Engine:
             self._push(row, token)
             if row.finished or j == len(draft) or token != draft[j]:
                 self.model.counters.draft_tokens_accepted += j
+                if draft:
+                    row.draft_length = min(MAX_DRAFT, 2 * len(draft) if j == len(draft) else j + 1)
                 return j + 1
         raise AssertionError("unreachable: the last prediction ends the loop")
 
