@@ -51,7 +51,7 @@ def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
             history = [history[2], history[1]]
         keys, values = _kv(1, sum(counts))
         query = torch.randn(1, HEADS, sum(counts), DIM)
-        cache.decode(counts, HEADS // KV_HEADS)
+        cache.decode(counts)
         handle, _ = cache.update(keys, values, 0)
         out = cache.attend(handle, query, DIM**-0.5)
         cache.advance(kept)

@@ -167,8 +167,6 @@ class Engine:
         self.cache = RowCache(self.capacity, self._width())
         # transformers 5.2x renamed the forward's `past_key_values` to `cache`
         self.cache_keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
-        config = getattr(model.model.config, "text_config", None) or model.model.config
-        self.groups_per_kv = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
 
     def _width(self) -> int:
         """Columns a row may need after its group's prefix."""
@@ -273,10 +271,10 @@ class Engine:
         drafts = [self._draft(row) for row in self.active]
         ids, positions = [], []
         for row, draft in zip(self.active, drafts):
-            start = len(row.history()) - 1
+            start = len(row.prompt.ids) + len(row.text.tokens) - 1
             ids += [row.text.tokens[-1], *draft]
             positions += range(start, start + 1 + len(draft))
-        self.cache.decode([1 + len(d) for d in drafts], self.groups_per_kv)
+        self.cache.decode([1 + len(d) for d in drafts])
         logits = self._forward(torch.tensor([ids]), torch.tensor([positions]), last_only=False)[0]
         kept, at = [], 0
         for row, draft in zip(self.active, drafts):

@@ -57,8 +57,8 @@ class _Prefill:
 class _Step:
     """The next forward decodes `counts[r]` inputs of each row r (its last token, then draft
     tokens to verify), packed row after row in one sequence: input t is row `rows[t]`'s number
-    `offsets[t]`, written at its column `columns[t]`; `visible` [rows, kv groups x inputs, columns]
-    is what each padded query of a row sees."""
+    `offsets[t]`, written at its column `columns[t]`; `visible` [rows, inputs, columns] is what
+    each padded input of a row sees."""
 
     counts: list[int]
     rows: torch.Tensor
@@ -89,9 +89,8 @@ class RowCache:
     def prefill(self, prefix: Prefix | None, lengths: list[int]) -> None:
         self._prefill, self._step = _Prefill(prefix, lengths), None
 
-    def decode(self, counts: list[int], groups: int) -> None:
-        """The next forward decodes `counts[r]` inputs of row r, packed (see `_Step`); `groups`
-        is the model's query heads per key/value head."""
+    def decode(self, counts: list[int]) -> None:
+        """The next forward decodes `counts[r]` inputs of row r, packed (see `_Step`)."""
         self._prefill = None
         device = self.keys[0].device
         counts_t = torch.tensor(counts)
@@ -99,10 +98,9 @@ class RowCache:
         offsets = torch.cat([torch.arange(c) for c in counts])
         # the last column each query sees (the padding queries of a row with fewer inputs stay in its slot)
         ends = (torch.tensor(self.lengths)[:, None] + torch.arange(max(counts))).clamp(max=self.width - 1)
-        visible = torch.arange(int(ends.max()) + 1) <= ends[:, :, None]  # [rows, inputs, columns]
-        visible = visible[:, None].expand(-1, groups, -1, -1).reshape(self.rows, -1, visible.shape[-1])
+        visible = torch.arange(int(ends.max()) + 1) <= ends[:, :, None]
         columns = torch.tensor(self.lengths)[rows] + offsets
-        self._step = _Step(counts, rows.to(device), offsets.to(device), columns.to(device), visible[:, None].to(device),
+        self._step = _Step(counts, rows.to(device), offsets.to(device), columns.to(device), visible.to(device),
                            self._prefix_runs())
 
     def _prefix_runs(self) -> list[tuple[Prefix, torch.Tensor | None]]:
@@ -195,7 +193,10 @@ class RowCache:
         q = padded.reshape(rows, kv_heads, -1, dim)  # [rows, kv heads, groups x inputs, dim]
         columns = step.visible.shape[-1]
         keys, values = self.keys[layer.index][:rows, :, :columns], self.values[layer.index][:rows, :, :columns]
-        own = (torch.matmul(q, keys.transpose(-1, -2)).float() * scaling).masked_fill(~step.visible, float("-inf"))
+        own = torch.matmul(q, keys.transpose(-1, -2)).float() * scaling
+        # [rows, kv heads, groups, inputs, columns]: each query head of an input sees that input's columns
+        own = own.view(rows, kv_heads, -1, inputs, columns).masked_fill(~step.visible[:, None, None], float("-inf"))
+        own = own.view(rows, kv_heads, -1, columns)
         runs = step.prefix_runs
         widest = max((prefix.keys[layer.index].shape[-2] for prefix, _ in runs), default=0)
         one_run = len(runs) == 1 and runs[0][1] is None  # every row after the same prefix
