@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lighteval_like.models.row_cache import Prefix, RowCache
+from lighteval_like.models.row_cache import Prefix, RowCache, _first_part_count
 
 KV_HEADS, HEADS, DIM = 2, 6, 8
 
@@ -26,11 +26,11 @@ def _reference(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ca
     return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask).transpose(1, 2)
 
 
-def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
-    torch.manual_seed(0)
-    prefixes = [Prefix(*[[t] for t in _kv(1, 5)]), None, Prefix(*[[t] for t in _kv(1, 3)])]
-    own = [4, 2, 6]
-    cache = RowCache(capacity=3, width=10)
+def _prefill_then_steps(prefixes: list[Prefix | None], own: list[int], steps: list[tuple[list[int], list[int]]],
+                        width: int, leave_at: int | None = None) -> RowCache:
+    """Prefill rows one by one, then packed steps (inputs per row, inputs each keeps); at step
+    `leave_at` the first row leaves. Every output is checked against plain attention."""
+    cache = RowCache(capacity=len(own), width=width)
     history = []  # each row's keys and values from its first column on (prefix included)
     for prefix, n in zip(prefixes, own):
         keys, values = _kv(1, n)
@@ -43,12 +43,10 @@ def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
         full_v = values if prefix is None else torch.cat([prefix.values[0], values], 2)
         torch.testing.assert_close(out, _reference(query, full_k, full_v, causal=True))
         history.append((full_k, full_v))
-    # steps: inputs per row (a last token, then draft tokens) and how many each row keeps
-    steps = [([1, 1, 1], [1, 1, 1]), ([1, 3, 2], [1, 2, 2]), ([1, 1], [1, 1])]
     for step, (counts, kept) in enumerate(steps):
-        if step == 2:  # the first row leaves: the last one moves into slot 0
+        if step == leave_at:  # the first row leaves: the last one moves into slot 0
             cache.remove(0)
-            history = [history[2], history[1]]
+            history = [history[-1], *history[1:-1]]
         keys, values = _kv(1, sum(counts))
         query = torch.randn(1, HEADS, sum(counts), DIM)
         cache.decode(counts)
@@ -62,7 +60,27 @@ def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
             torch.testing.assert_close(out[:, mine], _reference(query[:, :, mine], k, v, causal=True))
             history[row] = (k[:, :, : k.shape[2] - count + keep], v[:, :, : v.shape[2] - count + keep])
             start += count
+    return cache
+
+
+def test_prefill_then_steps_equal_attention_over_the_whole_sequence():
+    torch.manual_seed(0)
+    prefixes = [Prefix(*[[t] for t in _kv(1, 5)]), None, Prefix(*[[t] for t in _kv(1, 3)])]
+    # steps: inputs per row (a last token, then draft tokens) and how many each row keeps
+    steps = [([1, 1, 1], [1, 1, 1]), ([1, 3, 2], [1, 2, 2]), ([1, 1], [1, 1])]
+    cache = _prefill_then_steps(prefixes, [4, 2, 6], steps, width=10, leave_at=2)
     assert cache.lengths == [10, 6]
+
+
+def test_a_long_draft_attends_apart_from_the_other_rows():
+    """One row decodes 12 inputs, the others 1 or 2: the rows are padded to 2 inputs and the long
+    row's other 10 attend in a second part (its columns gathered); outputs unchanged."""
+    torch.manual_seed(2)
+    prefix = Prefix(*[[t] for t in _kv(1, 7)])
+    steps = [([1, 12, 2, 1], [1, 5, 2, 1]), ([2, 1, 12, 1], [2, 1, 12, 1]), ([1, 1, 1], [1, 1, 1])]
+    cache = _prefill_then_steps([prefix, prefix, None, prefix], [3, 5, 2, 4], steps, width=24, leave_at=2)
+    assert cache.lengths == [7, 12, 17]
+    assert _first_part_count(steps[0][0]) == 2 and _first_part_count(steps[1][0]) == 2  # two parts were used
 
 
 def test_padded_prefill_rows_keep_only_their_own_columns():

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 ATTENTION = "lighteval_like_rows"
+# Copying a row's columns for the second part of a step costs about as much as this many inputs.
+GATHER = 4
 
 
 @dataclass
@@ -54,18 +56,43 @@ class _Prefill:
 
 
 @dataclass
+class _Part:
+    """Inputs of the packed step that attend to their rows' own columns together: rows `slots`
+    (a slice: no copy of the cache) with their inputs `first` to `first + count - 1` padded to
+    `count`; `inputs` [rows, count] indexes them in the packed sequence (pads: one past its end)
+    and `visible` [rows, count, columns] is what each sees."""
+
+    slots: slice | torch.Tensor
+    inputs: torch.Tensor
+    visible: torch.Tensor
+
+
+@dataclass
 class _Step:
     """The next forward decodes `counts[r]` inputs of each row r (its last token, then draft
-    tokens to verify), packed row after row in one sequence: input t is row `rows[t]`'s number
-    `offsets[t]`, written at its column `columns[t]`; `visible` [rows, inputs, columns] is what
-    each padded input of a row sees."""
+    tokens to verify), packed row after row in one sequence: input t is row `rows[t]`'s, written
+    at its column `columns[t]`. `parts` split the inputs for the attention to own columns (so a
+    row with a long draft does not pad every other row to its length); `prefix_runs` give each
+    prefix the inputs that attend to it (None: all)."""
 
     counts: list[int]
     rows: torch.Tensor
-    offsets: torch.Tensor
     columns: torch.Tensor
-    visible: torch.Tensor
+    parts: list[_Part]
     prefix_runs: list[tuple[Prefix, torch.Tensor | None]]
+
+
+def _first_part_count(counts: list[int]) -> int:
+    """Inputs per row in the step's first part (all rows, padded); rows with more inputs attend
+    with the rest in a second part, whose rows' columns are gathered (counted as `GATHER` inputs
+    each). Chosen for the fewest padded inputs."""
+    rows, widest = len(counts), max(counts)
+
+    def cost(first: int) -> int:
+        longer = sum(c > first for c in counts)
+        return rows * first + longer * (widest - first + GATHER)
+
+    return min(sorted(set(counts)), key=cost)
 
 
 class RowCache:
@@ -95,13 +122,30 @@ class RowCache:
         device = self.keys[0].device
         counts_t = torch.tensor(counts)
         rows = torch.repeat_interleave(torch.arange(self.rows), counts_t)
-        offsets = torch.cat([torch.arange(c) for c in counts])
-        # the last column each query sees (the padding queries of a row with fewer inputs stay in its slot)
-        ends = (torch.tensor(self.lengths)[:, None] + torch.arange(max(counts))).clamp(max=self.width - 1)
-        visible = torch.arange(int(ends.max()) + 1) <= ends[:, :, None]
+        starts = torch.cumsum(counts_t, 0) - counts_t
+        offsets = torch.arange(len(rows)) - starts[rows]
         columns = torch.tensor(self.lengths)[rows] + offsets
-        self._step = _Step(counts, rows.to(device), offsets.to(device), columns.to(device), visible.to(device),
-                           self._prefix_runs())
+        first = _first_part_count(counts)
+        parts = [self._part(slice(0, self.rows), counts_t, starts, 0, first, len(rows))]
+        longer = torch.nonzero(counts_t > first).flatten()
+        if len(longer):
+            parts.append(self._part(longer, counts_t[longer], starts[longer], first, max(counts) - first, len(rows)))
+        runs = [(p, None if s is None else torch.nonzero(torch.isin(rows, s)).flatten().to(device))
+                for p, s in self._prefix_runs()]
+        self._step = _Step(counts, rows.to(device), columns.to(device), parts, runs)
+
+    def _part(self, slots: slice | torch.Tensor, counts: torch.Tensor, starts: torch.Tensor, first: int,
+              count: int, total: int) -> _Part:
+        """Inputs `first` to `first + count - 1` of the rows in `slots`, of `total` (see `_Part`)."""
+        device = self.keys[0].device
+        offsets = first + torch.arange(count)
+        lengths = torch.tensor(self.lengths)[slots]
+        inputs = torch.where(offsets < counts[:, None], starts[:, None] + offsets, total)
+        ends = (lengths[:, None] + offsets).clamp(max=self.width - 1)
+        visible = torch.arange(int(ends.max()) + 1) <= ends[:, :, None]
+        if isinstance(slots, torch.Tensor):
+            slots = slots.to(device)
+        return _Part(slots, inputs.to(device), visible.to(device))
 
     def _prefix_runs(self) -> list[tuple[Prefix, torch.Tensor | None]]:
         """Each prefix with the slots that attend to it (None: every slot)."""
@@ -109,8 +153,7 @@ class RowCache:
         for slot, prefix in enumerate(self.prefixes):
             if prefix is not None:
                 runs.setdefault(id(prefix), (prefix, []))[1].append(slot)
-        device = self.keys[0].device
-        return [(p, None if len(s) == self.rows else torch.tensor(s, device=device)) for p, s in runs.values()]
+        return [(p, None if len(s) == self.rows else torch.tensor(s)) for p, s in runs.values()]
 
     def advance(self, kept: list[int] | None = None) -> None:
         """After a forward: the prefilled rows are active, or each row keeps its first `kept[r]`
@@ -163,9 +206,19 @@ class RowCache:
         return self._attend_step(layer, query, scaling)
 
     def _attend_prefill(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        """The prompts after their prefix, causal, pads masked (a pad sees itself, so nothing is NaN)."""
+        """The prompts after their prefix, causal, pads masked (a pad sees itself, so nothing is NaN).
+        Without a prefix each prompt attends alone (causal, without its pads: half the work)."""
         rows, width = query.shape[0], query.shape[2]
         keys, values = layer.keys, layer.values
+        if self._prefill.prefix is None:
+            groups = query.shape[1] // keys.shape[1]
+            out = query.new_zeros(query.shape)
+            for j, n in enumerate(self._prefill.lengths):
+                own = slice(width - n, width)
+                row_keys, row_values = (x[j : j + 1, :, own].repeat_interleave(groups, 1) for x in (keys, values))
+                out[j : j + 1, :, own] = F.scaled_dot_product_attention(query[j : j + 1, :, own], row_keys, row_values,
+                                                                        is_causal=True, scale=scaling)
+            return out.transpose(1, 2)
         shared = 0
         if self._prefill.prefix is not None:
             prefix_keys, prefix_values = self._prefill.prefix.keys[layer.index], self._prefill.prefix.values[layer.index]
@@ -183,45 +236,48 @@ class RowCache:
         return out.transpose(1, 2)
 
     def _attend_step(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        """The packed inputs of each row over its prefix (each prefix read once for all its rows)
-        and its own columns, in one softmax; [1, inputs, heads, dim]."""
+        """The packed inputs [1, heads, inputs, dim] over their rows' own columns (by `_Part`) and
+        prefixes (each read once for all its inputs), merged through their log-normalisers;
+        [1, inputs, heads, dim]."""
         step = self._step
-        _, heads, _, dim = query.shape
-        rows, inputs, kv_heads = self.rows, max(step.counts), layer.keys.shape[1]
-        padded = query.new_zeros(rows, heads, inputs, dim)
-        padded[step.rows, :, step.offsets] = query[0].transpose(0, 1)
-        q = padded.reshape(rows, kv_heads, -1, dim)  # [rows, kv heads, groups x inputs, dim]
-        columns = step.visible.shape[-1]
-        keys, values = self.keys[layer.index][:rows, :, :columns], self.values[layer.index][:rows, :, :columns]
-        own = torch.matmul(q, keys.transpose(-1, -2)).float() * scaling
-        # [rows, kv heads, groups, inputs, columns]: each query head of an input sees that input's columns
-        own = own.view(rows, kv_heads, -1, inputs, columns).masked_fill(~step.visible[:, None, None], float("-inf"))
-        own = own.view(rows, kv_heads, -1, columns)
-        runs = step.prefix_runs
-        widest = max((prefix.keys[layer.index].shape[-2] for prefix, _ in runs), default=0)
-        one_run = len(runs) == 1 and runs[0][1] is None  # every row after the same prefix
-        shared = None if one_run or not runs else own.new_full((rows, kv_heads, q.shape[2], widest), float("-inf"))
-        for prefix, slots in runs:
-            part = q if slots is None else q[slots]
-            # the run's queries against the one copy of its prefix: [kv heads, rows x queries, dim]
-            flat = part.transpose(0, 1).reshape(kv_heads, -1, dim)
+        _, heads, total, dim = query.shape
+        kv_heads = layer.keys.shape[1]
+        q = query[0].reshape(kv_heads, -1, total, dim)  # [kv heads, groups, inputs, dim]: head h reads kv h // groups
+        groups = q.shape[1]
+        # each input's softmax over its own columns: log-normaliser and output (the pads write one past the end)
+        own_norm = q.new_empty(kv_heads, groups, total + 1, dtype=torch.float32)
+        own_out = q.new_empty(kv_heads, groups, total + 1, dim)
+        padded = torch.cat([q, q.new_zeros(kv_heads, groups, 1, dim)], 2)
+        for part in step.parts:
+            rows, count = part.inputs.shape
+            columns = part.visible.shape[-1]
+            flat = part.inputs.flatten()
+            mine = padded[:, :, flat].reshape(kv_heads, groups, rows, count, dim).permute(2, 0, 1, 3, 4)
+            keys = self.keys[layer.index][part.slots, :, :columns]
+            values = self.values[layer.index][part.slots, :, :columns]
+            scores = torch.matmul(mine.reshape(rows, kv_heads, -1, dim), keys.transpose(-1, -2)).float() * scaling
+            scores = scores.view(rows, kv_heads, groups, count, columns).masked_fill(~part.visible[:, None, None], float("-inf"))
+            norm, out = _softmax(scores.view(rows, kv_heads, -1, columns), values)  # [rows, kv heads, groups x count(, dim)]
+            own_norm[:, :, flat] = norm.view(rows, kv_heads, groups, count).permute(1, 2, 0, 3).reshape(kv_heads, groups, -1)
+            own_out[:, :, flat] = out.view(rows, kv_heads, groups, count, dim).permute(1, 2, 0, 3, 4).reshape(kv_heads, groups, -1, dim)
+        own_norm, own_out = own_norm[:, :, :total], own_out[:, :, :total]
+        if not step.prefix_runs:
+            return own_out.to(query.dtype).reshape(heads, total, dim).transpose(0, 1)[None]
+        # inputs without a prefix keep a log-normaliser of -inf there (weight 0)
+        pre_norm, pre_out = torch.full_like(own_norm, float("-inf")), torch.zeros_like(own_out)
+        for prefix, inputs in step.prefix_runs:
+            mine = q if inputs is None else q[:, :, inputs]
+            flat = mine.reshape(kv_heads, -1, dim)  # [kv heads, groups x inputs, dim] against the one copy
             scores = torch.matmul(flat, prefix.keys[layer.index][0].transpose(-1, -2)).float() * scaling
-            scores = scores.reshape(kv_heads, part.shape[0], -1, scores.shape[-1]).transpose(0, 1)
-            if one_run:
-                shared = scores
+            norm, out = _softmax(scores, prefix.values[layer.index][0])
+            norm, out = norm.view(mine.shape[:-1]), out.view(mine.shape)
+            if inputs is None:
+                pre_norm, pre_out = norm, out
             else:
-                shared[(slice(None) if slots is None else slots), ..., : scores.shape[-1]] = scores
-        probs = own.softmax(-1) if shared is None else torch.cat([shared, own], -1).softmax(-1)
-        width = probs.shape[-1] - columns
-        out = torch.matmul(probs[..., width:].to(values.dtype), values)
-        for prefix, slots in runs:
-            length = prefix.keys[layer.index].shape[-2]
-            part = probs[..., :length] if slots is None else probs[slots, ..., :length]
-            flat = part.transpose(0, 1).reshape(kv_heads, -1, length).to(values.dtype)
-            mixed = torch.matmul(flat, prefix.values[layer.index][0]).reshape(kv_heads, part.shape[0], -1, dim)
-            out = out + mixed.transpose(0, 1) if slots is None else out.index_add(0, slots, mixed.transpose(0, 1))
-        out = out.to(query.dtype).reshape(rows, heads, inputs, dim)[step.rows, :, step.offsets]  # [inputs, heads, dim]
-        return out[None]
+                pre_norm[:, :, inputs], pre_out[:, :, inputs] = norm, out
+        own_weight = torch.sigmoid(own_norm - pre_norm)[..., None]  # = e^own / (e^own + e^prefix)
+        out = own_out * own_weight.to(own_out.dtype) + pre_out * (1 - own_weight).to(pre_out.dtype)
+        return out.to(query.dtype).reshape(heads, total, dim).transpose(0, 1)[None]
 
     @contextmanager
     def attending(self, model):
@@ -236,6 +292,16 @@ class RowCache:
             yield self
         finally:
             config._attn_implementation = before
+
+
+def _softmax(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over part of the columns, to be merged with the rest: each query's
+    log-normaliser (log of its exponentials' sum) and output. `scores` is overwritten."""
+    top = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    total = weights.sum(-1, keepdim=True)
+    out = torch.matmul(weights.to(values.dtype), values) / total.to(values.dtype)
+    return (top + total.log()).squeeze(-1), out
 
 
 def _attention_function(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
