@@ -6,7 +6,7 @@ into its place. Requests whose prompts share a prefix of at least `MIN_SHARED_PR
 fixed chain-of-thought preamble, a long system prompt) are prefilled from one key/value cache of
 that prefix, computed once, and attend to that one copy at every step (`row_cache.py`). Stop
 sequences are searched in the new text of each step only. Greedy rows draft the tokens that
-followed an earlier occurrence of their last three (prompt lookup) and the model checks the draft
+followed an earlier occurrence of their last three tokens (or two, or one: prompt lookup) and the model checks the draft
 in the same forward: a row that copies from its prompt or repeats itself takes several tokens a
 step, and its text is the one token-by-token decoding gives (a draft token is kept only where it
 is the argmax).
@@ -41,10 +41,12 @@ if TYPE_CHECKING:
 
 # A shared prefix shorter than this is prefilled with each row (a separate pass costs more).
 MIN_SHARED_PREFIX = 16
-# Prompt-lookup drafts of greedy rows: the tokens after an earlier occurrence of the last 3; a
-# row's draft length adapts (doubles when all was confirmed, else one more than was), so rows
-# whose drafts miss cost about one extra token a step (on CPU each drafted token is compute).
-DRAFT_NGRAM, FIRST_DRAFT, MAX_DRAFT = 3, 2, 16
+# Prompt-lookup drafts of greedy rows: the tokens after the latest earlier occurrence of the
+# last 3 tokens (else 2, else 1); a row's draft length adapts (doubles when all was confirmed,
+# else one more than was), so rows whose drafts miss cost about one extra token a step (on CPU
+# each drafted token is compute). A step of few rows lets each draft up to its share of
+# `STEP_INPUTS`: reading the weights costs a step about as much as that many inputs.
+DRAFT_NGRAMS, FIRST_DRAFT, MAX_DRAFT, STEP_INPUTS = (3, 2, 1), 2, 16, 16
 
 
 @dataclass
@@ -285,18 +287,20 @@ class Engine:
         self._leave()
 
     def _draft(self, row: Row) -> list[int]:
-        """Prompt lookup: after the latest earlier occurrence of the row's last `DRAFT_NGRAM`
-        tokens (in its prompt or its generation), the `row.draft_length` that followed. A greedy
+        """Prompt lookup: after the latest earlier occurrence of the row's last tokens (see
+        `DRAFT_NGRAMS`; in its prompt or its generation), the `row.draft_length` that followed. A greedy
         row then checks them in the same forward; a loop the model repeats, or text it copies
         from the prompt, takes several tokens a step. Sampled rows take none."""
         room = row.prompt.max_new - len(row.text.tokens) - 1
         if room <= 0 or not row.sampling.greedy or row.sampling.repetition_penalty != 1.0:
             return []
         history = row.history()
-        tail = history[-DRAFT_NGRAM:]
-        for start in range(len(history) - DRAFT_NGRAM - 1, -1, -1):
-            if history[start : start + DRAFT_NGRAM] == tail:
-                return history[start + DRAFT_NGRAM : start + DRAFT_NGRAM + min(row.draft_length, room)]
+        length = min(max(row.draft_length, STEP_INPUTS // len(self.active) - 1), room)
+        for n in DRAFT_NGRAMS:
+            tail = history[-n:]
+            for start in range(len(history) - n - 1, -1, -1):
+                if history[start : start + n] == tail:
+                    return history[start + n : start + n + length]
         return []
 
     def _accept(self, row: Row, draft: list[int], logits: torch.Tensor) -> int:
