@@ -35,7 +35,10 @@ def _prefill_then_steps(prefixes: list[Prefix | None], own: list[int], steps: li
     for prefix, n in zip(prefixes, own):
         keys, values = _kv(1, n)
         query = torch.randn(1, HEADS, n, DIM)
-        cache.prefill(prefix, [n])
+        if prefix is None:
+            cache.prefill([n])
+        else:  # a row after a prefix joins a step (the rows already there decode nothing here)
+            cache.decode([0] * cache.rows + [n], [prefix])
         handle, _ = cache.update(keys, values, 0)
         out = cache.attend(handle, query, DIM**-0.5)
         cache.advance()
@@ -83,19 +86,18 @@ def test_a_long_draft_attends_apart_from_the_other_rows():
     assert _first_part_count(steps[0][0]) == 2 and _first_part_count(steps[1][0]) == 2  # two parts were used
 
 
-def test_padded_prefill_rows_keep_only_their_own_columns():
-    """Two prompts of different lengths prefilled together (left-padded): each row's output and
+def test_packed_prefill_rows_keep_only_their_own_columns():
+    """Two prompts of different lengths prefilled in one packed sequence: each row's output and
     stored columns are those of its prompt alone."""
     torch.manual_seed(1)
     cache = RowCache(capacity=2, width=6)
-    keys, values = _kv(2, 5)
-    query = torch.randn(2, HEADS, 5, DIM)
-    cache.prefill(None, [5, 2])
+    keys, values = _kv(1, 7)
+    query = torch.randn(1, HEADS, 7, DIM)
+    cache.prefill([5, 2])
     handle, _ = cache.update(keys, values, 0)
     out = cache.attend(handle, query, DIM**-0.5)
     cache.advance()
-    torch.testing.assert_close(out[:1], _reference(query[:1], keys[:1], values[:1], causal=True))
-    torch.testing.assert_close(out[1:, 3:], _reference(query[1:, :, 3:], keys[1:, :, 3:], values[1:, :, 3:], causal=True))
-    assert not out.isnan().any()
-    torch.testing.assert_close(cache.keys[0][1, :, :2], keys[1, :, 3:])
+    torch.testing.assert_close(out[:, :5], _reference(query[:, :, :5], keys[:, :, :5], values[:, :, :5], causal=True))
+    torch.testing.assert_close(out[:, 5:], _reference(query[:, :, 5:], keys[:, :, 5:], values[:, :, 5:], causal=True))
+    torch.testing.assert_close(cache.keys[0][1, :, :2], keys[0, :, 5:])
     assert cache.lengths == [5, 2]

@@ -47,6 +47,9 @@ MIN_SHARED_PREFIX = 16
 # each drafted token is compute). A step of few rows lets each draft up to its share of
 # `STEP_INPUTS`: reading the weights costs a step about as much as that many inputs.
 DRAFT_NGRAMS, FIRST_DRAFT, MAX_DRAFT, STEP_INPUTS = (3, 2, 1), 2, 16, 16
+# A prompt without a shared prefix longer than this is prefilled in a forward of its own (its
+# attention by SDPA); shorter ones, and those after a shared prefix, join a decode step.
+JOIN_LIMIT = 256
 
 
 @dataclass
@@ -161,12 +164,13 @@ class Engine:
         self.groups = prefix_groups(self.prompts)
         self.queue: deque[tuple[PrefixGroup, int]] = deque((g, i) for g in self.groups for i in g.members)
         self.active: list[Row] = []  # row j decodes in slot j of the cache
+        self.joining: list[tuple[PrefixGroup, int]] = []  # taken from the queue, prefilled by the next step
         self.done: dict[int, GenerationResponse] = {}
         self.unreported: list[int] = []
         self.greedy = all(r.sampling.greedy and r.sampling.repetition_penalty == 1.0 for r in requests)
         self.started = time.perf_counter()
         self.capacity = self._capacity()
-        self.cache = RowCache(self.capacity, self._width())
+        self.cache = RowCache(self.capacity, self._width(), model.device)
         # transformers 5.2x renamed the forward's `past_key_values` to `cache`
         self.cache_keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
 
@@ -183,66 +187,64 @@ class Engine:
 
     def requeue(self) -> None:
         """After an out-of-memory: the rows in flight wait again, with a smaller batch."""
-        for row in reversed(self.active):
-            group = next(g for g in self.groups if row.index in g.members)
+        waiting = [(self._group(row.index), row.index) for row in self.active] + self.joining
+        for group, index in reversed(waiting):
             group.waiting += 1
-            self.queue.appendleft((group, row.index))
-        self.active = []
+            self.queue.appendleft((group, index))
+        self.active, self.joining = [], []
         for group in self.groups:
             group.cache = None
         self.capacity = self._capacity()
-        self.cache = RowCache(self.capacity, self._width())
+        self.cache = RowCache(self.capacity, self._width(), self.model.device)
+
+    def _group(self, index: int) -> PrefixGroup:
+        return next(g for g in self.groups if index in g.members)
 
     @torch.no_grad()
     def run(self) -> bool:
         while self.queue or self.active:
-            if self.queue and len(self.active) < self.capacity:
-                self._admit()
-            if self.active:
+            self._admit()
+            if self.active or self.joining:
                 self._step()
         self._report()
         return True
 
     def _admit(self) -> None:
-        """Prefill waiting requests into the free rows, group by group."""
-        joining: dict[int, tuple[PrefixGroup, list[int]]] = {}
-        while self.queue and len(self.active) + sum(len(m) for _, m in joining.values()) < self.capacity:
+        """Take waiting requests into the free rows: those after a shared prefix or with a prompt
+        of at most `JOIN_LIMIT` tokens join the next step (`self.joining`); the others are
+        prefilled now, packed in one sequence (each attends alone, causal, without padding)."""
+        apart = []
+        while self.queue and len(self.active) + len(self.joining) + len(apart) < self.capacity:
             group, index = self.queue.popleft()
-            joining.setdefault(id(group), (group, []))[1].append(index)
-        for group, indices in joining.values():
-            self._prefill(group, indices)
+            group.waiting -= 1
+            long = len(self.prompts[index].ids) > JOIN_LIMIT
+            (apart if long and not group.prefix else self.joining).append((group, index))
+        if apart:
+            joining, self.joining = self.joining, self.joining + apart  # an out-of-memory requeues all
+            self._prefill([index for _, index in apart])
+            self.joining = joining
 
     def _prefix(self, group: PrefixGroup) -> Prefix | None:
         """The group's prefix keys and values, computed once (a one-row cache of its width)."""
         if group.prefix and group.cache is None:
-            cache = RowCache(1, len(group.prefix))
-            cache.prefill(None, [len(group.prefix)])
-            self._forward(torch.tensor([group.prefix]), torch.arange(len(group.prefix))[None], cache)
+            cache = RowCache(1, len(group.prefix), self.model.device)
+            cache.prefill([len(group.prefix)])
+            self._forward(list(group.prefix), list(range(len(group.prefix))), 1, cache)
             cache.advance()
             group.cache = Prefix(cache.keys, cache.values)
             self.model.counters.tokens_forwarded += len(group.prefix)
             self.model.counters.prefix_tokens_reused -= len(group.prefix)
         return group.cache
 
-    def _prefill(self, group: PrefixGroup, indices: list[int]) -> None:
-        """Forward the prompts of `indices` after their group's cached prefix into the free
-        slots; their first new token is chosen and the rows that go on stay."""
-        shared = len(group.prefix)
-        suffixes = [self.prompts[i].ids[shared:] for i in indices]
-        width = max(len(s) for s in suffixes)
-        ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        positions = torch.zeros((len(indices), width), dtype=torch.long)
-        for j, suffix in enumerate(suffixes):
-            ids[j, width - len(suffix) :] = torch.tensor(suffix)
-            positions[j, width - len(suffix) :] = torch.arange(shared, shared + len(suffix))
-        self.cache.prefill(self._prefix(group), [len(s) for s in suffixes])
-        logits = self._forward(ids, positions)
+    def _prefill(self, indices: list[int]) -> None:
+        """Forward the prompts of `indices` (no shared prefix) into the free slots; their first
+        new token is chosen and the rows that go on stay."""
+        prompts = [self.prompts[i].ids for i in indices]
+        ends = torch.tensor([len(p) for p in prompts]).cumsum(0) - 1
+        self.cache.prefill([len(p) for p in prompts])
+        logits = self._forward([t for p in prompts for t in p], [c for p in prompts for c in range(len(p))], ends)
         self.cache.advance()
-        self.model.counters.tokens_forwarded += sum(map(len, suffixes))
-        self.model.counters.prefix_tokens_reused += shared * len(indices)
-        group.waiting -= len(indices)
-        if group.waiting == 0:
-            group.cache = None  # the rows in flight keep their reference
+        self.model.counters.tokens_forwarded += sum(map(len, prompts))
         rows = [self._row(i) for i in indices]
         self.active += rows
         self._choose(rows, logits)
@@ -253,37 +255,59 @@ class Engine:
         return Row(index, self.prompts[index], _stops(request, self.eos), request.sampling, _generator(request),
                    IncrementalText(self.tokenizer))
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: RowCache | None = None,
-                 last_only: bool = True) -> torch.Tensor:
-        """Logits of each row's last column (else of every column); the cache (the batch's by
-        default) takes the new columns."""
+    def _forward(self, ids: list[int], positions: list[int], keep: int | torch.Tensor,
+                 cache: RowCache | None = None) -> torch.Tensor:
+        """One packed sequence through the model; the logits of the inputs `keep` (indices, or
+        that many last ones). The cache (the batch's by default) takes the new columns."""
         cache = cache or self.cache
         device = self.model.device
+        if isinstance(keep, torch.Tensor):
+            keep = keep.to(device)
         with cache.attending(self.model.model):
             out = self.model.model(
-                input_ids=ids.to(device), position_ids=positions.to(device), use_cache=True,
-                logits_to_keep=1 if last_only else 0, **{self.cache_keyword: cache},
+                input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
+                use_cache=True, logits_to_keep=keep, **{self.cache_keyword: cache},
             )
         self.model.counters.forward_passes += 1
-        return out.logits[:, -1] if last_only else out.logits
+        return out.logits[0]
 
     def _step(self) -> None:
-        """Every active row's last token and its draft (see `_draft`), packed in one sequence:
-        each row takes its next token and the draft tokens the model confirms; finished rows leave."""
+        """Every active row's last token and its draft (see `_draft`), then the prompts of the
+        joining rows after their prefixes, packed in one sequence: each active row takes its next
+        token and the draft tokens the model confirms, each joining row its first; finished rows
+        leave."""
         drafts = [self._draft(row) for row in self.active]
-        ids, positions = [], []
+        ids, positions, counts = [], [], []
         for row, draft in zip(self.active, drafts):
             start = len(row.prompt.ids) + len(row.text.tokens) - 1
             ids += [row.text.tokens[-1], *draft]
             positions += range(start, start + 1 + len(draft))
-        self.cache.decode([1 + len(d) for d in drafts])
-        logits = self._forward(torch.tensor([ids]), torch.tensor([positions]), last_only=False)[0]
+            counts.append(1 + len(draft))
+        keep = list(range(len(ids)))
+        prefixes = []
+        for group, index in self.joining:
+            prefixes.append(self._prefix(group))
+            shared = len(group.prefix)
+            ids += self.prompts[index].ids[shared:]
+            positions += range(shared, len(self.prompts[index].ids))
+            counts.append(len(self.prompts[index].ids) - shared)
+            keep.append(len(ids) - 1)
+            self.model.counters.prefix_tokens_reused += shared
+        self.cache.decode(counts, prefixes)
+        logits = self._forward(ids, positions, torch.tensor(keep))
         kept, at = [], 0
         for row, draft in zip(self.active, drafts):
             kept.append(self._accept(row, draft, logits[at : at + 1 + len(draft)]))
             at += 1 + len(draft)
-        self.cache.advance(kept)
+        self.cache.advance(kept + counts[len(kept):])
         self.model.counters.tokens_forwarded += len(ids)
+        rows = [self._row(index) for _, index in self.joining]
+        for group, _ in self.joining:
+            if group.waiting == 0:
+                group.cache = None  # the rows in flight keep their reference
+        self.joining = []
+        self.active += rows
+        self._choose(rows, logits[at:])
         self._leave()
 
     def _draft(self, row: Row) -> list[int]:

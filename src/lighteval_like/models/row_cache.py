@@ -47,15 +47,6 @@ class _Layer:
 
 
 @dataclass
-class _Prefill:
-    """The next forward prefills rows into the slots after the active ones: their prompts are
-    left-padded to one width, `lengths` are their real columns, all after `prefix`."""
-
-    prefix: Prefix | None
-    lengths: list[int]
-
-
-@dataclass
 class _Part:
     """Inputs of the packed step that attend to their rows' own columns together: rows `slots`
     (a slice: no copy of the cache) with their inputs `first` to `first + count - 1` padded to
@@ -98,13 +89,13 @@ def _first_part_count(counts: list[int]) -> int:
 class RowCache:
     """Slots [0, rows) hold the active rows: `lengths[s]` own columns each, after `prefixes[s]`."""
 
-    def __init__(self, capacity: int, width: int):
-        self.capacity, self.width = capacity, width
+    def __init__(self, capacity: int, width: int, device: torch.device | str = "cpu"):
+        self.capacity, self.width, self.device = capacity, width, torch.device(device)
         self.keys: list[torch.Tensor] = []  # per layer [capacity, kv heads, width, dim], made at first use
         self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []
         self.prefixes: list[Prefix | None] = []
-        self._prefill: _Prefill | None = None
+        self._prefill: list[int] | None = None  # the lengths of the prompts the next forward prefills
         self._step: _Step | None = None
 
     @property
@@ -113,20 +104,26 @@ class RowCache:
 
     # -- the forward the engine runs next ------------------------------------------------
 
-    def prefill(self, prefix: Prefix | None, lengths: list[int]) -> None:
-        self._prefill, self._step = _Prefill(prefix, lengths), None
+    def prefill(self, lengths: list[int]) -> None:
+        """The next forward prefills prompts of `lengths` (no prefix), packed in one sequence, into
+        the slots after the active rows; each attends alone (causal, by SDPA)."""
+        self._prefill, self._step = lengths, None
 
-    def decode(self, counts: list[int]) -> None:
-        """The next forward decodes `counts[r]` inputs of row r, packed (see `_Step`)."""
+    def decode(self, counts: list[int], joining: list[Prefix | None] = ()) -> None:
+        """The next forward decodes `counts[r]` inputs of row r, packed (see `_Step`); rows
+        `joining` (their prefixes) take the slots after the active ones, with no columns yet:
+        their counts are their prompts after the prefix."""
         self._prefill = None
-        device = self.keys[0].device
+        self.lengths += [0] * len(joining)
+        self.prefixes += list(joining)
+        device = self.device
         counts_t = torch.tensor(counts)
         rows = torch.repeat_interleave(torch.arange(self.rows), counts_t)
         starts = torch.cumsum(counts_t, 0) - counts_t
         offsets = torch.arange(len(rows)) - starts[rows]
         columns = torch.tensor(self.lengths)[rows] + offsets
         first = _first_part_count(counts)
-        parts = [self._part(slice(0, self.rows), counts_t, starts, 0, first, len(rows))]
+        parts = [self._part(slice(0, self.rows), counts_t, starts, 0, first, len(rows))] if first else []
         longer = torch.nonzero(counts_t > first).flatten()
         if len(longer):
             parts.append(self._part(longer, counts_t[longer], starts[longer], first, max(counts) - first, len(rows)))
@@ -137,7 +134,7 @@ class RowCache:
     def _part(self, slots: slice | torch.Tensor, counts: torch.Tensor, starts: torch.Tensor, first: int,
               count: int, total: int) -> _Part:
         """Inputs `first` to `first + count - 1` of the rows in `slots`, of `total` (see `_Part`)."""
-        device = self.keys[0].device
+        device = self.device
         offsets = first + torch.arange(count)
         lengths = torch.tensor(self.lengths)[slots]
         inputs = torch.where(offsets < counts[:, None], starts[:, None] + offsets, total)
@@ -159,8 +156,8 @@ class RowCache:
         """After a forward: the prefilled rows are active, or each row keeps its first `kept[r]`
         decoded inputs (those whose draft tokens were confirmed; default all)."""
         if self._prefill is not None:
-            self.lengths += self._prefill.lengths
-            self.prefixes += [self._prefill.prefix] * len(self._prefill.lengths)
+            self.lengths += self._prefill
+            self.prefixes += [None] * len(self._prefill)
         else:
             self.lengths = [n + k for n, k in zip(self.lengths, kept or self._step.counts)]
         self._prefill = self._step = None
@@ -187,12 +184,13 @@ class RowCache:
             shape = (self.capacity, keys.shape[1], self.width, keys.shape[-1])
             self.keys.append(keys.new_zeros(shape))  # zeros: masked columns are multiplied by 0
             self.values.append(values.new_zeros(shape))
-        if self._prefill is not None:
-            start, width = self.rows, keys.shape[-2]
-            for j, n in enumerate(self._prefill.lengths):
-                self.keys[layer_idx][start + j, :, :n] = keys[j, :, width - n :]
-                self.values[layer_idx][start + j, :, :n] = values[j, :, width - n :]
-        else:  # one packed sequence: [1, kv heads, inputs, dim]
+        if self._prefill is not None:  # [1, kv heads, inputs, dim]: the prompts one after the other
+            at = 0
+            for slot, n in enumerate(self._prefill, start=self.rows):
+                self.keys[layer_idx][slot, :, :n] = keys[0, :, at : at + n]
+                self.values[layer_idx][slot, :, :n] = values[0, :, at : at + n]
+                at += n
+        else:
             step = self._step
             self.keys[layer_idx][step.rows, :, step.columns] = keys[0].transpose(0, 1)
             self.values[layer_idx][step.rows, :, step.columns] = values[0].transpose(0, 1)
@@ -206,33 +204,14 @@ class RowCache:
         return self._attend_step(layer, query, scaling)
 
     def _attend_prefill(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        """The prompts after their prefix, causal, pads masked (a pad sees itself, so nothing is NaN).
-        Without a prefix each prompt attends alone (causal, without its pads: half the work)."""
-        rows, width = query.shape[0], query.shape[2]
-        keys, values = layer.keys, layer.values
-        if self._prefill.prefix is None:
-            groups = query.shape[1] // keys.shape[1]
-            out = query.new_zeros(query.shape)
-            for j, n in enumerate(self._prefill.lengths):
-                own = slice(width - n, width)
-                row_keys, row_values = (x[j : j + 1, :, own].repeat_interleave(groups, 1) for x in (keys, values))
-                out[j : j + 1, :, own] = F.scaled_dot_product_attention(query[j : j + 1, :, own], row_keys, row_values,
-                                                                        is_causal=True, scale=scaling)
-            return out.transpose(1, 2)
-        shared = 0
-        if self._prefill.prefix is not None:
-            prefix_keys, prefix_values = self._prefill.prefix.keys[layer.index], self._prefill.prefix.values[layer.index]
-            shared = prefix_keys.shape[-2]
-            keys = torch.cat([prefix_keys.expand(rows, -1, -1, -1), keys], 2)
-            values = torch.cat([prefix_values.expand(rows, -1, -1, -1), values], 2)
-        groups = query.shape[1] // keys.shape[1]
-        keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
-        position = torch.arange(width, device=query.device)
-        starts = torch.tensor([width - n for n in self._prefill.lengths], device=query.device)
-        own = (position[None, :] <= position[:, None]) & (position[None, None, :] >= starts[:, None, None])
-        own |= torch.eye(width, dtype=torch.bool, device=query.device)
-        mask = torch.cat([own.new_ones(rows, width, shared), own], 2)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask[:, None], scale=scaling)
+        """Each packed prompt over its own columns, causal: [1, inputs, heads, dim]."""
+        groups = query.shape[1] // layer.keys.shape[1]
+        out, at = torch.empty_like(query), 0
+        for n in self._prefill:
+            own = slice(at, at + n)
+            keys, values = (x[:, :, own].repeat_interleave(groups, 1) for x in (layer.keys, layer.values))
+            out[:, :, own] = F.scaled_dot_product_attention(query[:, :, own], keys, values, is_causal=True, scale=scaling)
+            at += n
         return out.transpose(1, 2)
 
     def _attend_step(self, layer: _Layer, query: torch.Tensor, scaling: float) -> torch.Tensor:
