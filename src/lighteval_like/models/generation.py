@@ -46,7 +46,7 @@ MIN_SHARED_PREFIX = 16
 # else one more than was), so rows whose drafts miss cost about one extra token a step (on CPU
 # each drafted token is compute). A step of few rows lets each draft up to its share of
 # `STEP_INPUTS`: reading the weights costs a step about as much as that many inputs.
-DRAFT_NGRAMS, FIRST_DRAFT, MAX_DRAFT, STEP_INPUTS = (3, 2, 1), 2, 16, 16
+DRAFT_NGRAMS, FIRST_DRAFT, MAX_DRAFT, STEP_INPUTS = (3, 2, 1), 2, 16, 32
 # A prompt without a shared prefix longer than this is prefilled in a forward of its own (its
 # attention by SDPA); shorter ones, and those after a shared prefix, join a decode step.
 JOIN_LIMIT = 256
