@@ -61,7 +61,7 @@ class _Part:
 @dataclass
 class _Step:
     """The next forward decodes `counts[r]` inputs of each row r (its last token, then draft
-    tokens to verify), packed row after row in one sequence: input t is row `rows[t]`'s, written
+    tokens to verify; a joining row's prompt), packed row after row in one sequence: input t is row `rows[t]`'s, written
     at its column `columns[t]`. `parts` split the inputs for the attention to own columns (so a
     row with a long draft does not pad every other row to its length); `prefix_runs` give each
     prefix the inputs that attend to it (None: all)."""
