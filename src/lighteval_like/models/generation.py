@@ -50,6 +50,9 @@ DRAFT_NGRAMS, FIRST_DRAFT, MAX_DRAFT, STEP_INPUTS = (3, 2, 1), 2, 16, 32
 # A prompt without a shared prefix longer than this is prefilled in a forward of its own (its
 # attention by SDPA); shorter ones, and those after a shared prefix, join a decode step.
 JOIN_LIMIT = 256
+# Those prompts are packed up to this many tokens a forward (enough for full-speed matrix products;
+# more would only hold more activations in memory).
+PREFILL_TOKENS = 2048
 
 
 @dataclass
@@ -212,17 +215,24 @@ class Engine:
     def _admit(self) -> None:
         """Take waiting requests into the free rows: those after a shared prefix or with a prompt
         of at most `JOIN_LIMIT` tokens join the next step (`self.joining`); the others are
-        prefilled now, packed in one sequence (each attends alone, causal, without padding)."""
+        prefilled now, packed up to `PREFILL_TOKENS` a forward (each attends alone, causal,
+        without padding)."""
         apart = []
         while self.queue and len(self.active) + len(self.joining) + len(apart) < self.capacity:
             group, index = self.queue.popleft()
             group.waiting -= 1
             long = len(self.prompts[index].ids) > JOIN_LIMIT
             (apart if long and not group.prefix else self.joining).append((group, index))
-        if apart:
-            joining, self.joining = self.joining, self.joining + apart  # an out-of-memory requeues all
-            self._prefill([index for _, index in apart])
-            self.joining = joining
+        joining = self.joining
+        while apart:  # an out-of-memory requeues the rows not yet prefilled with the joining ones
+            self.joining = joining + apart
+            count, tokens = 1, len(self.prompts[apart[0][1]].ids)
+            while count < len(apart) and tokens + len(self.prompts[apart[count][1]].ids) <= PREFILL_TOKENS:
+                tokens += len(self.prompts[apart[count][1]].ids)
+                count += 1
+            self._prefill([index for _, index in apart[:count]])
+            apart = apart[count:]
+        self.joining = joining
 
     def _prefix(self, group: PrefixGroup) -> Prefix | None:
         """The group's prefix keys and values, computed once (a one-row cache of its width)."""
