@@ -8,7 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lighteval_like.models.row_cache import Prefix, RowCache, _first_part_count
+from lighteval_like.models.row_cache import (
+    Prefix,
+    RowCache,
+    _first_part_count,
+    _fused_partial_attention,
+    _materialised_partial_attention,
+)
 
 KV_HEADS, HEADS, DIM = 2, 6, 8
 
@@ -101,3 +107,21 @@ def test_packed_prefill_rows_keep_only_their_own_columns():
     torch.testing.assert_close(out[:, 5:], _reference(query[:, :, 5:], keys[:, :, 5:], values[:, :, 5:], causal=True))
     torch.testing.assert_close(cache.keys[0][1, :, :2], keys[0, :, 5:])
     assert cache.lengths == [5, 2]
+
+
+def test_both_partial_attentions_give_the_log_normaliser_and_output_of_the_visible_columns():
+    """The fused CPU kernel and the materialised scores (other devices) agree with a softmax over
+    the columns the mask leaves visible, a query seeing one column included."""
+    torch.manual_seed(3)
+    query, keys, values = torch.randn(2, 3, 4, DIM), torch.randn(2, 3, 9, DIM), torch.randn(2, 3, 9, DIM)
+    visible = torch.rand(2, 1, 4, 9) < 0.6
+    visible[..., 0] = True
+    visible[0, 0, 1] = torch.arange(9) == 4  # sees column 4 only
+    mask = torch.zeros(visible.shape).masked_fill_(~visible, float("-inf"))
+    scores = (query @ keys.transpose(-1, -2)) * DIM**-0.5 + mask
+    expected = (torch.logsumexp(scores, -1), torch.softmax(scores, -1) @ values)
+    for attend in (_fused_partial_attention, _materialised_partial_attention):
+        norm, out = attend(query, keys, values, DIM**-0.5, mask)
+        torch.testing.assert_close(norm, expected[0])
+        torch.testing.assert_close(out, expected[1])
+    torch.testing.assert_close(out[0, :, 1], values[0, :, 4])

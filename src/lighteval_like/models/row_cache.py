@@ -56,6 +56,17 @@ class _Part:
     slots: slice | torch.Tensor
     inputs: torch.Tensor
     visible: torch.Tensor
+    _mask: torch.Tensor | None = None
+
+    def mask(self, groups: int, dtype: torch.dtype) -> torch.Tensor:
+        """`visible` as scores to add, [rows, 1, groups x count, columns] (each query head of a
+        key/value head in turn); made at the step's first layer."""
+        if self._mask is None or self._mask.dtype != dtype:
+            rows, count, columns = self.visible.shape
+            hidden = torch.zeros(self.visible.shape, dtype=dtype, device=self.visible.device)
+            hidden.masked_fill_(~self.visible, float("-inf"))
+            self._mask = hidden[:, None, None].expand(rows, 1, groups, count, columns).reshape(rows, 1, -1, columns)
+        return self._mask
 
 
 @dataclass
@@ -71,6 +82,7 @@ class _Step:
     columns: torch.Tensor
     parts: list[_Part]
     prefix_runs: list[tuple[Prefix, torch.Tensor | None]]
+    padded: torch.Tensor | None = None  # the inputs' queries and a pad, made at the first layer
 
 
 def _first_part_count(counts: list[int]) -> int:
@@ -129,6 +141,7 @@ class RowCache:
             parts.append(self._part(longer, counts_t[longer], starts[longer], first, max(counts) - first, len(rows)))
         runs = [(p, None if s is None else torch.nonzero(torch.isin(rows, s)).flatten().to(device))
                 for p, s in self._prefix_runs()]
+        runs = [(p, inputs) for p, inputs in runs if inputs is None or len(inputs)]  # rows decoding nothing
         self._step = _Step(counts, rows.to(device), columns.to(device), parts, runs)
 
     def _part(self, slots: slice | torch.Tensor, counts: torch.Tensor, starts: torch.Tensor, first: int,
@@ -223,40 +236,47 @@ class RowCache:
         kv_heads = layer.keys.shape[1]
         q = query[0].reshape(kv_heads, -1, total, dim)  # [kv heads, groups, inputs, dim]: head h reads kv h // groups
         groups = q.shape[1]
+        if step.padded is None or step.padded.dtype != q.dtype:  # one pad input (index `total`) for the parts
+            step.padded = q.new_zeros(kv_heads, groups, total + 1, dim)
+        step.padded[:, :, :total] = q
         # each input's softmax over its own columns: log-normaliser and output (the pads write one past the end)
         own_norm = q.new_empty(kv_heads, groups, total + 1, dtype=torch.float32)
         own_out = q.new_empty(kv_heads, groups, total + 1, dim)
-        padded = torch.cat([q, q.new_zeros(kv_heads, groups, 1, dim)], 2)
         for part in step.parts:
             rows, count = part.inputs.shape
-            columns = part.visible.shape[-1]
             flat = part.inputs.flatten()
-            mine = padded[:, :, flat].reshape(kv_heads, groups, rows, count, dim).permute(2, 0, 1, 3, 4)
-            keys = self.keys[layer.index][part.slots, :, :columns]
-            values = self.values[layer.index][part.slots, :, :columns]
-            scores = torch.matmul(mine.reshape(rows, kv_heads, -1, dim), keys.transpose(-1, -2)).float() * scaling
-            scores = scores.view(rows, kv_heads, groups, count, columns).masked_fill(~part.visible[:, None, None], float("-inf"))
-            norm, out = _softmax(scores.view(rows, kv_heads, -1, columns), values)  # [rows, kv heads, groups x count(, dim)]
+            mine = step.padded[:, :, flat].reshape(kv_heads, groups, rows, count, dim).permute(2, 0, 1, 3, 4)
+            columns = part.visible.shape[-1]
+            norm, out = _partial_attention(
+                mine.reshape(rows, kv_heads, groups * count, dim), self.keys[layer.index][part.slots, :, :columns],
+                self.values[layer.index][part.slots, :, :columns], scaling, part.mask(groups, q.dtype),
+            )  # [rows, kv heads, groups x count(, dim)]
             own_norm[:, :, flat] = norm.view(rows, kv_heads, groups, count).permute(1, 2, 0, 3).reshape(kv_heads, groups, -1)
             own_out[:, :, flat] = out.view(rows, kv_heads, groups, count, dim).permute(1, 2, 0, 3, 4).reshape(kv_heads, groups, -1, dim)
         own_norm, own_out = own_norm[:, :, :total], own_out[:, :, :total]
         if not step.prefix_runs:
-            return own_out.to(query.dtype).reshape(heads, total, dim).transpose(0, 1)[None]
-        # inputs without a prefix keep a log-normaliser of -inf there (weight 0)
-        pre_norm, pre_out = torch.full_like(own_norm, float("-inf")), torch.zeros_like(own_out)
-        for prefix, inputs in step.prefix_runs:
-            mine = q if inputs is None else q[:, :, inputs]
-            flat = mine.reshape(kv_heads, -1, dim)  # [kv heads, groups x inputs, dim] against the one copy
-            scores = torch.matmul(flat, prefix.keys[layer.index][0].transpose(-1, -2)).float() * scaling
-            norm, out = _softmax(scores, prefix.values[layer.index][0])
-            norm, out = norm.view(mine.shape[:-1]), out.view(mine.shape)
-            if inputs is None:
-                pre_norm, pre_out = norm, out
-            else:
-                pre_norm[:, :, inputs], pre_out[:, :, inputs] = norm, out
+            return own_out.reshape(heads, total, dim).transpose(0, 1)[None]
+        if step.prefix_runs[0][1] is None:  # one prefix for every input
+            pre_norm, pre_out = self._attend_prefix(layer, q, *step.prefix_runs[0], scaling)
+        else:  # inputs without a prefix keep a log-normaliser of -inf there (weight 0)
+            pre_norm, pre_out = torch.full_like(own_norm, float("-inf")), torch.zeros_like(own_out)
+            for prefix, inputs in step.prefix_runs:
+                pre_norm[:, :, inputs], pre_out[:, :, inputs] = self._attend_prefix(layer, q, prefix, inputs, scaling)
         own_weight = torch.sigmoid(own_norm - pre_norm)[..., None]  # = e^own / (e^own + e^prefix)
         out = own_out * own_weight.to(own_out.dtype) + pre_out * (1 - own_weight).to(pre_out.dtype)
-        return out.to(query.dtype).reshape(heads, total, dim).transpose(0, 1)[None]
+        return out.reshape(heads, total, dim).transpose(0, 1)[None]
+
+    @staticmethod
+    def _attend_prefix(layer: _Layer, q: torch.Tensor, prefix: Prefix, inputs: torch.Tensor | None,
+                       scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """`inputs` (None: all) of `q` [kv heads, groups, inputs, dim] over the one copy of
+        `prefix`: log-normalisers [kv heads, groups, n] and outputs [kv heads, groups, n, dim]."""
+        mine = q if inputs is None else q[:, :, inputs]
+        kv_heads, groups, n, dim = mine.shape
+        norm, out = _partial_attention(
+            mine.reshape(1, kv_heads, groups * n, dim), prefix.keys[layer.index], prefix.values[layer.index], scaling
+        )
+        return norm.view(kv_heads, groups, n), out.view(kv_heads, groups, n, dim)
 
     @contextmanager
     def attending(self, model):
@@ -273,9 +293,30 @@ class RowCache:
             config._attn_implementation = before
 
 
-def _softmax(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention over part of the columns, to be merged with the rest: each query's
-    log-normaliser (log of its exponentials' sum) and output. `scores` is overwritten."""
+def _partial_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention [batch, heads, queries, dim] over part of the columns, to be merged with the
+    rest: each query's log-normaliser (float32, [batch, heads, queries]) and output. `mask` is
+    added to the scores."""
+    if query.device.type == "cpu":
+        return _fused_partial_attention(query, keys, values, scaling, mask)
+    return _materialised_partial_attention(query, keys, values, scaling, mask)
+
+
+def _fused_partial_attention(query, keys, values, scaling, mask=None):
+    """CPU: one threaded kernel that keeps no score matrix (2-3x faster than the materialised
+    scores at a step's sizes: 8-100 inputs against a 730-column prefix, SmolLM2's heads)."""
+    out, norm = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, keys, values, attn_mask=mask, scale=scaling
+    )
+    return norm, out
+
+
+def _materialised_partial_attention(query, keys, values, scaling, mask=None):
+    """Any device: the scores in float32, then their softmax."""
+    scores = torch.matmul(query, keys.transpose(-1, -2)).float() * scaling
+    if mask is not None:
+        scores += mask
     top = scores.amax(-1, keepdim=True)
     weights = scores.sub_(top).exp_()
     total = weights.sum(-1, keepdim=True)
