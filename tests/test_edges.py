@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import glob
 import os
 import signal
 import stat
@@ -16,9 +17,9 @@ from conftest import run_cli, write_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lighteval_like import outputs
+from lighteval_like import data, outputs
 from lighteval_like.cli import main
-from lighteval_like.data import DataSource
+from lighteval_like.data import DATA_DIR_ENV, DataSource
 from lighteval_like.docs import load_task_data, make_docs
 from lighteval_like.errors import BadSampleError, DatasetUnavailableError, ModelArgsError, ModelLoadError
 from lighteval_like.models.model_args import parse_model_args
@@ -212,7 +213,6 @@ def test_full_datasets_cache_is_one_line(tmp_path, monkeypatch):
     """Before: `datasets`' own error (a traceback). After: the folder, the problem and --cache_dir."""
     import datasets
 
-    write_rows(str(tmp_path), "allenai/ai2_arc", "ARC-Challenge", "test", [ARC_ROW])
     arrow = str(tmp_path / "hf" / "x.arrow")
 
     def full_disk(*args, **kwargs):
@@ -222,10 +222,45 @@ def test_full_datasets_cache_is_one_line(tmp_path, monkeypatch):
             raise datasets.exceptions.DatasetGenerationError("An error occurred while generating the dataset") from e
 
     monkeypatch.setattr(datasets, "load_dataset", full_disk)
+    monkeypatch.setattr(data, "hub_unreachable", lambda: False)  # a hub download: the mirror holds no such file
     with pytest.raises(DatasetUnavailableError) as info:
-        DataSource(data_dir=str(tmp_path), cache_dir=str(tmp_path / "hf")).load_rows(arc_task().config, "test")
+        DataSource(data_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "hf")).load_rows(arc_task().config, "test")
     assert f"writing '{arrow}' failed: No space left on device" in str(info.value)
     assert "--cache_dir" in str(info.value)
+
+
+def test_mirror_rows_are_those_datasets_reads(tmp_path):
+    """The mirror is read by Arrow without `datasets` (a second less at every start): rows that
+    lack keys, mix ints and floats or nest objects come out as `datasets` gives them."""
+    import datasets
+
+    rows = [{"a": 1, "b": {"x": "s", "y": [1, 2]}}, {"a": 2.5, "c": None}, {"b": {"x": "t"}, "c": "u"}, {"a": 3}]
+    write_rows(str(tmp_path), "org/name", None, "test", rows)
+    path = str(tmp_path / "org/name/default/test.jsonl")
+    expected = datasets.load_dataset("json", data_files={"test": path}, split="test", cache_dir=str(tmp_path / "hf"))
+    assert data._read_json_lines(path) is None  # an object without "y": left to `datasets`
+    task = dataclasses.replace(arc_task().config, hf_repo="org/name", hf_subset=None)
+    assert DataSource(str(tmp_path), cache_dir=str(tmp_path / "hf")).load_rows(task, "test") == expected.to_list()
+    rows[2]["b"]["y"] = [3]
+    write_rows(str(tmp_path), "org/name", None, "test", rows)
+    expected = datasets.load_dataset("json", data_files={"test": path}, split="test", cache_dir=str(tmp_path / "hf2"))
+    assert data._read_json_lines(path) == expected.to_list()
+    assert data._read_json_lines(path)[1] == {"a": 2.5, "b": None, "c": None}
+
+
+def test_real_mirror_rows_are_those_datasets_reads():
+    """Every dataset of the shared mirror (one file each) reads the same without `datasets`."""
+    import datasets
+
+    root = os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "hub")
+    files = {}
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.jsonl"), recursive=True)):
+        files.setdefault(tuple(os.path.relpath(path, root).split(os.sep)[:2]), path)  # its repository
+    if not files:
+        pytest.skip(f"no dataset mirror at {root}")
+    for path in files.values():
+        expected = datasets.load_dataset("json", data_files={"x": path}, split="x").to_list()
+        assert data._read_json_lines(path) == expected, path
 
 
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
