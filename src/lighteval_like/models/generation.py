@@ -190,7 +190,8 @@ class Engine:
 
     def requeue(self) -> None:
         """After an out-of-memory: the rows in flight wait again, with a smaller batch."""
-        waiting = [(self._group(row.index), row.index) for row in self.active] + self.joining
+        group_of = {index: group for group in self.groups for index in group.members}
+        waiting = [(group_of[row.index], row.index) for row in self.active] + self.joining
         for group, index in reversed(waiting):
             group.waiting += 1
             self.queue.appendleft((group, index))
@@ -199,9 +200,6 @@ class Engine:
             group.cache = None
         self.capacity = self._capacity()
         self.cache = RowCache(self.capacity, self._width(), self.model.device)
-
-    def _group(self, index: int) -> PrefixGroup:
-        return next(g for g in self.groups if index in g.members)
 
     @torch.no_grad()
     def run(self) -> bool:
@@ -226,9 +224,9 @@ class Engine:
         joining = self.joining
         while apart:  # an out-of-memory requeues the rows not yet prefilled with the joining ones
             self.joining = joining + apart
-            count, tokens = 1, len(self.prompts[apart[0][1]].ids)
-            while count < len(apart) and tokens + len(self.prompts[apart[count][1]].ids) <= PREFILL_TOKENS:
-                tokens += len(self.prompts[apart[count][1]].ids)
+            lengths = [len(self.prompts[index].ids) for _, index in apart]
+            count = 1
+            while count < len(apart) and sum(lengths[: count + 1]) <= PREFILL_TOKENS:
                 count += 1
             self._prefill([index for _, index in apart[:count]])
             apart = apart[count:]
