@@ -15,10 +15,6 @@ import click
 
 from lighteval_like.errors import LightevalLikeError, UsageError
 
-# The interpreter's last collection at exit walks every object torch and transformers made (about
-# a second on 2 cores); frozen, they are left to the end of the process.
-atexit.register(gc.freeze)
-
 
 def _close_progress_bars() -> None:
     """A bar left open by the failed stage would share its line with the error (and be
@@ -38,6 +34,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 KEPT = "responses scored so far are kept in the response cache (unless --no_cache): rerun to resume"
+
+
+def _leave_objects_to_the_exit() -> None:
+    """The interpreter's last collection at exit walks every object torch and transformers made
+    (about a second on 2 cores); frozen, they are left to the end of the process. Not for vLLM:
+    its nanobind extensions report uncollected objects as leaks at exit."""
+    atexit.register(gc.freeze)
 
 
 def reports_errors(fn):
@@ -154,6 +157,7 @@ def accelerate_command(**kwargs) -> None:
     from lighteval_like.entrypoints import run_accelerate
 
     kwargs.pop("debug")  # read by reports_errors
+    _leave_objects_to_the_exit()
     result = run_accelerate(**kwargs)
     if result is not None:
         _print_summary(result)
@@ -189,6 +193,7 @@ def distributed_command(checkpoint_config_path: str | None, lighteval_config_pat
 
     if not checkpoint_config_path or not lighteval_config_path:
         raise UsageError("pass --checkpoint_config_path and --lighteval_config_path (see examples/nanotron/)")
+    _leave_objects_to_the_exit()
     result = run_distributed(checkpoint_config_path, lighteval_config_path, debug)
     if result is not None:
         _print_summary(result)
