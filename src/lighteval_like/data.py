@@ -145,13 +145,13 @@ class DataSource:
     def _load(self, task: TaskConfig, split: str) -> list[dict]:
         path = self.mirror_path(task.hf_repo, task.hf_subset, split)
         name = f"dataset {task.hf_repo}/{task.hf_subset or 'default'} split '{split}' for task {task.full_name}"
-        if self._mirror_has(task, split):
-            rows = _read_json_lines(path)
-            if rows is not None:
-                return rows
+        mirrored = self._mirror_has(task, split)
+        rows = _read_json_lines(path) if mirrored else None
+        if rows is not None:
+            return rows
         import datasets
 
-        if self._mirror_has(task, split):
+        if mirrored:
             try:
                 return datasets.load_dataset(
                     "json", data_files={split: path}, split=split, cache_dir=self.cache_dir, num_proc=self.num_proc

@@ -224,9 +224,11 @@ class Engine:
         joining = self.joining
         while apart:  # an out-of-memory requeues the rows not yet prefilled with the joining ones
             self.joining = joining + apart
-            lengths = [len(self.prompts[index].ids) for _, index in apart]
-            count = 1
-            while count < len(apart) and sum(lengths[: count + 1]) <= PREFILL_TOKENS:
+            count, tokens = 0, 0
+            for _, index in apart:
+                tokens += len(self.prompts[index].ids)
+                if count and tokens > PREFILL_TOKENS:
+                    break
                 count += 1
             self._prefill([index for _, index in apart[:count]])
             apart = apart[count:]

@@ -61,7 +61,7 @@ class _Part:
     def mask(self, groups: int, dtype: torch.dtype) -> torch.Tensor:
         """`visible` as scores to add, [rows, 1, groups x count, columns] (each query head of a
         key/value head in turn); made at the step's first layer."""
-        if self._mask is None or self._mask.dtype != dtype:
+        if self._mask is None:
             rows, count, columns = self.visible.shape
             hidden = torch.zeros(self.visible.shape, dtype=dtype, device=self.visible.device)
             hidden.masked_fill_(~self.visible, float("-inf"))
@@ -236,7 +236,7 @@ class RowCache:
         kv_heads = layer.keys.shape[1]
         q = query[0].reshape(kv_heads, -1, total, dim)  # [kv heads, groups, inputs, dim]: head h reads kv h // groups
         groups = q.shape[1]
-        if step.padded is None or step.padded.dtype != q.dtype:  # one pad input (index `total`) for the parts
+        if step.padded is None:  # one pad input (index `total`) for the parts
             step.padded = q.new_zeros(kv_heads, groups, total + 1, dim)
         step.padded[:, :, :total] = q
         # each input's softmax over its own columns: log-normaliser and output (the pads write one past the end)
