@@ -1,0 +1,132 @@
+"""The command line that puts the runner into a level's isolation, and the runner's settings.
+
+`bwrap`: a new root holding only the system libraries, the dynamic loader's cache, the
+interpreter with its standard library (its site-packages hidden) and an empty /tmp where the
+runner mounts the work folder; a minimal /dev, no /proc, no /run, no home, project or data
+folder; own network (loopback only), pid, ipc, uts and cgroup namespaces. `unshare`: own network,
+pid, ipc, uts and mount namespaces on the host's filesystem, where the runner hides the
+world-writable folders, /run and /proc. `none`: no namespace (root only: a uid per program).
+Every level starts the runner under a cgroup of its own when the machine has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+from lighteval_like.sandbox import runner
+from lighteval_like.sandbox.policy import Isolation
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+WORK = "/tmp/work"  # the work folder's path inside the namespace levels
+SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # hidden at level unshare
+JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name, path=os.environ.get("PATH", SAFE_PATH) + ":/usr/sbin:/sbin:" + SAFE_PATH)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def interpreter() -> str:
+    """The base interpreter (a virtual environment's python resolves to it): only the standard library."""
+    return os.path.realpath(sys.executable)
+
+
+def interpreter_paths() -> list[str]:
+    """What the interpreter needs besides system libraries: its binary, standard library and libpython."""
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix}
+    paths = {interpreter(), *(os.path.realpath(sysconfig.get_path(k, vars=base)) for k in ("stdlib", "platstdlib"))}
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    if libdir and soname and os.path.exists(os.path.join(libdir, soname)):
+        paths.add(os.path.realpath(os.path.join(libdir, soname)))
+    paths = {p for p in paths if not any(p == d or p.startswith(d + "/") for d in SYSTEM_LIBS)}
+    return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
+
+
+def interpreter_prefixes() -> list[str]:
+    """The interpreter's installation folders (made reachable at level unshare)."""
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix), os.path.dirname(interpreter())}
+    return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
+
+
+def _hidden_packages(paths: list[str]) -> list[str]:
+    return [str(p / name) for p in map(Path, paths) if p.is_dir()
+            for name in ("site-packages", "dist-packages") if (p / name).is_dir()]
+
+
+def _with_parents(cmd: list[str], made: set[str], path: str) -> list[str]:
+    """Make `path`'s missing parents searchable by the program (bwrap would make them 0700)."""
+    for parent in map(str, reversed(Path(path).parents[:-1])):
+        if parent not in made:
+            made.add(parent)
+            cmd += ["--perms", "0755", "--dir", parent]
+    return cmd
+
+
+def _bwrap(work_bytes: int) -> list[str]:
+    cmd, made = [tool("bwrap") or "bwrap"], set()
+    for lib in SYSTEM_LIBS:
+        if os.path.islink(lib):
+            _with_parents(cmd, made, lib).extend(["--symlink", os.readlink(lib), lib])
+        elif os.path.isdir(lib):
+            _with_parents(cmd, made, lib).extend(["--ro-bind", lib, lib])
+    for path in ["/etc/ld.so.cache", *interpreter_paths()]:
+        if os.path.exists(path):
+            _with_parents(cmd, made, path).extend(["--ro-bind", path, path])
+    for path in _hidden_packages(interpreter_paths()):
+        cmd += ["--tmpfs", path, "--remount-ro", path]
+    cmd += ["--dev", "/dev", "--perms", "0755", "--tmpfs", "/tmp"]
+    if not is_root():  # no mount in the runner: bwrap makes the capped work folder
+        cmd += ["--perms", "0700", "--size", str(work_bytes), "--tmpfs", WORK]
+    cmd += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--chdir", "/"]
+    if is_root():  # for the runner's mount and uid change; it drops them all before the program
+        for cap in ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+            cmd += ["--cap-add", cap]
+    else:
+        cmd += ["--unshare-user", "--disable-userns"]
+    return [*cmd, "--"]
+
+
+def _unshare() -> list[str]:
+    cmd = [tool("unshare") or "unshare", "--net", "--pid", "--ipc", "--uts", "--mount", "--fork", "--kill-child",
+           "--mount-proc", "--propagation", "private"]
+    if not is_root():
+        cmd.append("--map-root-user")
+    # A shell as the namespace's init, so the program is not pid 1 (which ignores signals).
+    return [*cmd, "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"]
+
+
+def settings(level: Isolation, uid: int | None, workdir: str | None, limits, rlimits: dict, fds: tuple[int, int]) -> dict:
+    """The runner's settings (see runner.py)."""
+    namespaced = level is not Isolation.NONE
+    return {
+        "uid": uid, "work": WORK if namespaced else workdir, "mount_work": namespaced and is_root(),
+        "work_bytes": limits.work_bytes, "work_files": limits.work_files,
+        "private_dirs": [d for d in SHARED_DIRS if os.path.isdir(d)] if level is Isolation.UNSHARE else [],
+        "expose": interpreter_prefixes() if level is Isolation.UNSHARE and uid is not None else [],
+        "hide_proc": level is Isolation.UNSHARE, "rlimits": rlimits, "seccomp": True,
+        "program_fd": fds[0], "result_fd": fds[1],
+    }
+
+
+def command(level: Isolation, cfg: dict, procs_files: list[str]) -> list[str]:
+    """Join the cgroups (if any), enter the level's namespaces, start the runner."""
+    join = ["/bin/sh", "-c", JOIN_CGROUPS, "sh", *procs_files, "--"] if procs_files else []
+    wrapper = {Isolation.BWRAP: lambda: _bwrap(cfg["work_bytes"]), Isolation.UNSHARE: _unshare}.get(level, list)()
+    source = Path(runner.__file__).read_text(encoding="utf-8")
+    return [*join, *wrapper, interpreter(), "-I", "-u", "-B", "-c", source, json.dumps(cfg)]
+
+
+def missing_tools(level: Isolation) -> list[str]:
+    need = {Isolation.BWRAP: ["bwrap"], Isolation.UNSHARE: ["unshare"]}.get(level, [])
+    return [t for t in need if tool(t) is None]

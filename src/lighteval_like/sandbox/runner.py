@@ -1,0 +1,221 @@
+"""The sandbox's first stage: trusted code that starts inside the isolation and then runs the program.
+
+It is run as `python -I -c <this file's text> <settings as JSON>` (the standard library only:
+nothing of the harness is visible in the sandbox), and in this order:
+
+1. reads the run's pass token and the program from an inherited descriptor, and closes it;
+2. as root: mounts the work folder (a tmpfs capped in bytes and in files) and, at level
+   `unshare`, empty private folders over the world-writable ones, a view of the interpreter
+   where its own folders are closed to others, and an empty /proc;
+3. sets the per-process limits, drops to the program's uid (no groups, no capabilities, no new
+   privileges, not dumpable) and joins a fresh session keyring;
+4. installs a seccomp filter: no new user namespace, no kernel keyring, no tracing of processes;
+5. installs the guard, an audit hook that holds the token, and runs the program as `__main__`.
+
+Only when the program's code returns does the guard write the token to the result descriptor,
+so a pass is a positive signal of the program's end: an exit of any status, `os._exit`, an exit
+hook, `exec`, a signal or a test runner's exit never sends it. The guard refuses what could
+reach the token or skip the program's lines (tracing and profiling hooks, the collector's object
+lists, ctypes, further audit hooks); /proc is not mounted at the namespace levels.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import struct
+import sys
+import types
+
+PROGRAM_FILE = "program.py"
+END_EVENT = "lighteval_like.sandbox.end"
+REFUSED_EVENTS = frozenset({
+    "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions", "sys.addaudithook",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.monitoring.register_callback",
+})
+RLIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "fsize": resource.RLIMIT_FSIZE,
+           "nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE}
+MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC = 2, 4, 4096, 8192, 16384
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 24, 38, 22
+CLONE_NEWUSER = 0x10000000
+# Native syscall numbers: (audit arch, clone, unshare, clone3, refused with EPERM).
+SYSCALLS = {
+    "x86_64": (0xC000003E, 56, 272, 435, (101, 248, 249, 250, 298, 310, 311, 321, 323)),
+    "aarch64": (0xC00000B7, 220, 97, 435, (117, 217, 218, 219, 241, 270, 271, 280, 282)),
+}
+KEYCTL = {"x86_64": 250, "aarch64": 219}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.capset.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The outermost folder on the way to `path` that others cannot search, if any."""
+    current = ""
+    for part in path.strip("/").split("/"):
+        current += "/" + part
+        if os.path.isdir(current) and not os.stat(current).st_mode & 0o001:
+            return current
+    return None
+
+
+def _expose(paths: list[str]) -> None:
+    """Make the interpreter's folders reachable by the program's uid where an ancestor is closed
+    to others (a home folder): each is moved aside, an empty tmpfs hides the closed ancestor,
+    and each folder is moved back to its own path."""
+    closed = {p: _closed_ancestor(p) for p in paths}
+    staged = []
+    for i, path in enumerate(p for p in paths if closed[p]):
+        staged.append((f"/tmp/.expose{i}", path))
+        os.mkdir(staged[-1][0])
+        _mount(path, staged[-1][0], None, MS_BIND | MS_REC)
+    for folder in sorted({c for c in closed.values() if c}):
+        _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    for staging, path in staged:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(staging, path, None, MS_MOVE)
+        os.rmdir(staging)
+
+
+def _prepare_mounts(cfg: dict) -> None:
+    """As root in the program's mount namespace: private folders, the interpreter, the work tmpfs."""
+    for folder in cfg["private_dirs"]:
+        _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    _expose(cfg["expose"])
+    if cfg["mount_work"]:
+        os.makedirs(cfg["work"], exist_ok=True)
+        owner = "" if cfg["uid"] is None else f",uid={cfg['uid']},gid={cfg['uid']}"
+        _mount("tmpfs", cfg["work"], "tmpfs", MS_NOSUID | MS_NODEV,
+               f"size={cfg['work_bytes']},nr_inodes={cfg['work_files']},mode=0700{owner}")
+    if cfg["hide_proc"]:
+        _mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0555,size=4k")
+
+
+def _set_limits(limits: dict) -> None:
+    for name, (soft, hard) in limits.items():
+        res = RLIMITS[name]
+        cur_hard = resource.getrlimit(res)[1]
+        if os.geteuid() != 0 and cur_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+        resource.setrlimit(res, (soft, hard))
+
+
+def _drop_bounding_set() -> None:
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+
+
+def _drop_privileges(uid: int | None) -> None:
+    """To `uid` (from root), or to no capability at all (root of a user namespace the harness's
+    user made); then no new privileges, not dumpable, and a fresh empty session keyring."""
+    if os.geteuid() == 0 and uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        _drop_bounding_set()
+        os.setresuid(uid, uid, uid)  # clears every capability
+    elif os.geteuid() == 0:
+        _drop_bounding_set()
+        _check(_libc.capset(struct.pack("Ii", 0x20080522, 0), bytes(24)), "capset")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+    if os.uname().machine in KEYCTL:  # KEYCTL_JOIN_SESSION_KEYRING with no name: a new one
+        _libc.syscall(KEYCTL[os.uname().machine], 1, None)
+
+
+def seccomp_filter(machine: str) -> bytes | None:
+    """A classic BPF program for seccomp: other architectures' calls (and x32) get ENOSYS; clone
+    and unshare with CLONE_NEWUSER, and the refused calls, get EPERM; clone3 gets ENOSYS (so libc
+    falls back to clone, whose flags the filter can read). None on an unknown architecture."""
+    if machine not in SYSCALLS:
+        return None
+    arch, clone, unshare, clone3, refused = SYSCALLS[machine]
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, enosys), (ld, 0, 0, 0)]
+    prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, enosys), (jeq, 0, 1, clone3), (ret, 0, 0, enosys)]
+    for nr in refused:
+        prog += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
+    prog += [(jeq, 1, 0, clone), (jeq, 0, 3, unshare), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEWUSER), (ret, 0, 0, eperm)]
+    prog += [(ret, 0, 0, allow)]
+    return b"".join(struct.pack("HBBI", *insn) for insn in prog)
+
+
+def _install_seccomp() -> None:
+    code = seccomp_filter(os.uname().machine)
+    if code is None:
+        return
+    insns = ctypes.create_string_buffer(code, len(code))
+    fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", len(code) // 8, ctypes.addressof(insns)), 16)
+    _check(_libc.prctl(PR_SET_SECCOMP, 2, ctypes.addressof(fprog), 0, 0), "seccomp")
+
+
+def _guard(token: bytes, fd: int, main_frame):
+    """The audit hook: writes the token when `main_frame` itself says the program returned, and
+    refuses the events that could reach the token or skip the program's lines."""
+    write, getframe, refused = os.write, sys._getframe, REFUSED_EVENTS
+
+    def hook(event, args):
+        if event == END_EVENT:
+            if getframe(1) is main_frame:
+                write(fd, token)
+            return
+        if event in refused or event.startswith("ctypes."):
+            raise RuntimeError(f"{event} is not allowed in the sandbox")
+
+    return hook
+
+
+def _read_program(fd: int) -> tuple[bytes, str]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    token, _, source = b"".join(chunks).partition(b"\n")
+    return token, source.decode("utf-8")
+
+
+def _arm(cfg: dict, main_frame) -> str:
+    """Read the program, then install the guard holding the token (no frame keeps it)."""
+    token, source = _read_program(cfg["program_fd"])
+    os.set_inheritable(cfg["result_fd"], False)
+    with open(PROGRAM_FILE, "w", encoding="utf-8") as f:
+        f.write(source)
+    if cfg["seccomp"]:
+        _install_seccomp()
+    sys.addaudithook(_guard(token, cfg["result_fd"], main_frame))
+    return source
+
+
+def main() -> None:
+    cfg, audit = json.loads(sys.argv[1]), sys.audit
+    if os.geteuid() == 0:
+        _prepare_mounts(cfg)
+    os.chdir(cfg["work"])
+    _set_limits(cfg["rlimits"])
+    _drop_privileges(cfg["uid"])
+    source = _arm(cfg, sys._getframe())
+    program = types.ModuleType("__main__")
+    program.__file__ = os.path.join(cfg["work"], PROGRAM_FILE)
+    sys.modules["__main__"], sys.argv, sys.path[0:0] = program, [PROGRAM_FILE], [cfg["work"]]
+    exec(compile(source, program.__file__, "exec"), program.__dict__)
+    del source, program
+    audit(END_EVENT)
+
+
+if __name__ == "__main__":
+    main()
