@@ -220,6 +220,48 @@ def test_pipeline_scores_humaneval_by_running_the_programs(tmp_path):
     assert "AssertionError" in executions[1]["output_tail"]
 
 
+DEEP = "    return a + b\nimport os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n"
+EARLY_ENDS = ["    return 0\nimport os\nos._exit(0)\n", "    return 0\nimport sys\nsys.exit(0)\n",
+              "    return 0\nimport atexit, os\natexit.register(os._exit, 0)\n"]
+
+
+def test_a_program_nesting_1500_folders_leaves_the_run_whole(tmp_path, monkeypatch):
+    """Among normal programs, one nesting 1,500 folders: the run finishes and writes results,
+    the others are scored (early ends of status 0 fail), and nothing is left behind."""
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    completions = [DEEP, "    return a + b\n", "    return a - b\n", *EARLY_ENDS]
+    rows = [{**ROW, "task_id": f"HumanEval/{900 + i}", "prompt": ROW["prompt"] + f"    # {i}\n"} for i in range(6)]
+    pipeline, _ = _humaneval_run(tmp_path, rows, {r["prompt"]: c for r, c in zip(rows, completions)},
+                                 allow_code_execution=True, allow_weaker_isolation=LEVEL != Isolation.BWRAP)
+    result = pipeline.evaluate()
+    assert result.results["results"]["lighteval|humaneval|0"]["pass@1"] == pytest.approx(2 / 6)
+    general = result.results["config_general"]
+    assert general["code_execution_cleanup_failures"] == 0 and general["code_execution_containment"]["isolation"] == LEVEL.value
+    (details,) = result.details_paths
+    table = sorted(pq.read_table(details).to_pylist(), key=lambda r: r["doc_index"])
+    runs = [json.loads(r["extras"])["execution"] for r in table]
+    assert [r["outcome"] for r in runs] == [PASSED, PASSED] + ["failed"] * 4 and {r["cleanup"] for r in runs} == {""}
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_failed_clean_up_is_recorded_not_raised(tmp_path, monkeypatch):
+    """A clean-up that fails is written on the sample and counted in config_general; the run goes on."""
+    from lighteval_like.sandbox import execute
+
+    clean = execute._clean
+    monkeypatch.setattr(execute, "_clean", lambda prog, survivors: clean(prog, survivors) or "cgroup x: busy")
+    pipeline, _ = _humaneval_run(tmp_path, [ROW], {ROW["prompt"]: "    return a + b\n"}, allow_code_execution=True,
+                                 allow_weaker_isolation=LEVEL != Isolation.BWRAP)
+    result = pipeline.evaluate()
+    assert result.results["results"]["lighteval|humaneval|0"]["pass@1"] == 1.0
+    assert result.results["config_general"]["code_execution_cleanup_failures"] == 1
+    (details,) = result.details_paths
+    assert json.loads(pq.read_table(details).to_pylist()[0]["extras"])["execution"]["cleanup"] == "cgroup x: busy"
+
+
 def test_code_task_without_consent_stops_before_the_model_loads(tmp_path):
     pipeline, loaded = _humaneval_run(tmp_path, [ROW], {ROW["prompt"]: "    return a + b\n"})
     with pytest.raises(UsageError, match="lighteval\\|humaneval runs the code the model writes: pass --allow_code_execution"):

@@ -27,7 +27,7 @@ from lighteval_like.results import GeneralSummary, RunReport, general_config, te
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
 from lighteval_like.sandbox import Isolation, permit_code_execution
-from lighteval_like.scoring import score_run
+from lighteval_like.scoring import cleanup_failures, score_run
 from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.registry import Registry, ResolvedTask
@@ -119,7 +119,7 @@ class Pipeline:
             round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, model.stats(),
         )
         config = general_config(self.params, self.process.dp_size, self.start_time, model.info(), self.model_args,
-                                self.isolation)
+                                self.isolation, cleanup_failures(samples))
         return RunReport(
             config, results, {td.task.key: td.task.config.version for td in data},
             {td.task.config.full_name: td.task.config.to_dict() for td in data}, summaries, general,

@@ -15,7 +15,7 @@ from lighteval_like import __version__
 from lighteval_like.cache import CacheSummary
 from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse, ModelInfo
 from lighteval_like.samples import Sample
-from lighteval_like.sandbox import Isolation
+from lighteval_like.sandbox import Isolation, describe
 
 
 @dataclass
@@ -83,8 +83,10 @@ class GeneralConfig:
 
 
 def general_config(params, num_processes: int, start_time: float, model: ModelInfo, model_args: dict,
-                   isolation: Isolation | None = None) -> GeneralConfig:
-    """`config_general` of a run with the given `PipelineParameters`, ending now."""
+                   isolation: Isolation | None = None, cleanup_failures: int = 0) -> GeneralConfig:
+    """`config_general` of a run with the given `PipelineParameters`, ending now. A run of code
+    tasks records its isolation level, what the sandbox contained here, and how many programs'
+    clean-ups failed (each is written on its sample's details)."""
     import torch
     import transformers
 
@@ -97,7 +99,8 @@ def general_config(params, num_processes: int, start_time: float, model: ModelIn
         "job_id": params.job_id, "num_processes": num_processes, "override_batch_size": params.batch_size,
         "max_samples": params.max_samples, "num_fewshot_seeds": params.num_fewshot_seeds, "seed": params.seed,
         "use_chat_template": params.use_chat_template, "system_prompt": params.system_prompt,
-        **({"code_execution_isolation": str(isolation.value)} if isolation else {}),
+        **({"code_execution_isolation": str(isolation.value), "code_execution_containment": describe(isolation),
+            "code_execution_cleanup_failures": cleanup_failures} if isolation else {}),
         **({"checkpoint_step": params.checkpoint_step} if params.checkpoint_step is not None else {}),
         **({"reasoning_tags": [list(t) for t in params.reasoning_tags]} if params.reasoning_tags else {}),
     }

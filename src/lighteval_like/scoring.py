@@ -101,3 +101,9 @@ def score_run(
     results.update(averages)
     results["all"] = everything
     return results, summaries
+
+
+def cleanup_failures(samples: list[Sample]) -> int:
+    """Programs of code tasks whose clean-up failed (each sample's `extras` says what was left)."""
+    runs = [r for s in samples for r in s.extras.get("executions", [s.extras.get("execution") or {}])]
+    return sum(1 for r in runs if r.get("cleanup"))

@@ -23,6 +23,7 @@ it is removed; what it left on disk (level none) is removed without following an
 clean-up that fails is written on the program's result, never raised.
 """
 
+from lighteval_like.errors import UsageError
 from lighteval_like.sandbox.consent import permit_code_execution
 from lighteval_like.sandbox.execute import run_all
 from lighteval_like.sandbox.levels import (
@@ -35,7 +36,6 @@ from lighteval_like.sandbox.levels import (
 from lighteval_like.sandbox.outcomes import CRASHED, FAILED, LIMIT, OUTCOMES, PASSED, TIMEOUT, ExecutionResult
 from lighteval_like.sandbox.policy import Isolation, Limits
 from lighteval_like.sandbox.runner import PROGRAM_FILE
-from lighteval_like.errors import UsageError
 
 __all__ = [
     "CRASHED", "FAILED", "LIMIT", "OUTCOMES", "PASSED", "PROGRAM_FILE", "TIMEOUT", "ExecutionResult", "Isolation",

@@ -59,8 +59,8 @@ def _check(rc: int, what: str) -> None:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: None if s is None else s.encode())
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    source_b, target_b, fstype_b, data_b = (None if s is None else s.encode() for s in (source, target, fstype, data))
+    _check(_libc.mount(source_b, target_b, fstype_b, flags, data_b), f"mount {target}")
 
 
 def _closed_ancestor(path: str) -> str | None:

