@@ -106,11 +106,17 @@ def _unshare() -> list[str]:
     return [*cmd, "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"]
 
 
+def runner_mounts_work(level: Isolation) -> bool:
+    """Whether the runner mounts the work tmpfs (capped in files too): where it starts as root of
+    the namespace; bwrap without root makes it itself (capped in bytes only)."""
+    return level is Isolation.UNSHARE or (level is Isolation.BWRAP and is_root())
+
+
 def settings(level: Isolation, uid: int | None, workdir: str | None, limits, rlimits: dict, fds: tuple[int, int]) -> dict:
     """The runner's settings (see runner.py)."""
     namespaced = level is not Isolation.NONE
     return {
-        "uid": uid, "work": WORK if namespaced else workdir, "mount_work": namespaced and is_root(),
+        "uid": uid, "work": WORK if namespaced else workdir, "mount_work": runner_mounts_work(level),
         "work_bytes": limits.work_bytes, "work_files": limits.work_files,
         "private_dirs": [d for d in SHARED_DIRS if os.path.isdir(d)] if level is Isolation.UNSHARE else [],
         "expose": interpreter_prefixes() if level is Isolation.UNSHARE and uid is not None else [],

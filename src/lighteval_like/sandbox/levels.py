@@ -97,6 +97,14 @@ def _seen(level: Isolation) -> str:
     return "the host's files as an unprivileged user sees them, /proc included"
 
 
+def _user(level: Isolation) -> str:
+    if launch.is_root():
+        return "a uid of its own per program (never root)"
+    if level is Isolation.UNSHARE:
+        return "root of its own user namespace, without capabilities (the harness's user outside it)"
+    return "the harness's user"
+
+
 def describe(level: Isolation, limits: Limits | None = None) -> dict:
     """What programs run at `level` get on this machine: who they run as, their limits, what they see."""
     lim, version = limits or Limits(), cgroups.version()
@@ -105,10 +113,10 @@ def describe(level: Isolation, limits: Limits | None = None) -> dict:
               else f"{lim.memory_bytes} bytes of address space per process (no cgroup can be made here)")
     return {
         "isolation": level.value,
-        "user": "a uid of its own per program (never root)" if launch.is_root() else "the harness's user",
+        "user": _user(level),
         "memory": memory,
         "processes": f"{lim.max_processes} per program" + (" (own uid)" if launch.is_root() else ""),
-        "work_folder": (f"tmpfs of {lim.work_bytes} bytes and {lim.work_files} files" if namespaced and launch.is_root()
+        "work_folder": (f"tmpfs of {lim.work_bytes} bytes and {lim.work_files} files" if launch.runner_mounts_work(level)
                         else f"tmpfs of {lim.work_bytes} bytes" if namespaced else "on disk, in a private folder, not capped"),
         "visible": _seen(level),
         "network": "none (own namespace)" if namespaced else "the host's",

@@ -212,7 +212,14 @@ def main() -> None:
     program = types.ModuleType("__main__")
     program.__file__ = os.path.join(cfg["work"], PROGRAM_FILE)
     sys.modules["__main__"], sys.argv, sys.path[0:0] = program, [PROGRAM_FILE], [cfg["work"]]
-    exec(compile(source, program.__file__, "exec"), program.__dict__)
+    try:
+        exec(compile(source, program.__file__, "exec"), program.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:  # the program's frames only, as `python program.py` shows them
+        e = e.with_traceback(e.__traceback__.tb_next)
+        sys.excepthook(type(e), e, e.__traceback__)
+        sys.exit(1)
     del source, program
     audit(END_EVENT)
 
