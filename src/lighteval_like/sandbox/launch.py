@@ -59,8 +59,9 @@ def interpreter_prefixes() -> list[str]:
 
 
 def _hidden_packages(paths: list[str]) -> list[str]:
-    return [str(p / name) for p in map(Path, paths) if p.is_dir()
-            for name in ("site-packages", "dist-packages") if (p / name).is_dir()]
+    """Installed packages in what bwrap shows: the interpreter's and the system's Pythons'."""
+    folders = [p for p in map(Path, paths) if p.is_dir()] + sorted(Path("/usr/lib").glob("python3*"))
+    return [str(p / name) for p in folders for name in ("site-packages", "dist-packages") if (p / name).is_dir()]
 
 
 def _with_parents(cmd: list[str], made: set[str], path: str) -> list[str]:

