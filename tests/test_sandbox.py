@@ -180,6 +180,32 @@ def test_no_audit_hook_of_the_program_is_added(level):
     assert result.outcome == PASSED and result.output_tail == "0", result
 
 
+END = "lighteval_like.sandbox.end"
+THEFTS = [  # each ends in a failing assert; each reaches for the pass signal another way
+    "import sys\nsys.exit = lambda *a: None\nassert False\n",
+    f"import functools, sys\nsys.excepthook = functools.partial(sys.audit, {END!r})\nassert False\n",
+    f"import functools\nclass E(Exception):\n    with_traceback = functools.partial(__import__('sys').audit, {END!r})\nraise E()\n",
+    "import os, sys\ntry:\n    sys.settrace(None)\nexcept RuntimeError as e:\n    tb = e.__traceback__\n"
+    "    while tb:\n        loc = tb.tb_frame.f_locals\n        if 'token' in loc:\n            os.write(loc['fd'], loc['token'])\n"
+    "        tb = tb.tb_next\nassert False\n",
+    f"import functools, sys\nclass F:\n    __del__ = functools.partial(sys.audit, {END!r})\nx = F()\n"
+    "def fail(keep):\n    raise AssertionError(keep)\nfail(x)\n",
+    f"import functools, sys, weakref\nclass F:\n    pass\nx = F()\nr = weakref.ref(x, functools.partial(sys.audit, {END!r}))\n"
+    "raise AssertionError(x)\n",
+    "import sys\nf = sys._getframe()\nwhile f.f_back:\n    f = f.f_back\nf.f_globals['_show_failure'] = lambda e: None\n"
+    f"f.f_globals['END_EVENT'] = 'open'\nsys.audit({END!r})\nassert False\n",
+]
+
+
+@at_each_level
+@pytest.mark.parametrize("theft", range(len(THEFTS)))
+def test_a_failing_program_cannot_send_the_pass_signal(level, theft):
+    """Planted callables that the runner calls, finalizers, tracebacks of refusals, the runner's
+    globals: none of them makes a failing program pass."""
+    result = run_one(THEFTS[theft], level)
+    assert result.outcome == FAILED, result
+
+
 @at_each_level
 def test_infinite_loop_times_out(level):
     program, marker = hostile("while True:\n    pass\n")

