@@ -249,18 +249,28 @@ def test_mirror_rows_are_those_datasets_reads(tmp_path):
 
 
 def test_real_mirror_rows_are_those_datasets_reads():
-    """Every dataset of the shared mirror (one file each) reads the same without `datasets`."""
-    import datasets
-
+    """Every dataset of the shared mirror (one file each) reads the same without `datasets`, or is
+    left to it (objects whose keys differ)."""
     root = os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "hub")
     files = {}
     for path in sorted(glob.glob(os.path.join(root, "**", "*.jsonl"), recursive=True)):
         files.setdefault(tuple(os.path.relpath(path, root).split(os.sep)[:2]), path)  # its repository
     if not files:
         pytest.skip(f"no dataset mirror at {root}")
+    read = 0
     for path in files.values():
-        expected = datasets.load_dataset("json", data_files={"x": path}, split="x").to_list()
-        assert data._read_json_lines(path) == expected, path
+        rows = data._read_json_lines(path)
+        if rows is None:  # objects with differing keys (google/IFEval's kwargs): left to `datasets`
+            continue
+        read += 1
+        assert rows == expected_rows(path), path
+    assert read >= len(files) - 2, f"only {read} of {len(files)} mirror files read without `datasets`"
+
+
+def expected_rows(path: str) -> list[dict]:
+    import datasets
+
+    return datasets.load_dataset("json", data_files={"x": path}, split="x").to_list()
 
 
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
