@@ -7,15 +7,18 @@ import json
 import math
 
 from lighteval_like import outputs
-from lighteval_like.metrics import METRICS, aggregate
+from lighteval_like.metrics import METRICS, Metric, aggregate
 
 
 def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny", timestamp: str = "2025-01-01T00-00-00.000000",
-              details: bool = True, prompt_suffix: str = "", config: dict | None = None) -> str:
+              details: bool = True, prompt_suffix: str = "", config: dict | None = None,
+              config_tasks: dict | None = None) -> str:
     """`tasks`: {task_key: {metric: [per-sample values]}}; optional "_prompts": [prompt per doc],
     "_docs": [doc indices], "_choices": [[choice, ...] per doc], "_lls": [[loglikelihood, ...] per doc].
-    Writes the results file (aggregated as the pipeline does, with group averages) and, with
-    `details`, one parquet per task. Returns the results path."""
+    Writes the results file (aggregated as the pipeline does, with group averages; a metric that
+    is not built in as a mean) and, with `details`, one parquet per task. `config_tasks`: that
+    section (e.g. with `metric_info`), else empty as in files written before it. Returns the
+    results path."""
     results: dict[str, dict[str, float]] = {}
     for key, spec in tasks.items():
         metrics = {m: v for m, v in spec.items() if not m.startswith("_")}
@@ -24,7 +27,7 @@ def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny",
         prompts = spec.get("_prompts", [f"Question {d} of {key}?{prompt_suffix}" for d in docs])
         results[key] = {}
         for metric, values in metrics.items():
-            value, stderr = aggregate(METRICS[metric], values)
+            value, stderr = aggregate(METRICS.get(metric, Metric(metric)), values)
             results[key][metric], results[key][f"{metric}_stderr"] = value, stderr
         if details:
             rows = []
@@ -59,7 +62,7 @@ def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny",
         "config_general": {"model_name": model_name, "model_dtype": "float32", **(config or {})},
         "results": results,
         "versions": {k: 0 for k in tasks},
-        "config_tasks": {},
+        "config_tasks": config_tasks or {},
         "summary_tasks": {k: {"num_docs": len(next(iter(v.values())))} for k, v in tasks.items()},
         "summary_general": {},
     }

@@ -50,6 +50,8 @@ def test_results_file_layout_is_pinned(tiny_model, mirror, tmp_path):
     assert list(written["summary_general"]) == SUMMARY_GENERAL
     assert list(written["summary_general"]["response_cache"]) == ["enabled", "fingerprint", "hits", "computed"]
     assert written["config_tasks"]["leaderboard|arc:challenge"]["metrics"] == ["acc", "acc_norm"]
+    assert written["config_tasks"]["leaderboard|arc:challenge"]["metric_info"] == {
+        m: {"aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")}
     assert written["config_general"]["model_args"]["pretrained"] == tiny_model
     assert "cache_dir" not in written["config_general"]["model_args"]
 

@@ -12,7 +12,9 @@ and metric both runs have:
 - Holm's step-down adjustment across all rows of the table: with p_(1) <= ... <= p_(m),
   p_adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j));
 - verdict: "B better" / "B worse" (taking the metric's direction into account) when the Holm
-  p-value is below alpha, else "no detectable difference";
+  p-value is below alpha, else "no detectable difference". A metric's direction and aggregation
+  are read from the results files (`config_tasks.<task>.metric_info`; files written before it: the
+  built-in task's or metric's); a metric A's and B's files describe differently is refused;
 - MDE80: the smallest |difference| the task could detect with 80% power at two-sided alpha,
   given its n: (z_{1-alpha/2} + z_{0.8}) * s / sqrt(n), with s the observed sd of the paired
   differences for continuous metrics, and s = sqrt((b + c) / n) (the discordance rate, the
@@ -38,7 +40,6 @@ in which case they are paired over the docs both scored.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lighteval_like.errors import UsageError
-from lighteval_like.runs import Run, prompt_hash
+from lighteval_like.runs import Run, builtin_metric_info, prompt_hash
 
 ALPHA = 0.05
 POWER = 0.8
@@ -200,26 +201,17 @@ class Comparison:
                 "refused": self.refused, "notes": self.notes}
 
 
-@functools.cache
-def _declared_metrics(task_name: str) -> dict:
-    """The metrics a built-in task declares, by name (none for an unknown or custom task)."""
-    from lighteval_like.metrics import resolve_metrics
-    from lighteval_like.tasks.registry import Registry
-
-    registry = Registry()
-    if task_name not in registry.tasks:
-        return {}
-    return {m.name: m for m in resolve_metrics(registry.get(task_name))}
-
-
-def _metric_info(task_key: str, metric: str) -> tuple[str, bool]:
-    """(aggregation, higher_is_better) of a metric, as the pipeline aggregated it."""
-    from lighteval_like.metrics import METRICS
-
-    m = _declared_metrics("|".join(task_key.split("|")[:2])).get(metric) or METRICS.get(metric)
-    if m is None:
-        return "mean", True
-    return m.aggregation, m.higher_is_better
+def _metric_info(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, metric: str) -> tuple[str, bool] | None:
+    """(aggregation, higher_is_better) of a metric, as the runs' results files describe it (files
+    written before `metric_info`: as built in); None, and the metric refused, where A and B disagree."""
+    info_a, info_b = a.described_metric(ka, metric), b.described_metric(kb, metric)
+    if info_a and info_b and info_a != info_b:
+        comparison.refused.append(
+            f"{_fmt_key(ka, kb)} {metric}: A's and B's results files describe it differently "
+            f"(A: {info_a[0]}, higher is better {info_a[1]}; B: {info_b[0]}, higher is better {info_b[1]}), not compared"
+        )
+        return None
+    return info_a or info_b or builtin_metric_info(ka, metric)
 
 
 def _by_doc(rows: list[dict]) -> dict[int, list[dict]]:
@@ -283,8 +275,7 @@ def compare_runs(a: Run, b: Run, allow_different_prompts: bool = False, alpha: f
         if paired is None:
             refused_tasks.add(ka)
             continue
-        for metric, xa, xb, aggregation in _metric_values(comparison, a, b, ka, kb, *paired):
-            higher = _metric_info(ka, metric)[1]
+        for metric, xa, xb, aggregation, higher in _metric_values(comparison, a, b, ka, kb, *paired):
             row = _compare_metric(_fmt_key(ka, kb), metric, xa, xb, aggregation, higher, alpha)
             row.task, row.task_b = ka, (kb if kb != ka else None)
             comparison.rows.append(row)
@@ -320,15 +311,19 @@ def _paired_docs(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, allow
 
 
 def _metric_values(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, docs_a, docs_b, common):
-    """(metric, A's per-doc values, B's, aggregation) for every metric both runs have per sample."""
+    """(metric, A's per-doc values, B's, aggregation, higher_is_better) for every metric both runs
+    have per sample (and describe alike)."""
     for metric in [m for m in a.scores[ka] if not m.endswith("_stderr") and m in b.scores[kb]]:
-        aggregation = _metric_info(ka, metric)[0]
+        info = _metric_info(comparison, a, b, ka, kb, metric)
+        if info is None:
+            continue
+        aggregation, higher = info
         va = [_doc_values(docs_a[d], metric, aggregation) for d in common]
         vb = [_doc_values(docs_b[d], metric, aggregation) for d in common]
         if any(v is None for v in va + vb):
             comparison.notes.append(f"{_fmt_key(ka, kb)} {metric}: missing from some samples' details, not compared")
             continue
-        yield metric, np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64), aggregation
+        yield metric, np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64), aggregation, higher
 
 
 def _adjust(comparison: Comparison, alpha: float) -> None:
@@ -399,7 +394,7 @@ def _group_rows(a, b, pairs, task_diffs, task_means, refused_tasks, comparison, 
             est, se, lo, hi, p = stratified_paired_t(diffs, alpha)
             a_val = float(np.mean([task_means[m][metric][0] for m in members]))
             b_val = float(np.mean([task_means[m][metric][1] for m in members]))
-            _, higher = _metric_info(members[0][0], metric)
+            higher = next(r.higher_is_better for r in comparison.rows if r.task == members[0][0] and r.metric == metric)
             rows.append(Row(group_a, metric, int(sum(len(d) for d in diffs)), a_val, b_val, est, lo, hi,
                             f"stratified paired t ({len(members)} tasks)", p, mde=mde_from_se(se, alpha),
                             higher_is_better=higher, task_b=group_b if group_b != group_a else None))

@@ -39,7 +39,7 @@ class Metric:
     name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue] | None = None
     aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte
-    higher_is_better: bool = True  # read by `compare` to say which run is better
+    higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
     batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, isolation) -> one value each
     executes_code: bool = False
 

@@ -27,7 +27,7 @@ from lighteval_like.results import GeneralSummary, RunReport, general_config, te
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
 from lighteval_like.sandbox import Isolation, permit_code_execution
-from lighteval_like.scoring import cleanup_failures, score_run
+from lighteval_like.scoring import cleanup_failures, metric_info, score_run
 from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.registry import Registry, ResolvedTask
@@ -120,7 +120,9 @@ class Pipeline:
         )
         config = general_config(self.params, self.process.dp_size, self.start_time, model.info(), self.model_args,
                                 self.isolation, cleanup_failures(samples))
+        config_tasks = {td.task.config.full_name: td.task.config.to_dict() for td in data}
+        for name, info in metric_info(data, samples, results).items():
+            config_tasks[name]["metric_info"] = info  # how compare and report read each metric
         return RunReport(
-            config, results, {td.task.key: td.task.config.version for td in data},
-            {td.task.config.full_name: td.task.config.to_dict() for td in data}, summaries, general,
+            config, results, {td.task.key: td.task.config.version for td in data}, config_tasks, summaries, general,
         )

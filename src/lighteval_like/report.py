@@ -10,6 +10,9 @@ Plots are drawn by matplotlib as SVG (text kept as text): static, vector, a few 
 script library to inline (plotly's bundle alone is ~3.5 MiB per file) and nothing to run when
 the page opens.
 
+Which value is best, the arrows and "(lower is better)" follow each metric's direction as the
+results files describe it (`config_tasks.<task>.metric_info`), else as built in (older files).
+
 Runs are checkpoints of one model when `--checkpoints` says so (command-line order), or, without
 it, when every run has the same model name, model arguments, tasks and evaluation settings (the
 same evaluation repeated on a changing model), ordered by `config_general.checkpoint_step` when
@@ -26,7 +29,7 @@ import os
 import re
 from datetime import datetime
 
-from lighteval_like.runs import Run
+from lighteval_like.runs import Run, builtin_metric_info
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 Z95 = 1.959963984540054
@@ -54,10 +57,13 @@ def task_order(runs: list[Run]) -> list[str]:
     return plain
 
 
-def _higher_is_better(task_key: str, metric: str) -> bool:
-    from lighteval_like.compare import _metric_info
-
-    return _metric_info(task_key, metric)[1]
+def _higher_is_better(runs: list[Run], task_key: str, metric: str) -> bool:
+    """The metric's direction as the first run whose results file describes it says, else as built in."""
+    for run in runs:
+        described = run.described_metric(task_key, metric)
+        if described:
+            return described[1]
+    return builtin_metric_info(task_key, metric)[1]
 
 
 def checkpoint_order(runs: list[Run], forced: bool | None) -> list[Run] | None:
@@ -142,7 +148,7 @@ def bar_chart(task: str, runs: list[Run], colors: list[str]) -> str | None:
             cs.append(colors[i])
             names.append(str(i + 1))
         ax.bar(xs, ys, color=cs, width=0.7, yerr=errs, capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333"})
-        ax.set_title(metric + ("" if _higher_is_better(task, metric) else " (lower is better)"), fontsize=9)
+        ax.set_title(metric + ("" if _higher_is_better(runs, task, metric) else " (lower is better)"), fontsize=9)
         ax.set_xticks(xs)
         ax.set_xticklabels(names, fontsize=8)
         ax.set_xlabel("run", fontsize=8)
@@ -282,7 +288,7 @@ def scores_table(runs: list[Run], colors: list[str]) -> str:
         for j, metric in enumerate(metrics):
             values = [r.scores.get(task, {}).get(metric) for r in runs]
             present = [v for v in values if v is not None]
-            higher = _higher_is_better(task, metric)
+            higher = _higher_is_better(runs, task, metric)
             best = (max if higher else min)(present) if len(present) > 1 else None
             cells = []
             for r, v in zip(runs, values):

@@ -5,10 +5,15 @@ Layout (written by `outputs.py` / `Pipeline.save`):
 `<output_dir>/results/<model_name>/results_<timestamp>.json` and
 `<output_dir>/details/<model_name>/<timestamp>/details_<task_key>_<timestamp>.parquet`.
 A run is named by its results file or by an output directory holding results files.
+
+How to read a metric (its aggregation, and whether higher is better) comes from the results file,
+`config_tasks.<task>.metric_info`, which the pipeline writes for every metric a task reports (a
+custom task's included); for files written before it, from the built-in task or metric of that name.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -67,6 +72,24 @@ class Run:
     def has_details(self, task_key: str) -> bool:
         return task_key in self._details or os.path.exists(self.details_path(task_key))
 
+    def described_metric(self, task_key: str, metric: str) -> tuple[str, bool] | None:
+        """(aggregation, higher_is_better) of a metric as the results file describes it (a group
+        average or `all`: as the tasks averaged do), or None (a file written before `metric_info`)."""
+        tasks = {k: v for k, v in (self.data.get("config_tasks") or {}).items() if isinstance(v, dict)}
+        name = task_name(task_key)
+        if name in tasks:
+            described = [tasks[name]]
+        elif name == "all" or name.endswith("_average"):  # `suite|group:_average`, `suite|_average`
+            prefix = "" if name == "all" else name.removesuffix("_average")
+            described = [cfg for full_name, cfg in tasks.items() if full_name.startswith(prefix)]
+        else:
+            described = []
+        for cfg in described:
+            info = (cfg.get("metric_info") or {}).get(metric)
+            if isinstance(info, dict) and {"aggregation", "higher_is_better"} <= info.keys():
+                return str(info["aggregation"]), bool(info["higher_is_better"])
+        return None
+
     def details(self, task_key: str) -> list[dict[str, Any]]:
         """The task's per-sample rows (the `metrics` column parsed from its JSON string)."""
         if task_key not in self._details:
@@ -84,6 +107,34 @@ class Run:
                 row["metrics"] = json.loads(raw) if isinstance(raw, str) else (raw or {})
             self._details[task_key] = rows
         return self._details[task_key]
+
+
+def task_name(task_key: str) -> str:
+    """`suite|name` of a task key `suite|name|fewshot` (`config_tasks`' keys)."""
+    return "|".join(task_key.split("|")[:2])
+
+
+@functools.cache
+def _declared_metrics(name: str) -> dict:
+    """The metrics a built-in task declares, by name (none for an unknown or custom task)."""
+    from lighteval_like.metrics import resolve_metrics
+    from lighteval_like.tasks.registry import Registry
+
+    registry = Registry()
+    if name not in registry.tasks:
+        return {}
+    return {m.name: m for m in resolve_metrics(registry.get(name))}
+
+
+def builtin_metric_info(task_key: str, metric: str) -> tuple[str, bool]:
+    """(aggregation, higher_is_better) of a built-in task's metric, else of the built-in metric of
+    that name, else a higher-is-better mean: how results files without `metric_info` are read."""
+    from lighteval_like.metrics import METRICS
+
+    m = _declared_metrics(task_name(task_key)).get(metric) or METRICS.get(metric)
+    if m is None:
+        return "mean", True
+    return m.aggregation, m.higher_is_better
 
 
 def find_results(path: str) -> list[str]:

@@ -103,6 +103,22 @@ def score_run(
     return results, summaries
 
 
+def metric_info(data: list[TaskData], samples: list[Sample], results: dict[str, TaskScores]) -> dict[str, dict]:
+    """{task full name: {metric: {"aggregation", "higher_is_better"}}} for every metric the task
+    reports (`config_tasks.<task>.metric_info`: how `compare` and `report` read its results)."""
+    settings = {}
+    for s in samples:
+        settings.setdefault(s.task_key, s.generation)
+    out: dict[str, dict] = {}
+    for td in data:
+        generation = settings.get(td.task.key)
+        info = out.setdefault(td.task.config.full_name, {})
+        for m in resolve_metrics(td.task.config, generation.num_samples if generation else 1):
+            if m.name in results.get(td.task.key, {}):
+                info[m.name] = {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}
+    return out
+
+
 def cleanup_failures(samples: list[Sample]) -> int:
     """Programs of code tasks whose clean-up failed (each sample's `extras` says what was left)."""
     runs = [r for s in samples for r in s.extras.get("executions", [s.extras.get("execution") or {}])]
