@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_sandbox import procs_with
 
 import lighteval_like
 from lighteval_like import sandbox
@@ -75,20 +76,6 @@ def only(level: Isolation, *levels: Isolation, reason: str = "") -> None:
 
 def new_marker() -> str:
     return f"hostile-{uuid.uuid4().hex}"
-
-
-def procs_with(marker: str) -> list[int]:
-    """Pids (host view) of processes whose command line contains `marker`."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
 
 
 def reap_marked(marker: str) -> list[int]:

@@ -248,7 +248,7 @@ def main() -> None:
         show_failure(error)
         raise SystemExit(1) from None  # whatever this raises, the exception leaves `main`
     else:
-        ended = True
+        ended = True  # noqa: F841 - read by the end hook, through this frame
         audit(end_event)
 
 
