@@ -16,7 +16,8 @@ environment and a wall-clock timeout, in the strongest isolation the machine all
             capped in bytes and files, gone with the namespace); own network, pid, ipc, uts,
             mount namespaces.
   `unshare` own network, pid, ipc, uts and mount namespaces on the host's files as an unprivileged
-            user sees them; private /tmp, /var/tmp, /dev/shm, /run, /proc; the same work tmpfs.
+            user sees them; private /tmp, /var/tmp, /dev/shm, /run, /proc; homes, the harness's
+            folders, the data mirror and caches named in the environment hidden; the same work tmpfs.
   `none`    (root only) the uid, the limits and a work folder on disk in a private folder.
 
 Every process of a program is killed (its pid namespace, its cgroup, its uid) before anything of

@@ -5,7 +5,7 @@ interpreter with its standard library (its site-packages hidden) and an empty /t
 runner mounts the work folder; a minimal /dev, no /proc, no /run, no home, project or data
 folder; own network (loopback only), pid, ipc, uts and cgroup namespaces. `unshare`: own network,
 pid, ipc, uts and mount namespaces on the host's filesystem, where the runner hides the
-world-writable folders, /run and /proc. `none`: no namespace (root only: a uid per program).
+world-writable folders, /run, /proc, home folders, the harness's folders and the data. `none`: no namespace (root only: a uid per program).
 Every level starts the runner under a cgroup of its own when the machine has them.
 """
 
@@ -24,7 +24,8 @@ from lighteval_like.sandbox.policy import Isolation
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 WORK = "/tmp/work"  # the work folder's path inside the namespace levels
 SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
-SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # hidden at level unshare
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # private at level unshare
+HIDDEN_DIRS = ("/home", "/root", "/mnt", "/media", "/srv")  # hidden at level unshare, with hidden_dirs()
 JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
@@ -56,6 +57,18 @@ def interpreter_prefixes() -> list[str]:
     """The interpreter's installation folders (made reachable at level unshare)."""
     paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix), os.path.dirname(interpreter())}
     return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
+
+
+def hidden_dirs() -> list[str]:
+    """What level unshare hides behind empty folders: home folders, the current folder, the folder
+    holding this package, the data mirror and Hugging Face caches named in the environment (never
+    a system folder or one that holds one)."""
+    env = os.environ
+    candidates = [*HIDDEN_DIRS, os.getcwd(), os.path.expanduser("~"), str(Path(__file__).resolve().parents[2]),
+                  *(env.get(k) for k in ("LIGHTEVAL_LIKE_DATA_DIR", "HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME"))]
+    system = [*SYSTEM_LIBS, "/", "/usr", "/etc", "/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/var", "/run"]
+    found = {os.path.realpath(c) for c in candidates if c and os.path.isdir(c)}
+    return sorted(c for c in found if not any(s == c or s.startswith(c.rstrip("/") + "/") for s in system))
 
 
 def _hidden_packages(paths: list[str]) -> list[str]:
@@ -120,7 +133,8 @@ def settings(level: Isolation, uid: int | None, workdir: str | None, limits, rli
         "uid": uid, "work": WORK if namespaced else workdir, "mount_work": runner_mounts_work(level),
         "work_bytes": limits.work_bytes, "work_files": limits.work_files,
         "private_dirs": [d for d in SHARED_DIRS if os.path.isdir(d)] if level is Isolation.UNSHARE else [],
-        "expose": interpreter_prefixes() if level is Isolation.UNSHARE and uid is not None else [],
+        "hide": hidden_dirs() if level is Isolation.UNSHARE else [],
+        "keep": interpreter_prefixes() if level is Isolation.UNSHARE else [],
         "hide_proc": level is Isolation.UNSHARE, "rlimits": rlimits, "seccomp": True,
         "program_fd": fds[0], "result_fd": fds[1],
     }

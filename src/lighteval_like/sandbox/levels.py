@@ -93,7 +93,7 @@ def _seen(level: Isolation) -> str:
         return "the interpreter, its standard library and the work folder (no home, project, data folder or /run)"
     if level is Isolation.UNSHARE:
         return ("the host's files as an unprivileged user sees them; private empty /tmp, /var/tmp, /dev/shm, "
-                "/run and /proc")
+                "/run and /proc; hidden: " + ", ".join(launch.hidden_dirs()))
     return "the host's files as an unprivileged user sees them, /proc included"
 
 

@@ -5,8 +5,9 @@ nothing of the harness is visible in the sandbox), and in this order:
 
 1. reads the run's pass token and the program from an inherited descriptor, and closes it;
 2. as root: mounts the work folder (a tmpfs capped in bytes and in files) and, at level
-   `unshare`, empty private folders over the world-writable ones, a view of the interpreter
-   where its own folders are closed to others, and an empty /proc;
+   `unshare`, empty private folders over the world-writable ones and over the folders to hide
+   (homes, the harness's folders, data and caches), the interpreter's folders kept reachable,
+   and an empty /proc;
 3. sets the per-process limits, drops to the program's uid (no groups, no capabilities, no new
    privileges, not dumpable) and joins a fresh session keyring;
 4. installs a seccomp filter: no new user namespace, no kernel keyring, no tracing of processes;
@@ -75,17 +76,22 @@ def _closed_ancestor(path: str) -> str | None:
     return None
 
 
-def _expose(paths: list[str]) -> None:
-    """Make the interpreter's folders reachable by the program's uid where an ancestor is closed
-    to others (a home folder): each is moved aside, an empty tmpfs hides the closed ancestor,
-    and each folder is moved back to its own path."""
-    closed = {p: _closed_ancestor(p) for p in paths}
+def _outermost(folders: set[str]) -> list[str]:
+    return sorted(f for f in folders if not any(f.startswith(o + "/") for o in folders))
+
+
+def _hide(hidden: list[str], keep: list[str]) -> None:
+    """Empty tmpfs over each folder of `hidden` and over every folder that closes a `keep` folder
+    to others (a home folder holding the interpreter); the `keep` folders below them are moved
+    aside first and back at their own paths after, so they stay reachable by the program's uid."""
+    covers = _outermost({h for h in hidden if os.path.isdir(h)} | {c for c in map(_closed_ancestor, keep) if c})
+    under = [k for k in keep if any(k == c or k.startswith(c + "/") for c in covers)]
     staged = []
-    for i, path in enumerate(p for p in paths if closed[p]):
-        staged.append((f"/tmp/.expose{i}", path))
+    for i, path in enumerate(under):
+        staged.append((f"/tmp/.keep{i}", path))
         os.mkdir(staged[-1][0])
         _mount(path, staged[-1][0], None, MS_BIND | MS_REC)
-    for folder in sorted({c for c in closed.values() if c}):
+    for folder in covers:
         _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     for staging, path in staged:
         os.makedirs(path, mode=0o755, exist_ok=True)
@@ -97,7 +103,7 @@ def _prepare_mounts(cfg: dict) -> None:
     """As root in the program's mount namespace: private folders, the interpreter, the work tmpfs."""
     for folder in cfg["private_dirs"]:
         _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-    _expose(cfg["expose"])
+    _hide(cfg["hide"], cfg["keep"])
     if cfg["mount_work"]:
         os.makedirs(cfg["work"], exist_ok=True)
         owner = "" if cfg["uid"] is None else f",uid={cfg['uid']},gid={cfg['uid']}"
