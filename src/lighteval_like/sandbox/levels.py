@@ -44,9 +44,14 @@ def _precondition(level: Isolation) -> str | None:
     return None
 
 
-@functools.cache
 def probe(level: Isolation) -> str | None:
-    """Run a trivial program at `level` and check what it sees; None when it works, else why not."""
+    """Run a trivial program at `level` and check what it sees; None when it works, else why not
+    (once per level and interpreter)."""
+    return _probe(level, launch.interpreter())
+
+
+@functools.cache
+def _probe(level: Isolation, interpreter: str) -> str | None:
     why = _precondition(level)
     if why is not None:
         return why
@@ -113,6 +118,7 @@ def describe(level: Isolation, limits: Limits | None = None) -> dict:
               else f"{lim.memory_bytes} bytes of address space per process (no cgroup can be made here)")
     return {
         "isolation": level.value,
+        "interpreter": launch.interpreter(),
         "user": _user(level),
         "memory": memory,
         "processes": f"{lim.max_processes} per program" + (" (own uid)" if launch.is_root() else ""),
