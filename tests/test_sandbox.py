@@ -198,6 +198,17 @@ def test_a_failing_program_cannot_send_the_pass_signal(level, theft):
     assert result.outcome == FAILED, result
 
 
+def test_no_process_memory_or_state_is_readable(level):
+    """The token is in the runner's memory: a program reads no file below /proc, its own
+    process's included (not mounted at the namespace levels, refused by Landlock at none)."""
+    program = ("import os, sys\nfor p in ('/proc/self/mem', '/proc/self/status', f'/proc/{os.getpid()}/environ',\n"
+               "          '/proc/thread-self/mem', f'/proc/{os.getppid()}/cmdline'):\n"
+               "    try:\n        open(p, 'rb').read(1)\n        print('read', p)\n"
+               "    except OSError:\n        pass\n")
+    result = run_one(program, level)
+    assert result.outcome == PASSED and "read" not in result.output_tail, result
+
+
 def test_infinite_loop_times_out(level):
     program, marker = hostile("while True:\n    pass\n")
     start = time.monotonic()

@@ -126,6 +126,8 @@ def describe(level: Isolation, limits: Limits | None = None) -> dict:
                         else f"tmpfs of {lim.work_bytes} bytes" if namespaced else "on disk, in a private folder, not capped"),
         "visible": _seen(level),
         "network": "none (own namespace)" if namespaced else "the host's",
+        "proc": ("not mounted" if level is Isolation.BWRAP else "an empty folder" if namespaced else "the host's")
+        + ("; no file below it readable (Landlock)" if runner.landlock_abi() else ""),
         "seccomp": ("no user namespace, keyring, ptrace or bpf" if runner.seccomp_filter(os.uname().machine)
                     else "none (unknown architecture)"),
         "cpu_s": lim.cpu_s, "file_size_bytes": lim.file_size_bytes, "open_files": lim.open_files,

@@ -19,7 +19,8 @@ Only when the program's code returns does the first hook write the token to the 
 so a pass is a positive signal of the program's end: an exit of any status, `os._exit`, an exit
 hook, `exec`, a signal or a test runner's exit never sends it. The second hook refuses what could
 reach the token or skip the program's lines (tracing and profiling hooks, the collector's object
-lists, ctypes, further audit hooks); /proc is not mounted at the namespace levels.
+lists, ctypes, further audit hooks); /proc is not mounted at the namespace levels, and Landlock
+(where the kernel has it) refuses reading any file below /proc at every level.
 """
 
 import ctypes
@@ -47,12 +48,17 @@ SYSCALLS = {
     "aarch64": (0xC00000B7, 220, 97, 435, (117, 217, 218, 219, 241, 270, 271, 280, 282)),
 }
 KEYCTL = {"x86_64": 250, "aarch64": 219}
+LANDLOCK, LANDLOCK_READ_FILE = (444, 445, 446), 1 << 2  # create_ruleset, add_rule, restrict_self
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.capset.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+
+
+def _syscall(number: int, *args) -> int:
+    """libc's syscall() with every integer passed as a C long (a variadic call would pass an int)."""
+    return _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 
 def _check(rc: int, what: str) -> None:
@@ -142,7 +148,33 @@ def _drop_privileges(uid: int | None) -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
     if os.uname().machine in KEYCTL:  # KEYCTL_JOIN_SESSION_KEYRING with no name: a new one
-        _libc.syscall(KEYCTL[os.uname().machine], 1, None)
+        _syscall(KEYCTL[os.uname().machine], 1, ctypes.c_void_p(None))
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock version (0: none)."""
+    return max(0, _syscall(LANDLOCK[0], ctypes.c_void_p(None), 0, 1))  # LANDLOCK_CREATE_RULESET_VERSION
+
+
+def _no_proc_reads() -> bool:
+    """With Landlock (Linux 5.13+), files may be read only below the root's folders other than
+    /proc: no program reads a process's memory or state there, its own included (level none has
+    the host's /proc). False where Landlock is missing."""
+    ruleset = _syscall(LANDLOCK[0], ctypes.c_char_p(struct.pack("Q", LANDLOCK_READ_FILE)), 8, 0)
+    if ruleset < 0:
+        return False
+    try:
+        for name in os.listdir("/"):
+            path = "/" + name
+            if name != "proc" and os.path.isdir(path) and not os.path.islink(path):
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                rule = struct.pack("=Qi", LANDLOCK_READ_FILE, fd)
+                _syscall(LANDLOCK[1], ruleset, 1, ctypes.c_char_p(rule), 0)  # LANDLOCK_RULE_PATH_BENEATH
+                os.close(fd)
+        _check(_syscall(LANDLOCK[2], ruleset, 0), "landlock")
+        return True
+    finally:
+        os.close(ruleset)
 
 
 def seccomp_filter(machine: str) -> bytes | None:
@@ -225,6 +257,7 @@ def _arm(cfg: dict, main_frame) -> str:
     os.set_inheritable(cfg["result_fd"], False)
     with open(PROGRAM_FILE, "w", encoding="utf-8") as f:
         f.write(source)
+    _no_proc_reads()
     if cfg["seccomp"]:
         _install_seccomp()
     sys.addaudithook(_end_hook(token, cfg["result_fd"], main_frame))
