@@ -26,8 +26,8 @@ from lighteval_like.reasoning import remove_reasoning
 from lighteval_like.results import GeneralSummary, RunReport, general_config, text_hash
 from lighteval_like.runtime import ProcessContext
 from lighteval_like.samples import PromptOptions, Sample, build_samples
-from lighteval_like.sandbox import Isolation, permit_code_execution
-from lighteval_like.scoring import cleanup_failures, metric_info, score_run
+from lighteval_like.sandbox import Isolation
+from lighteval_like.scoring import cleanup_failures, metric_info, permit_code_execution, score_run
 from lighteval_like.task_specs import parse_task_specs
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.registry import Registry, ResolvedTask

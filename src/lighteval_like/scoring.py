@@ -8,11 +8,12 @@ import json
 from dataclasses import asdict
 
 from lighteval_like.docs import TaskData
+from lighteval_like.errors import UsageError
 from lighteval_like.metrics import aggregate, resolve_metrics
 from lighteval_like.reasoning import unclosed_count
 from lighteval_like.results import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.samples import Sample
-from lighteval_like.sandbox import Isolation
+from lighteval_like.sandbox import Isolation, require_isolation
 from lighteval_like.tasks.config import TaskGroup
 
 
@@ -90,7 +91,7 @@ def score_run(
     data: list[TaskData], samples: list[Sample], groups: list[TaskGroup], isolation: Isolation | None = None
 ) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
     """Scores of every task, the averages of `groups` and `all`; and each task's summary. Programs
-    of code tasks run at `isolation` (the level `sandbox.permit_code_execution` chose)."""
+    of code tasks run at `isolation` (the level `permit_code_execution` chose)."""
     by_task: dict[str, list[Sample]] = {td.task.key: [] for td in data}
     for s in samples:
         by_task[s.task_key].append(s)
@@ -123,3 +124,17 @@ def cleanup_failures(samples: list[Sample]) -> int:
     """Programs of code tasks whose clean-up failed (each sample's `extras` says what was left)."""
     runs = [r for s in samples for r in s.extras.get("executions", [s.extras.get("execution") or {}])]
     return sum(1 for r in runs if r.get("cleanup"))
+
+
+def permit_code_execution(tasks: list, allowed: bool, allow_weaker: bool) -> Isolation | None:
+    """Before anything loads: the isolation level for the given tasks' programs (None when no
+    task runs code), or one line saying what to pass when the user has not opted in."""
+    running = [t.config.full_name for t in tasks if any(m.executes_code for m in resolve_metrics(t.config))]
+    if not running:
+        return None
+    if not allowed:
+        raise UsageError(
+            f"{', '.join(running)} run{'s' if len(running) == 1 else ''} the code the model writes: pass "
+            "--allow_code_execution to allow it (each program runs sandboxed; see the README)"
+        )
+    return require_isolation(allow_weaker)

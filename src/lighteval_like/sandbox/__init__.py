@@ -26,7 +26,6 @@ clean-up that fails is written on the program's result, never raised.
 """
 
 from lighteval_like.errors import UsageError
-from lighteval_like.sandbox.consent import permit_code_execution
 from lighteval_like.sandbox.execute import run_all
 from lighteval_like.sandbox.levels import (
     available_isolations,
@@ -41,7 +40,7 @@ from lighteval_like.sandbox.runner import PROGRAM_FILE
 
 __all__ = [
     "CRASHED", "FAILED", "LIMIT", "OUTCOMES", "PASSED", "PROGRAM_FILE", "TIMEOUT", "ExecutionResult", "Isolation",
-    "Limits", "available_isolations", "default_workers", "describe", "detect_isolation", "permit_code_execution",
+    "Limits", "available_isolations", "default_workers", "describe", "detect_isolation",
     "probe", "require_isolation", "run_programs",
 ]
 

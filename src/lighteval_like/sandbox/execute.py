@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lighteval_like.sandbox import cgroups, launch, removal, uids
+import lighteval_like.sandbox.cgroups as cgroups
+import lighteval_like.sandbox.launch as launch
+import lighteval_like.sandbox.removal as removal
+import lighteval_like.sandbox.uids as uids
 from lighteval_like.sandbox.outcomes import CRASHED, ExecutionResult, classify
 from lighteval_like.sandbox.policy import Isolation, Limits
 

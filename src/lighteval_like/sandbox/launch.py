@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lighteval_like.sandbox.runner as runner
 from lighteval_like.errors import UsageError
-from lighteval_like.sandbox import runner
 from lighteval_like.sandbox.policy import Isolation
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -8,8 +8,11 @@ import os
 import stat
 import sys
 
+import lighteval_like.sandbox.cgroups as cgroups
+import lighteval_like.sandbox.execute as execute
+import lighteval_like.sandbox.launch as launch
+import lighteval_like.sandbox.runner as runner
 from lighteval_like.errors import UsageError
-from lighteval_like.sandbox import cgroups, execute, launch, runner
 from lighteval_like.sandbox.policy import Isolation, Limits
 
 PROBE = "import os, socket\nassert os.path.samefile(os.getcwd(), os.environ['HOME'])\n"
