@@ -12,6 +12,8 @@ from conftest import run_cli
 
 from lighteval_like.data import DATA_DIR_ENV
 from lighteval_like.response_scoring import score_responses
+from lighteval_like.tasks import ifeval_text
+from lighteval_like.tasks.ifeval import ifeval, loose_variants, verdicts
 
 TASK = "leaderboard|ifeval|0|0"
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -73,3 +75,65 @@ def test_a_response_to_an_unknown_prompt_is_one_line(tmp_path):
         f"lighteval-like: error: {responses}: the response to prompt 'Say hi.' matches no doc of task "
         "leaderboard|ifeval|0; score it against the task its prompt came from"
     ]
+
+
+# ------------------------------------------------------------------ single checkers
+
+
+def _doc(ids: list[str], kwargs: list[dict], prompt: str = "p") -> object:
+    return ifeval({"key": 1, "prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}, "ifeval")
+
+
+def _verdict(instruction: str, kwargs: dict, response: str) -> tuple[bool, bool]:
+    [v] = verdicts(_doc([instruction], [kwargs]), response)
+    return v["strict"], v["loose"]
+
+
+@pytest.mark.parametrize("instruction, kwargs, response, expected", [
+    # loose: the first line dropped (a preamble), the last line dropped, '*' removed
+    ("startend:quotation", {}, 'Sure, here it is:\n"Quoted."', (False, True)),
+    ("startend:end_checker", {"end_phrase": "Peace!"}, "Done. Peace!\nLet me know!", (False, True)),
+    ("punctuation:no_comma", {}, "a, b", (False, False)),
+    ("detectable_format:title", {}, "**<<My title>>**", (True, True)),
+    ("change_case:english_lowercase", {}, "**all lowercase english words here**", (True, True)),
+    ("detectable_format:json_format", {}, '```json\n{"a": 1}\n```', (True, True)),
+    ("detectable_format:json_format", {}, 'Here:\n{"a": 1}', (False, True)),
+    # blank responses never follow, even an instruction an empty text would satisfy
+    ("punctuation:no_comma", {}, "  \n ", (False, False)),
+    # punkt: "Dr." and "U.S." end no sentence (two here), "e.g." does (three)
+    ("length_constraints:number_sentences", {"num_sentences": 3, "relation": "less than"},
+     "Dr. Smith went to the U.S. in May. He stayed.", (True, True)),
+    ("length_constraints:number_sentences", {"num_sentences": 3, "relation": "at least"},
+     "Dr. Smith went to the U.S. in May. He stayed, e.g. in Boston.", (True, True)),
+    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"},
+     "NASA, the ESA and ESA-run labs.", (True, True)),  # word_tokenize keeps 'ESA-run' whole (not upper)
+    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": "at least"},
+     "NASA, the ESA and ESA-run labs.", (False, False)),
+    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+     'First.\n\n"Then, second.', (True, True)),
+    ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "a\n***\n\n***\nb", (False, False)),
+    ("combination:two_responses", {}, "one\n******\ntwo", (True, True)),
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*a* and **b**", (True, True)),
+])
+def test_checker_behaviour(instruction, kwargs, response, expected):
+    assert _verdict(instruction, kwargs, response) == expected
+
+
+def test_loose_variants_are_the_eight_of_the_paper():
+    assert loose_variants("*a*\nb\n*c*") == ["*a*\nb\n*c*", "b\n*c*", "*a*\nb", "b", "a\nb\nc", "b\nc", "a\nb", "b"]
+
+
+def test_language_detection_is_seeded():
+    text = "Ceci est une phrase en français, assez longue pour que la détection soit sûre."
+    assert {ifeval_text.detect_language(text) for _ in range(5)} == {"fr"}
+    assert ifeval_text.detect_language("1234 !!") is None  # no features: the reference then passes
+    assert _verdict("language:response_language", {"language": "fr"}, text) == (True, True)
+
+
+def test_punkt_model_is_written_to_the_cache_folder_and_reused(tmp_path):
+    ifeval_text.sentence_tokenizer.cache_clear()
+    folder = os.path.join(ifeval_text.nltk_data_dir(str(tmp_path)), "tokenizers", "punkt_tab", "english")
+    tokenizer = ifeval_text.sentence_tokenizer(str(tmp_path))
+    assert sorted(os.listdir(folder)) == sorted(ifeval_text.MODEL_FILES)
+    assert tokenizer.tokenize("Mr. Brown left. Mrs. Green stayed.") == ["Mr. Brown left.", "Mrs. Green stayed."]
+    ifeval_text.sentence_tokenizer.cache_clear()

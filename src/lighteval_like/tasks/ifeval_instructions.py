@@ -10,6 +10,7 @@ arguments are missing, unexpected or of the wrong kind is refused by `validate`,
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable
@@ -260,7 +261,10 @@ def validate(instruction_id: object, kwargs: object) -> dict:
     """The instruction's arguments (None values dropped), or ValueError naming the id and what is
     wrong: an unknown id, or arguments missing, unexpected or of the wrong kind."""
     if instruction_id not in INSTRUCTIONS:
-        raise ValueError(f"unknown instruction id {instruction_id!r} (known: {', '.join(sorted(INSTRUCTIONS))})")
+        close = difflib.get_close_matches(str(instruction_id), list(INSTRUCTIONS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown instruction id {instruction_id!r} ({hint}IFEval has {len(INSTRUCTIONS)}: "
+                         "see lighteval_like.tasks.ifeval_instructions.INSTRUCTIONS)")
     if not isinstance(kwargs, dict):
         raise ValueError(f"instruction {instruction_id!r}: kwargs must be a mapping, got {kwargs!r}")
     given = {k: v for k, v in kwargs.items() if v is not None}
