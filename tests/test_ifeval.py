@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_rows
 
 from lighteval_like.data import DATA_DIR_ENV
 from lighteval_like.response_scoring import score_responses
@@ -137,3 +137,71 @@ def test_punkt_model_is_written_to_the_cache_folder_and_reused(tmp_path):
     assert sorted(os.listdir(folder)) == sorted(ifeval_text.MODEL_FILES)
     assert tokenizer.tokenize("Mr. Brown left. Mrs. Green stayed.") == ["Mr. Brown left.", "Mrs. Green stayed."]
     ifeval_text.sentence_tokenizer.cache_clear()
+
+
+# ------------------------------------------------------------------ bad dataset rows
+
+GOOD_ROWS = [
+    {"key": 10, "prompt": "Write a short poem about rain. Do not use any commas.",
+     "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+    {"key": 11, "prompt": "Answer in JSON: what is 2 + 2? Use fewer than 10 words.",
+     "instruction_id_list": ["detectable_format:json_format", "length_constraints:number_words"],
+     "kwargs": [{}, {"relation": "less than", "num_words": 10}]},
+    {"key": 12, "prompt": "Describe a cat in English, all in lowercase letters.",
+     "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+    {"key": 13, "prompt": "Tell me about dogs and end with 'Woof!'.",
+     "instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": "Woof!"}]},
+]
+UNKNOWN_ID = {"key": 20, "prompt": "Write without semicolons.", "instruction_id_list": ["punctuation:no_comas"],
+              "kwargs": [{}]}
+BAD_RELATION = {"key": 21, "prompt": "Write at most 50 words.", "instruction_id_list": ["length_constraints:number_words"],
+                "kwargs": [{"relation": "at most", "num_words": 50}]}
+MISSING_ARGUMENT = {"key": 22, "prompt": "Use the word 'sun' twice.", "instruction_id_list": ["keywords:frequency"],
+                    "kwargs": [{"keyword": "sun", "relation": "at least"}]}
+
+
+QUIET_DATASETS = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}  # the mirror's rows differ in keys: `datasets` reads it
+
+
+def _mirror(root, rows: list[dict]) -> str:
+    write_rows(str(root), "google/IFEval", None, "train", rows)
+    return str(root)
+
+
+def _responses(path, rows: list[dict], text: str = "a plain answer") -> str:
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "response": text}) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (UNKNOWN_ID, "unknown instruction id 'punctuation:no_comas' (did you mean 'punctuation:no_comma'? "
+                 "IFEval has 25: see lighteval_like.tasks.ifeval_instructions.INSTRUCTIONS)"),
+    (BAD_RELATION, "instruction 'length_constraints:number_words': kwargs relation='at most' is not "
+                   "one of 'less than', 'at least'"),
+    (MISSING_ARGUMENT, "instruction 'keywords:frequency': kwargs lack 'frequency' (a whole number >= 0)"),
+])
+def test_a_bad_row_is_one_line_naming_the_row_and_the_id(tmp_path, bad, problem):
+    rows = [*GOOD_ROWS[:2], bad, *GOOD_ROWS[2:]]
+    mirror = _mirror(tmp_path / "hub", rows)
+    run = run_cli(["tasks", "score", TASK, "--responses", _responses(tmp_path / "r.jsonl", rows), "--dataset_dir", mirror],
+                  env=QUIET_DATASETS)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        f"lighteval-like: error: task leaderboard|ifeval: row 2 of split 'train' breaks prompt function ifeval "
+        f"(ValueError: key {bad['key']}: {problem}); pass --skip_bad_samples to skip and count such rows"
+    ]
+
+
+def test_skip_bad_samples_counts_them_and_scores_the_rest(tmp_path):
+    rows = [GOOD_ROWS[0], UNKNOWN_ID, GOOD_ROWS[1], BAD_RELATION, MISSING_ARGUMENT, *GOOD_ROWS[2:]]
+    mirror = _mirror(tmp_path / "hub", rows)
+    out = tmp_path / "scores.json"
+    run = run_cli(["tasks", "score", TASK, "--responses", _responses(tmp_path / "r.jsonl", rows), "--dataset_dir",
+                   mirror, "--skip_bad_samples", "--json", str(out)])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "leaderboard|ifeval|0: 3 bad row(s) skipped (--skip_bad_samples)" in run.stdout
+    # 'a plain answer': no comma (followed), not JSON (not), not 10+ words (followed), lowercase English
+    # (followed, or langdetect cannot tell), does not end with 'Woof!' (not)
+    scores = json.loads(out.read_text())["results"]["leaderboard|ifeval|0"]
+    assert scores["inst_level_strict_acc"] == pytest.approx(3 / 5)
+    assert scores["prompt_level_strict_acc"] == pytest.approx(2 / 4)
