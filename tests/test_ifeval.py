@@ -4,13 +4,20 @@ run by a model (batch size, resume, reasoning tags)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli, write_rows
+from hooks import cache_rows, run_and_kill
 
 from lighteval_like.data import DATA_DIR_ENV
+from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
+from lighteval_like.pipeline import Pipeline, PipelineParameters
+from lighteval_like.reasoning import DEFAULT_TAGS
 from lighteval_like.response_scoring import score_responses
 from lighteval_like.tasks import ifeval_text
 from lighteval_like.tasks.ifeval import ifeval, loose_variants, verdicts
@@ -205,3 +212,108 @@ def test_skip_bad_samples_counts_them_and_scores_the_rest(tmp_path):
     scores = json.loads(out.read_text())["results"]["leaderboard|ifeval|0"]
     assert scores["inst_level_strict_acc"] == pytest.approx(3 / 5)
     assert scores["prompt_level_strict_acc"] == pytest.approx(2 / 4)
+
+
+# ------------------------------------------------------------------ the task run by a model
+
+THOUGHT = "<think>Let me think, for many words, about it: {not json yet, and more words than ten</think>"
+ANSWERS = {GOOD_ROWS[1]["prompt"]: THOUGHT + '{"answer": 4}'}
+
+
+class ScriptedModel(LanguageModel):
+    """Answers the JSON prompt of `GOOD_ROWS` with a think block before its JSON, any other with
+    'a plain answer'."""
+
+    max_length = 4096
+
+    def loglikelihood(self, requests, plan=None):
+        raise AssertionError("ifeval asks for generations only")
+
+    loglikelihood_rolling = loglikelihood
+
+    def greedy_until(self, requests, plan=None):
+        return [GenerationResponse(ANSWERS.get(r.context, "a plain answer"), 9) for r in requests]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def info(self):
+        return ModelInfo(ModelIdentity("scripted-model"))
+
+
+def _pipeline_run(tmp_path, rows: list[dict], **params):
+    params = PipelineParameters(tasks=TASK, output_dir=str(tmp_path / "out"), dataset_dir=_mirror(tmp_path / "hub", rows),
+                                save_details=True, no_cache=True, **params)
+    result = Pipeline(params, ScriptedModel).evaluate()
+    (details,) = result.details_paths
+    return result.results, {r["prompt"]: r for r in pq.read_table(details).to_pylist()}
+
+
+def test_checkers_see_the_answer_without_its_reasoning(tmp_path):
+    """With --remove_reasoning_tags the think block neither breaks the JSON nor counts words."""
+    results, rows = _pipeline_run(tmp_path, GOOD_ROWS[:2], reasoning_tags=DEFAULT_TAGS)
+    verdicts_ = json.loads(rows[GOOD_ROWS[1]["prompt"]]["extras"])["instructions"]
+    assert verdicts_ == [
+        {"instruction": "detectable_format:json_format", "strict": True, "loose": True},
+        {"instruction": "length_constraints:number_words", "strict": True, "loose": True},
+    ]
+    assert results["results"]["leaderboard|ifeval|0"]["prompt_level_strict_acc"] == 1.0
+    assert results["config_tasks"]["leaderboard|ifeval"]["metric_info"]["inst_level_strict_acc"] == {
+        "aggregation": "pooled_mean", "higher_is_better": True}
+
+
+def test_without_the_flag_the_reasoning_is_checked_too(tmp_path):
+    _, rows = _pipeline_run(tmp_path, GOOD_ROWS[:2])
+    verdicts_ = json.loads(rows[GOOD_ROWS[1]["prompt"]]["extras"])["instructions"]
+    assert [(v["strict"], v["loose"]) for v in verdicts_] == [(False, False), (False, False)]
+
+
+def test_a_run_skips_and_counts_bad_rows_with_lm_evals_settings(tmp_path):
+    results, rows = _pipeline_run(tmp_path, [GOOD_ROWS[0], UNKNOWN_ID, GOOD_ROWS[1]], skip_bad_samples=True)
+    summary = results["summary_tasks"]["leaderboard|ifeval|0"]
+    assert summary["skipped_bad_samples"] == 1 and summary["num_samples"] == 2
+    assert summary["generation_parameters"]["max_new_tokens"] == 1280
+    assert summary["generation_parameters"]["temperature"] == 0
+    assert results["config_tasks"]["leaderboard|ifeval"]["stop_sequences"] == []
+    assert set(rows) == {GOOD_ROWS[0]["prompt"], GOOD_ROWS[1]["prompt"]}  # zero-shot: the prompt as is
+
+
+def _details(output_dir: str) -> dict[str, tuple]:
+    [path] = glob.glob(os.path.join(output_dir, "details", "*", "*", "*.parquet"))
+    return {r["prompt"]: (r["generation"], r["metrics"], r["extras"]) for r in pq.read_table(path).to_pylist()}
+
+
+def _results(output_dir: str) -> dict:
+    [path] = glob.glob(os.path.join(output_dir, "results", "*", "results_*.json"))
+    return json.load(open(path, encoding="utf-8"))["results"]
+
+
+def _run_args(tiny_model: str, mirror: str, out: str, batch: int, *more: str) -> list[str]:
+    return ["accelerate", "--model_args", f"pretrained={tiny_model}", "--tasks", TASK, "--dataset_dir", mirror,
+            "--override_batch_size", str(batch), "--save_details", "--output_dir", out, *more]
+
+
+def test_batch_size_changes_no_generation_or_score(tiny_model, tmp_path):
+    mirror = _mirror(tmp_path / "hub", GOOD_ROWS)
+    for batch in (1, 8):
+        run = run_cli(_run_args(tiny_model, mirror, str(tmp_path / f"b{batch}"), batch, "--no_cache"), env=QUIET_DATASETS)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert _details(str(tmp_path / "b1")) == _details(str(tmp_path / "b8"))
+    assert _results(str(tmp_path / "b1")) == _results(str(tmp_path / "b8"))
+    assert len(_details(str(tmp_path / "b1"))) == len(GOOD_ROWS)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_scores(tiny_model, tmp_path):
+    mirror = _mirror(tmp_path / "hub", GOOD_ROWS)
+    cache_dir, out = str(tmp_path / "cache"), str(tmp_path / "out")
+    args = _run_args(tiny_model, mirror, out, 1, "--cache_dir", cache_dir)
+    assert run_and_kill(args, cache_dir, rows=2, sleep_s=1.0, timeout_s=300) == -signal.SIGKILL
+    finished = cache_rows(cache_dir)
+    assert 0 < finished < len(GOOD_ROWS)
+    resumed = run_cli(args, env=QUIET_DATASETS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Response cache: {finished} reused, {len(GOOD_ROWS) - finished} computed" in resumed.stdout
+    fresh = run_cli(_run_args(tiny_model, mirror, str(tmp_path / "fresh"), 1, "--no_cache"), env=QUIET_DATASETS)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert _results(out) == _results(str(tmp_path / "fresh"))
+    assert _details(out) == _details(str(tmp_path / "fresh"))
