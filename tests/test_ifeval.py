@@ -232,7 +232,8 @@ class ScriptedModel(LanguageModel):
     loglikelihood_rolling = loglikelihood
 
     def greedy_until(self, requests, plan=None):
-        return [GenerationResponse(ANSWERS.get(r.context, "a plain answer"), 9) for r in requests]
+        return [GenerationResponse(next((a for p, a in ANSWERS.items() if p in r.context), "a plain answer"), 9)
+                for r in requests]
 
     def count_tokens(self, text):
         return len(text.split())
@@ -241,10 +242,17 @@ class ScriptedModel(LanguageModel):
         return ModelInfo(ModelIdentity("scripted-model"))
 
 
-def _pipeline_run(tmp_path, rows: list[dict], **params):
+class ChatModel(ScriptedModel):
+    """The scripted model with a chat template of visible role markers."""
+
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        return "".join(f"<|{m['role']}|>{m['content']}<|end|>\n" for m in messages) + "<|assistant|>"
+
+
+def _pipeline_run(tmp_path, rows: list[dict], model=ScriptedModel, **params):
     params = PipelineParameters(tasks=TASK, output_dir=str(tmp_path / "out"), dataset_dir=_mirror(tmp_path / "hub", rows),
                                 save_details=True, no_cache=True, **params)
-    result = Pipeline(params, ScriptedModel).evaluate()
+    result = Pipeline(params, model).evaluate()
     (details,) = result.details_paths
     return result.results, {r["prompt"]: r for r in pq.read_table(details).to_pylist()}
 
@@ -276,6 +284,14 @@ def test_a_run_skips_and_counts_bad_rows_with_lm_evals_settings(tmp_path):
     assert summary["generation_parameters"]["temperature"] == 0
     assert results["config_tasks"]["leaderboard|ifeval"]["stop_sequences"] == []
     assert set(rows) == {GOOD_ROWS[0]["prompt"], GOOD_ROWS[1]["prompt"]}  # zero-shot: the prompt as is
+
+
+def test_chat_template_makes_the_prompt_the_users_only_turn(tmp_path):
+    """As the leaderboard runs it: no system message, the prompt as is in the user's turn."""
+    results, rows = _pipeline_run(tmp_path, GOOD_ROWS[:2], model=ChatModel, use_chat_template=True,
+                                  reasoning_tags=DEFAULT_TAGS)
+    assert set(rows) == {f"<|user|>{r['prompt']}<|end|>\n<|assistant|>" for r in GOOD_ROWS[:2]}
+    assert results["results"]["leaderboard|ifeval|0"]["inst_level_strict_acc"] == 1.0
 
 
 def _details(output_dir: str) -> dict[str, tuple]:
