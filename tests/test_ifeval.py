@@ -143,6 +143,10 @@ def test_punkt_model_is_written_to_the_cache_folder_and_reused(tmp_path):
     tokenizer = ifeval_text.sentence_tokenizer(str(tmp_path))
     assert sorted(os.listdir(folder)) == sorted(ifeval_text.MODEL_FILES)
     assert tokenizer.tokenize("Mr. Brown left. Mrs. Green stayed.") == ["Mr. Brown left.", "Mrs. Green stayed."]
+    written = {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in ifeval_text.MODEL_FILES}
+    ifeval_text.sentence_tokenizer.cache_clear()
+    ifeval_text.sentence_tokenizer(str(tmp_path))  # a new process: the files are read, not written again
+    assert {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in ifeval_text.MODEL_FILES} == written
     ifeval_text.sentence_tokenizer.cache_clear()
 
 
