@@ -120,6 +120,11 @@ def _verdict(instruction: str, kwargs: dict, response: str) -> tuple[bool, bool]
      'First.\n\n"Then, second.', (True, True)),
     ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "a\n***\n\n***\nb", (False, False)),
     ("combination:two_responses", {}, "one\n******\ntwo", (True, True)),
+    # a symbol, not a letter, is counted as asked (lm-eval's port checks a random letter instead)
+    ("keywords:letter_frequency", {"letter": "#", "let_frequency": 4, "let_relation": "at least"},
+     "#ice #cream #gentle #stomach", (True, True)),
+    ("keywords:letter_frequency", {"letter": "#", "let_frequency": 4, "let_relation": "at least"},
+     "#ice #cream #gentle", (False, False)),
     ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*a* and **b**", (True, True)),
 ])
 def test_checker_behaviour(instruction, kwargs, response, expected):
