@@ -342,3 +342,37 @@ def test_killed_run_resumes_to_the_uninterrupted_scores(tiny_model, tmp_path):
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert _results(out) == _results(str(tmp_path / "fresh"))
     assert _details(out) == _details(str(tmp_path / "fresh"))
+
+
+@pytest.mark.slow
+def test_smollm2_chat_run_scores_as_tasks_score_does(tmp_path):
+    """SmolLM2 (the demo gguf) on the first 8 prompts as the leaderboard runs them (chat template,
+    batch 8; 200 new tokens, not 1,280, to keep it short): the run's scores equal those of its
+    generations scored again by `tasks score`."""
+    from lighteval_like.demo import gguf_folder
+    from lighteval_like.errors import ModelLoadError
+
+    try:
+        model = gguf_folder()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    _published("gpt4_responses_part1.jsonl")  # skips without the shared data
+    rows = _jsonl(os.path.join(HUB, "google", "IFEval", "default", "train.jsonl"))
+    out = str(tmp_path / "out")
+    run = run_cli(["accelerate", "--model_args", f"pretrained={model},gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf,dtype=float32",
+                   "--tasks", TASK, "--dataset_dir", HUB, "--max_samples", "8", "--use_chat_template",
+                   "--override_batch_size", "8", "--gen_kwargs", "max_gen_toks=200", "--save_details", "--output_dir", out,
+                   "--no_cache"], env=QUIET_DATASETS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [path] = glob.glob(os.path.join(out, "details", "*", "*", "*.parquet"))
+    details = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["doc_index"])
+    assert all(r["prompt"].startswith("<|im_start|>") and rows[r["doc_index"]]["prompt"] in r["prompt"] for r in details)
+    assert all(0 < n <= 200 for r in details for n in r["continuation_tokens"])
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"prompt": rows[r["doc_index"]]["prompt"], "response": r["generation"]}) + "\n"
+                                 for r in details))
+    scores = tmp_path / "scores.json"
+    rescored = run_cli(["tasks", "score", TASK, "--responses", str(responses), "--dataset_dir", HUB, "--json", str(scores)])
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    ran = {k: v for k, v in _results(out)["leaderboard|ifeval|0"].items() if not k.endswith("_stderr")}
+    assert json.loads(scores.read_text())["results"]["leaderboard|ifeval|0"] == ran
