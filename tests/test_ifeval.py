@@ -376,3 +376,26 @@ def test_smollm2_chat_run_scores_as_tasks_score_does(tmp_path):
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     ran = {k: v for k, v in _results(out)["leaderboard|ifeval|0"].items() if not k.endswith("_stderr")}
     assert json.loads(scores.read_text())["results"]["leaderboard|ifeval|0"] == ran
+
+
+# ------------------------------------------------------------------ tasks score refusals
+
+
+@pytest.mark.parametrize("lines, tasks, message", [
+    (['{"prompt": "a", "response": "b"}', "not json"], TASK,
+     "{path}:2: not JSON (Expecting value); each line must be {{\"prompt\": ..., \"response\": ...}}"),
+    (['{"prompt": "a", "answer": "b"}'], TASK, "{path}:1: needs string fields 'prompt' and 'response'"),
+    (['{"prompt": "a", "response": "b"}', '{"prompt": "a", "response": "c"}'], TASK,
+     "{path}:2: prompt 'a' appears twice; keep one response per prompt"),
+    (['{"prompt": "a", "response": "b"}'], "lighteval|humaneval|0|0",
+     "tasks score runs no model-written code; score lighteval|humaneval|0 with `accelerate ... "
+     "--allow_code_execution`, which runs it sandboxed"),
+    (['{"prompt": "a", "response": "b"}'], "leaderboard|arc:challenge|0|0",
+     "tasks score takes generative tasks only; leaderboard|arc:challenge|0 score loglikelihoods"),
+])
+def test_tasks_score_refuses_with_one_line(tmp_path, lines, tasks, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    run = run_cli(["tasks", "score", tasks, "--responses", str(path)])
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [f"lighteval-like: error: {message.format(path=path)}"]

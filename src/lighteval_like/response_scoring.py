@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from lighteval_like.data import DataSource
 from lighteval_like.docs import TaskData, load_task_data
 from lighteval_like.errors import UsageError
+from lighteval_like.metrics import resolve_metrics
 from lighteval_like.models.base import GenerationResponse
 from lighteval_like.results import TaskScores
 from lighteval_like.samples import PromptOptions, Sample, build_samples
@@ -97,6 +98,10 @@ def score_responses(tasks: str, path: str, dataset_dir: str | None = None, custo
     not_generative = [t.key for t in resolved if t.config.request_type != RequestType.GENERATIVE]
     if not_generative:
         raise UsageError(f"tasks score takes generative tasks only; {', '.join(not_generative)} score loglikelihoods")
+    running_code = [t.key for t in resolved if any(m.executes_code for m in resolve_metrics(t.config))]
+    if running_code:
+        raise UsageError(f"tasks score runs no model-written code; score {', '.join(running_code)} with "
+                         "`accelerate ... --allow_code_execution`, which runs it sandboxed")
     source = DataSource.from_env(dataset_dir)
     scored = ScoredResponses({}, {t.key: t.config.version for t in resolved}, {}, [])
     for task in resolved:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 
 from lighteval_like.cache import CACHE_ENV, DEFAULT_CACHE_ROOT
+from lighteval_like.errors import LightevalLikeError
 
 PUNKT_LANGUAGE = "english"
 MODEL_FILES = ("abbrev_types.txt", "collocations.tab", "sent_starters.txt", "ortho_context.tab")
@@ -27,6 +28,10 @@ WORD_PATTERN = re.compile(r"\w+")
 def nltk_data_dir(cache_dir: str | None = None) -> str:
     """`<cache root>/nltk_data`, the NLTK data folder the project controls."""
     return os.path.join(os.path.expanduser(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT), "nltk_data")
+
+
+def _complete(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, n)) for n in MODEL_FILES)
 
 
 def _write_model(folder: str) -> None:
@@ -49,10 +54,11 @@ def _write_model(folder: str) -> None:
             with open(os.path.join(staging, name), "w", encoding="utf-8", newline="") as f:
                 f.write(text)
         os.replace(staging, folder)
-    except OSError:
+    except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        if not all(os.path.isfile(os.path.join(folder, n)) for n in MODEL_FILES):  # lost no race: a real failure
-            raise
+        if not _complete(folder):  # not another process that wrote it first: a real failure
+            raise LightevalLikeError(f"cannot write NLTK's punkt model to {folder} ({e.strerror}); remove that "
+                                     f"folder, or set ${CACHE_ENV} to a writable one") from e
 
 
 @functools.cache
@@ -64,10 +70,10 @@ def sentence_tokenizer(cache_dir: str | None = None):
 
     root = nltk_data_dir(cache_dir)
     folder = os.path.join(root, "tokenizers", "punkt_tab", PUNKT_LANGUAGE)
-    if not all(os.path.isfile(os.path.join(folder, n)) for n in MODEL_FILES):
+    if not _complete(folder):
         _write_model(folder)
-    if root not in nltk.data.path:
-        nltk.data.path.append(root)
+    if root not in nltk.data.path:  # first, so that this model is the one found
+        nltk.data.path.insert(0, root)
     return PunktTokenizer(PUNKT_LANGUAGE)
 
 
