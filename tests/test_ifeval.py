@@ -390,6 +390,9 @@ def test_smollm2_chat_run_scores_as_tasks_score_does(tmp_path):
     (['{"prompt": "a", "response": "b"}'], "lighteval|humaneval|0|0",
      "tasks score runs no model-written code; score lighteval|humaneval|0 with `accelerate ... "
      "--allow_code_execution`, which runs it sandboxed"),
+    (['{"prompt": "a", "response": "b"}'], "leaderboard|ifeval|3|0",
+     "task leaderboard|ifeval is zero-shot only (its docs have no answers to show as examples); "
+     "ask for leaderboard|ifeval|0|0"),
     (['{"prompt": "a", "response": "b"}'], "leaderboard|arc:challenge|0|0",
      "tasks score takes generative tasks only; leaderboard|arc:challenge|0 score loglikelihoods"),
 ])

@@ -87,7 +87,7 @@ TASKS = [
     TaskConfig(
         name="ifeval", suite=suite, prompt_function=ifeval, columns=("prompt", "instruction_id_list", "kwargs"),
         hf_repo=HF_REPO, hf_subset=None, evaluation_split=EVALUATION_SPLIT, few_shots_split=None,
-        request_type=RequestType.GENERATIVE, metrics=METRICS, generation_size=GENERATION_SIZE,
+        request_type=RequestType.GENERATIVE, metrics=METRICS, generation_size=GENERATION_SIZE, zero_shot_only=True,
     )
     for suite in ("leaderboard", "lighteval")
 ]
