@@ -221,7 +221,7 @@ def nanotron_inspect(path: str) -> None:
 
 @main.group("tasks")
 def tasks_group() -> None:
-    """List and inspect the available tasks."""
+    """List and inspect the available tasks; score responses written elsewhere."""
 
 
 @tasks_group.command("list")
@@ -258,6 +258,34 @@ def tasks_inspect(name: str, num_fewshot: int, custom_tasks: str | None, dataset
     from lighteval_like.entrypoints import inspect_task
 
     click.echo(inspect_task(name, num_fewshot, custom_tasks, dataset_dir))
+
+
+@tasks_group.command("score")
+@click.argument("tasks")
+@click.option("--responses", "responses_path", required=True, type=click.Path(),
+              help='JSON-lines file of {"prompt": ..., "response": ...}, paired with the docs by prompt.')
+@click.option("--json", "json_path", type=click.Path(), help='Also write {"results": {task: {metric: value}}} here.')
+@click.option("--custom_tasks", type=click.Path(), help="Python file defining TASKS_TABLE.")
+@click.option("--dataset_dir", type=click.Path(), help="Local hub mirror (else $LIGHTEVAL_LIKE_DATA_DIR).")
+@click.option("--skip_bad_samples", is_flag=True, help="Skip (and count) dataset rows that break a prompt function.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@reports_errors
+def tasks_score(tasks: str, responses_path: str, json_path: str | None, custom_tasks: str | None,
+                dataset_dir: str | None, skip_bad_samples: bool, debug: bool) -> None:
+    """Score responses written elsewhere with generative TASKS' metrics, without a model."""
+    import json
+
+    from lighteval_like.outputs import atomic_write, format_table
+    from lighteval_like.response_scoring import score_responses
+
+    scored = score_responses(tasks, responses_path, dataset_dir, custom_tasks, skip_bad_samples)
+    click.echo(format_table(scored.results, scored.versions))
+    for task, skipped in scored.skipped.items():
+        if skipped:
+            click.echo(f"{task}: {skipped} bad row(s) skipped (--skip_bad_samples)")
+    if json_path:
+        atomic_write(json_path, _text_writer(json.dumps(scored.as_json(), indent=2)))
+        click.echo(f"Written to {json_path}")
 
 
 @main.command("compare")

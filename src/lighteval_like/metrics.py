@@ -38,7 +38,7 @@ class Metric:
 
     name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue] | None = None
-    aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte
+    aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte | pooled_mean
     higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
     batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, isolation) -> one value each
     executes_code: bool = False
@@ -301,11 +301,13 @@ def _aggregate_once(aggregation: str, values: np.ndarray) -> float:
         return float(values.mean())
     if aggregation == "perplexity":
         return float(math.exp(-values.mean()))
-    total_ll, total_units = values[:, 0].sum(), values[:, 1].sum()
+    total, total_units = values[:, 0].sum(), values[:, 1].sum()  # (loglikelihood or successes, units) per sample
     if aggregation == "weighted_perplexity":
-        return float(math.exp(-total_ll / total_units))
+        return float(math.exp(-total / total_units))
     if aggregation == "bits_per_byte":
-        return float(-total_ll / total_units / math.log(2))
+        return float(-total / total_units / math.log(2))
+    if aggregation == "pooled_mean":  # (successes, trials) per sample: the share over all trials
+        return float(total / total_units)
     raise ValueError(f"unknown aggregation {aggregation}")
 
 

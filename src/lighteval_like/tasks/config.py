@@ -99,6 +99,8 @@ class TaskConfig:
     # Few-shot examples fixed by the task (lm-eval's `fewshot_config.samples`), rows for the
     # prompt function, taken in order instead of a split's.
     fewshot_rows: tuple[dict, ...] = ()
+    # Tasks whose docs have no answer to show (IFEval): a spec asking for shots is refused.
+    zero_shot_only: bool = False
 
     @property
     def full_name(self) -> str:

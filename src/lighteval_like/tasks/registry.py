@@ -97,6 +97,9 @@ class Registry:
             names = group.members if group else [spec.full_name]
             for name in names:
                 config = self.get(name)
+                if config.zero_shot_only and spec.num_fewshot:
+                    raise TaskSpecError(f"task {config.full_name} is zero-shot only (its docs have no answers to show "
+                                        f"as examples); ask for {config.full_name}|0|0")
                 sub = TaskSpec(config.suite, config.name, spec.num_fewshot, spec.truncate_fewshot)
                 if sub.key in seen:
                     continue
