@@ -9,7 +9,8 @@ for that program. The exit status never counts, so `sys.exit(0)`, `os._exit(0)`,
 Each program runs under a uid of its own (when the harness is root; never as root), in a cgroup
 of its own where the machine allows it (memory of all its processes together, their number),
 with per-process limits (CPU time, address space, file size, open files), no new privileges,
-no capability, a seccomp filter (no user namespace, kernel keyring or ptrace), a scrubbed
+no capability, a seccomp filter (no user namespace, kernel keyring or ptrace), Landlock (no file
+below /proc readable, where the kernel has it), a scrubbed
 environment and a wall-clock timeout, in the strongest isolation the machine allows:
 
   `bwrap`   only the interpreter, its standard library and a work folder are visible (a tmpfs
