@@ -12,13 +12,13 @@ from lighteval_like.metrics import METRICS, Metric, aggregate
 
 def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny", timestamp: str = "2025-01-01T00-00-00.000000",
               details: bool = True, prompt_suffix: str = "", config: dict | None = None,
-              config_tasks: dict | None = None) -> str:
+              config_tasks: dict | None = None, suite_average: bool = False) -> str:
     """`tasks`: {task_key: {metric: [per-sample values]}}; optional "_prompts": [prompt per doc],
     "_docs": [doc indices], "_choices": [[choice, ...] per doc], "_lls": [[loglikelihood, ...] per doc].
     Writes the results file (aggregated as the pipeline does, with group averages; a metric that
     is not built in as a mean) and, with `details`, one parquet per task. `config_tasks`: that
-    section (e.g. with `metric_info`), else empty as in files written before it. Returns the
-    results path."""
+    section (e.g. with `metric_info`), else empty as in files written before it. `suite_average`:
+    also each suite's whole-suite average (`bigbench|_average|0`). Returns the results path."""
     results: dict[str, dict[str, float]] = {}
     for key, spec in tasks.items():
         metrics = {m: v for m, v in spec.items() if not m.startswith("_")}
@@ -48,13 +48,15 @@ def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny",
         suite, name, fewshot = key.split("|")
         if ":" in name:
             groups.setdefault(f"{suite}|{name.split(':')[0]}:_average|{fewshot}", []).append(key)
+        if suite_average:
+            groups.setdefault(f"{suite}|_average|{fewshot}", []).append(key)
     for group, keys in groups.items():
         if len(keys) >= 2:
             names = {m for k in keys for m in results[k]}
             results[group] = {m: sum(results[k][m] for k in keys) / len(keys) for m in sorted(names)}
     overall: dict[str, list[float]] = {}
     for key, metrics in results.items():
-        if ":_average|" not in key:
+        if not key.rsplit("|", 1)[0].endswith("_average"):
             for m, v in metrics.items():
                 overall.setdefault(m, []).append(v)
     results["all"] = {m: sum(v) / len(v) for m, v in overall.items()}

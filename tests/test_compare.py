@@ -115,6 +115,25 @@ def test_lower_is_better_metric_verdict_and_perplexity_handling(tmp_path):
     assert any("perplexity-type" in n for n in result.notes)
 
 
+def test_whole_suite_average_is_compared_as_a_group(tmp_path):
+    """`bigbench|_average|0` (a suite's average, no colon) is a group of its suite's tasks, not a
+    task without details: compare pairs it over all its tasks' docs, report orders it after them."""
+    from lighteval_like.report import task_order
+
+    counts = {"navigate": (20, 3, 12, 65), "snarks": (30, 4, 9, 57)}
+    tasks_a, tasks_b = {}, {}
+    for name, c in counts.items():
+        tasks_a[f"bigbench|{name}|0"], tasks_b[f"bigbench|{name}|0"] = ({"acc": v} for v in binary_pairs(*c))
+    write_run(str(tmp_path / "a"), tasks_a, timestamp="2025-01-01T00-00-00.000000", suite_average=True)
+    write_run(str(tmp_path / "b"), tasks_b, timestamp="2025-01-02T00-00-00.000000", suite_average=True)
+    run_a, run_b = load_one(str(tmp_path / "a")), load_one(str(tmp_path / "b"))
+    rows = {r.task: r for r in compare.compare_runs(run_a, run_b).rows}
+    group = rows["bigbench|_average|0"]
+    assert group.n == sum(sum(c) for c in counts.values()) and group.test == "stratified paired t (2 tasks)"
+    assert group.a == pytest.approx(run_a.scores["bigbench|_average|0"]["acc"])
+    assert task_order([run_a, run_b]) == ["bigbench|navigate|0", "bigbench|snarks|0", "bigbench|_average|0"]
+
+
 def test_group_average_uses_all_docs_paired(tmp_path):
     subjects = {"anatomy": (20, 3, 12, 65), "astronomy": (30, 4, 9, 57), "virology": (10, 6, 5, 79)}
     tasks_a, tasks_b, diffs = {}, {}, []

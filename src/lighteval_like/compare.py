@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lighteval_like.errors import UsageError
-from lighteval_like.runs import Run, builtin_metric_info, prompt_hash
+from lighteval_like.runs import Run, builtin_metric_info, group_members, group_of, prompt_hash
 
 ALPHA = 0.05
 POWER = 0.8
@@ -238,8 +238,8 @@ def _doc_values(samples: list[dict], metric: str, aggregation: str):
 
 def _match_tasks(a: Run, b: Run) -> list[tuple[str, str]]:
     """Pairs of task keys: identical keys, then keys equal up to the few-shot count."""
-    keys_a = [k for k in a.scores if ":_average|" not in k]
-    keys_b = [k for k in b.scores if ":_average|" not in k]
+    keys_a = [k for k in a.scores if group_of(k) is None]
+    keys_b = [k for k in b.scores if group_of(k) is None]
     pairs = [(k, k) for k in keys_a if k in keys_b]
     left_a = [k for k in keys_a if k not in keys_b]
     left_b = [k for k in keys_b if k not in keys_a]
@@ -374,11 +374,10 @@ def _compare_metric(label, metric, xa, xb, aggregation, higher, alpha) -> Row:
 
 def _group_rows(a, b, pairs, task_diffs, task_means, refused_tasks, comparison, alpha) -> list[Row]:
     rows = []
-    for group_a in [k for k in a.scores if ":_average|" in k]:
-        suite_prefix, fewshot = group_a.split(":_average|")
-        members = [(ka, kb) for ka, kb in pairs
-                   if ka.startswith(f"{suite_prefix}:") and ka.rsplit("|", 1)[1] == fewshot]
-        group_b = f"{suite_prefix}:_average|{members[0][1].rsplit('|', 1)[1]}" if members else group_a
+    for group_a in [k for k in a.scores if group_of(k) is not None]:
+        in_group = set(group_members(group_a, [ka for ka, _ in pairs]))
+        members = [(ka, kb) for ka, kb in pairs if ka in in_group]
+        group_b = f"{group_of(group_a)[0]}_average|{members[0][1].rsplit('|', 1)[1]}" if members else group_a
         if len(members) < 2 or group_b not in b.scores:
             continue
         label = _fmt_key(group_a, group_b)

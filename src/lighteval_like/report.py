@@ -29,7 +29,7 @@ import os
 import re
 from datetime import datetime
 
-from lighteval_like.runs import Run, builtin_metric_info
+from lighteval_like.runs import Run, builtin_metric_info, group_members, group_of
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 Z95 = 1.959963984540054
@@ -48,11 +48,11 @@ def task_order(runs: list[Run]) -> list[str]:
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.scores if k not in keys]
-    plain = [k for k in keys if ":_average|" not in k]
-    groups = [k for k in keys if ":_average|" in k]
+    plain = [k for k in keys if group_of(k) is None]
+    groups = [k for k in keys if group_of(k) is not None]
     for group in groups:
-        prefix, fewshot = group.split(":_average|")
-        members = [i for i, k in enumerate(plain) if k.startswith(prefix + ":") and k.endswith("|" + fewshot)]
+        in_group = set(group_members(group, plain))
+        members = [i for i, k in enumerate(plain) if k in in_group]
         plain.insert(members[-1] + 1 if members else len(plain), group)
     return plain
 
@@ -193,7 +193,7 @@ def _browser_keys(runs: list[Run]) -> dict[str, dict[int, str]]:
     by_name: dict[str, dict[int, list[str]]] = {}
     for i, run in enumerate(runs):
         for key in run.scores:
-            if ":_average|" in key or not run.has_details(key):
+            if group_of(key) is not None or not run.has_details(key):
                 continue
             name = key.rsplit("|", 1)[0] if key.count("|") >= 2 else key
             by_name.setdefault(name, {}).setdefault(i, []).append(key)
@@ -313,8 +313,8 @@ def runs_table(runs: list[Run], colors: list[str]) -> str:
         cfg = r.data.get("config_general", {})
         args = cfg.get("model_args") or {}
         dtype = args.get("dtype") or cfg.get("model_dtype") or ""
-        details = sum(r.has_details(k) for k in r.scores if ":_average|" not in k)
-        tasks = [k for k in r.scores if ":_average|" not in k]
+        details = sum(r.has_details(k) for k in r.scores if group_of(k) is None)
+        tasks = [k for k in r.scores if group_of(k) is None]
         step = cfg.get("checkpoint_step")
         rows.append(
             f'<tr class="run-row"><td><span class="chip" style="background:{colors[i]}"></span>{i + 1}</td>'

@@ -109,6 +109,22 @@ class Run:
         return self._details[task_key]
 
 
+def group_of(key: str) -> tuple[str, str] | None:
+    """A group average's member-key prefix and few-shot count (`suite|group:_average|k` gives
+    ("suite|group:", "k"); a whole suite's `suite|_average|k` gives ("suite|", "k")); None for a task."""
+    head, sep, fewshot = key.rpartition("|")
+    prefix = head.removesuffix("_average")
+    if sep and prefix != head and prefix.endswith((":", "|")):
+        return prefix, fewshot
+    return None
+
+
+def group_members(group: str, keys) -> list[str]:
+    """The task keys (not groups) of `keys` that `group` averages: its prefix and few-shot count."""
+    prefix, fewshot = group_of(group)
+    return [k for k in keys if group_of(k) is None and k.startswith(prefix) and k.rsplit("|", 1)[1] == fewshot]
+
+
 def task_name(task_key: str) -> str:
     """`suite|name` of a task key `suite|name|fewshot` (`config_tasks`' keys)."""
     return "|".join(task_key.split("|")[:2])
