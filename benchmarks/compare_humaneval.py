@@ -49,19 +49,24 @@ def lm_eval_samples_file(path: str) -> str | None:
     return found[0] if found else None
 
 
-def read_lm_eval(path: str) -> Side:
-    side = Side(label=path, harness="lm-eval")
+def lm_eval_samples(path: str):
+    """(doc index, rendered prompt, first response, row) of each line of lm-eval's logged samples."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
-            i = int(row["doc_id"])
             args = row["arguments"]
-            side.prompts[i] = args["gen_args_0"]["arg_0"] if isinstance(args, dict) else args[0][0]
-            side.completions[i] = row["resps"][0][0]
-            side.docs[i] = row["doc"]
-            score = row.get("pass@1", row.get("pass_at_k"))  # absent (`bypass`) under --predict_only
-            if isinstance(score, (int, float)) and score == score:
-                side.passed[i] = bool(score)
+            prompt = args["gen_args_0"]["arg_0"] if isinstance(args, dict) else args[0][0]
+            yield int(row["doc_id"]), prompt, row["resps"][0][0], row
+
+
+def read_lm_eval(path: str) -> Side:
+    side = Side(label=path, harness="lm-eval")
+    for i, prompt, response, row in lm_eval_samples(path):
+        side.prompts[i], side.completions[i] = prompt, response
+        side.docs[i] = row["doc"]
+        score = row.get("pass@1", row.get("pass_at_k"))  # absent (`bypass`) under --predict_only
+        if isinstance(score, (int, float)) and score == score:
+            side.passed[i] = bool(score)
     return side
 
 

@@ -130,19 +130,16 @@ def read_ours(out_dir: str) -> Side:
 
 
 def read_lm_eval(out_dir: str) -> Side:
+    from compare_humaneval import lm_eval_samples
+
     (results_path,) = glob.glob(os.path.join(out_dir, "**", "results_*.json"), recursive=True)
     with open(results_path, encoding="utf-8") as f:
         results = json.load(f)["results"]["ifeval"]
     side = Side(metrics={m: results[f"{m},none"] for m in METRICS})
     (samples,) = glob.glob(os.path.join(out_dir, "**", "samples_ifeval_*.jsonl"), recursive=True)
-    with open(samples, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            i = int(row["doc_id"])
-            args = row["arguments"]
-            side.prompts[i] = args["gen_args_0"]["arg_0"] if isinstance(args, dict) else args[0][0]
-            side.generations[i] = row["resps"][0][0]
-            side.verdicts[i] = {mode: [bool(v) for v in row[f"inst_level_{mode}_acc"]] for mode in ("strict", "loose")}
+    for i, prompt, response, row in lm_eval_samples(samples):
+        side.prompts[i], side.generations[i] = prompt, response
+        side.verdicts[i] = {mode: [bool(v) for v in row[f"inst_level_{mode}_acc"]] for mode in ("strict", "loose")}
     return side
 
 

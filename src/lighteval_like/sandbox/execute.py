@@ -151,9 +151,10 @@ def _stop(proc: subprocess.Popen, prog: Program, level: Isolation) -> list[int]:
         pass
     proc.wait()
 
-    def alive() -> list[int]:
-        pids = set(prog.group.pids()) if prog.group else set()
-        return sorted(pids | set(uids.processes_of(prog.uid) if prog.uid is not None else ()))
+    def alive() -> list[int]:  # no process leaves its cgroup; without one, its uid says
+        if prog.group is not None:
+            return prog.group.pids()
+        return uids.processes_of(prog.uid) if prog.uid is not None else []
 
     return uids.kill_all(alive)
 

@@ -157,7 +157,7 @@ def settings(level: Isolation, uid: int | None, workdir: str | None, limits, rli
         "private_dirs": [d for d in SHARED_DIRS if os.path.isdir(d)] if level is Isolation.UNSHARE else [],
         "hide": hidden_dirs() if level is Isolation.UNSHARE else [],
         "keep": interpreter_prefixes() if level is Isolation.UNSHARE else [],
-        "hide_proc": level is Isolation.UNSHARE, "rlimits": rlimits, "seccomp": True,
+        "hide_proc": level is Isolation.UNSHARE, "rlimits": rlimits,
         "program_fd": fds[0], "result_fd": fds[1],
     }
 

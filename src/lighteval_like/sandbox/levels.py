@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import sys
 
 import lighteval_like.sandbox.cgroups as cgroups
@@ -18,22 +17,6 @@ from lighteval_like.sandbox.policy import Isolation, Limits
 PROBE = "import os, socket\nassert os.path.samefile(os.getcwd(), os.environ['HOME'])\n"
 
 
-def _reachable_by_others(path: str) -> bool:
-    """True when others may search every folder on the way to `path` (and read it)."""
-    path = os.path.realpath(path)
-    while True:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
-
-
 def _precondition(level: Isolation) -> str | None:
     if not sys.platform.startswith("linux"):
         return "needs Linux"
@@ -42,7 +25,7 @@ def _precondition(level: Isolation) -> str | None:
         return "missing " + ", ".join(missing)
     if level is Isolation.NONE and not launch.is_root():
         return "needs the harness to run as root, to give each program a uid of its own"
-    if level is Isolation.NONE and not all(map(_reachable_by_others, launch.interpreter_prefixes())):
+    if level is Isolation.NONE and any(runner.closed_ancestor(p) for p in launch.interpreter_prefixes()):
         return f"the interpreter ({launch.interpreter()}) is in a folder other users cannot reach"
     return None
 

@@ -72,7 +72,7 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     _check(_libc.mount(source_b, target_b, fstype_b, flags, data_b), f"mount {target}")
 
 
-def _closed_ancestor(path: str) -> str | None:
+def closed_ancestor(path: str) -> str | None:
     """The outermost folder on the way to `path` that others cannot search, if any."""
     current = ""
     for part in path.strip("/").split("/"):
@@ -90,7 +90,7 @@ def _hide(hidden: list[str], keep: list[str]) -> None:
     """Empty tmpfs over each folder of `hidden` and over every folder that closes a `keep` folder
     to others (a home folder holding the interpreter); the `keep` folders below them are moved
     aside first and back at their own paths after, so they stay reachable by the program's uid."""
-    covers = _outermost({h for h in hidden if os.path.isdir(h)} | {c for c in map(_closed_ancestor, keep) if c})
+    covers = _outermost({h for h in hidden if os.path.isdir(h)} | {c for c in map(closed_ancestor, keep) if c})
     under = [k for k in keep if any(k == c or k.startswith(c + "/") for c in covers)]
     staged = []
     for i, path in enumerate(under):
@@ -258,8 +258,7 @@ def _arm(cfg: dict, main_frame) -> str:
     with open(PROGRAM_FILE, "w", encoding="utf-8") as f:
         f.write(source)
     _no_proc_reads()
-    if cfg["seccomp"]:
-        _install_seccomp()
+    _install_seccomp()
     sys.addaudithook(_end_hook(token, cfg["result_fd"], main_frame))
     sys.addaudithook(_refusing_hook())  # last: it refuses any hook added after it
     return source
