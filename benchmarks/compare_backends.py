@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lighteval_like.runs import load_one
+from lighteval_like.results.runs import load_one
 
 
 def near_tie(lls: list[float], tolerance: float) -> bool:

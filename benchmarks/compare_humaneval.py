@@ -71,7 +71,7 @@ def read_lm_eval(path: str) -> Side:
 
 
 def read_ours(path: str) -> Side:
-    from lighteval_like.runs import load_one
+    from lighteval_like.results.runs import load_one
 
     run = load_one(path)
     side = Side(label=path, harness="ours")
@@ -90,7 +90,7 @@ def read_side(path: str) -> Side:
 
 def execute(side: Side, allow_weaker: bool) -> None:
     """pass@1 of an lm-eval run's completions, through our sandbox and program assembly."""
-    from lighteval_like.sandbox import require_isolation, run_programs
+    from lighteval_like.metrics.sandbox import require_isolation, run_programs
     from lighteval_like.tasks.humaneval import assemble_program, humaneval
 
     if not side.docs:

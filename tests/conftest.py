@@ -162,8 +162,8 @@ def sandbox_levels() -> tuple[list, dict]:
     """The sandbox's isolation levels that work here (LIGHTEVAL_LIKE_TEST_ISOLATION=bwrap,none
     narrows them), and the interpreter a level needs when it is not this one: level none runs with
     the system's python3 where this interpreter's folders are closed to other users (a home)."""
-    from lighteval_like import sandbox
-    from lighteval_like.sandbox import Isolation, launch
+    from lighteval_like.metrics import sandbox
+    from lighteval_like.metrics.sandbox import Isolation, launch
 
     levels, python = sandbox.available_isolations(), {}
     if Isolation.NONE not in levels and os.path.exists(SYSTEM_PYTHON):

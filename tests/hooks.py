@@ -23,7 +23,7 @@ def cache_rows(cache_dir: str) -> int:
     import glob
     import sqlite3
 
-    from lighteval_like.cache import response_cache_dir
+    from lighteval_like.evaluation.cache import response_cache_dir
 
     total = 0
     for path in glob.glob(os.path.join(response_cache_dir(cache_dir), "*.sqlite")):
@@ -64,7 +64,7 @@ def run_and_kill(args: list[str], cache_dir: str, rows: int, sleep_s: float, tim
 
 
 def _install_fault(spec: str) -> None:
-    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.models.transformers.model import TransformersModel
 
     rank, _, action = spec.partition(":")
     original = TransformersModel._forward_rows
@@ -81,7 +81,7 @@ def _install_fault(spec: str) -> None:
 
 
 def _install_sleep(seconds: float) -> None:
-    from lighteval_like.cache import ResponseCache
+    from lighteval_like.evaluation.cache import ResponseCache
 
     original = ResponseCache.store
 
@@ -97,7 +97,7 @@ if __name__ == "__main__":
         _install_fault(os.environ[FAULT_ENV])
     if os.environ.get(SLEEP_ENV):
         _install_sleep(float(os.environ[SLEEP_ENV]))
-    from lighteval_like.cli import main
+    from lighteval_like.cli.commands import main
 
     sys.argv = ["lighteval-like", *sys.argv[1:]]
     main()

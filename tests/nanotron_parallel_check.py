@@ -45,8 +45,8 @@ def id_tokenizer(folder: str, size: int) -> str:
 
 def check(name: str, layout, workdir: str) -> tuple[float, float | None]:
     from lighteval_like.models.base import LoglikelihoodRequest
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
-    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
     from lighteval_like.runtime.placement import MeshPlacement
 
     ckpt = resolve_checkpoint(os.path.join(FIXTURES, name))

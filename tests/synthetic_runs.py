@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from lighteval_like import outputs
-from lighteval_like.metrics import METRICS, Metric, aggregate
+from lighteval_like.metrics.library import METRICS, Metric, aggregate
+from lighteval_like.results import outputs
 
 
 def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny", timestamp: str = "2025-01-01T00-00-00.000000",

@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 from conftest import run_cli, write_rows
 
-from lighteval_like.data import DataSource
-from lighteval_like.docs import TaskData, load_task_data
-from lighteval_like.metrics import EXACT_MATCH_IGNORE_PUNCTUATION
+from lighteval_like.evaluation.samples import fewshot_examples
+from lighteval_like.evaluation.scoring import group_averages, overall
+from lighteval_like.metrics.library import EXACT_MATCH_IGNORE_PUNCTUATION
 from lighteval_like.models.base import GenerationResponse
-from lighteval_like.results import MetricScore
-from lighteval_like.samples import fewshot_examples
-from lighteval_like.scoring import group_averages, overall
-from lighteval_like.task_specs import parse_one_spec
+from lighteval_like.results.record import MetricScore
 from lighteval_like.tasks import TaskConfig, TaskFamily, parse_members, prompts
 from lighteval_like.tasks.bigbench import BBH
+from lighteval_like.tasks.data import DataSource
+from lighteval_like.tasks.docs import TaskData, load_task_data
 from lighteval_like.tasks.registry import Registry
+from lighteval_like.tasks.specs import parse_one_spec
 
 REPO = "hails/bigbench"
 SNARKS = {

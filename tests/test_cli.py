@@ -28,7 +28,7 @@ TASKS = [
 # gsm8k's prompt, metrics and rows, generating GEN_TOKENS tokens instead of 256 (CPU time).
 CUSTOM_TASKS = f'''
 from lighteval_like.tasks import RequestType, TaskConfig
-from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
+from lighteval_like.metrics.library import GSM8K_FLEXIBLE, GSM8K_STRICT
 from lighteval_like.tasks.prompts import gsm8k
 
 TASKS_TABLE = [

@@ -11,8 +11,8 @@ from conftest import run_cli
 from scipy import stats
 from synthetic_runs import binary_pairs, write_run
 
-from lighteval_like import compare
-from lighteval_like.runs import MissingDetailsError, load_one
+from lighteval_like.results import compare
+from lighteval_like.results.runs import MissingDetailsError, load_one
 
 ARC = "leaderboard|arc:challenge|0"
 
@@ -118,7 +118,7 @@ def test_lower_is_better_metric_verdict_and_perplexity_handling(tmp_path):
 def test_whole_suite_average_is_compared_as_a_group(tmp_path):
     """`bigbench|_average|0` (a suite's average, no colon) is a group of its suite's tasks, not a
     task without details: compare pairs it over all its tasks' docs, report orders it after them."""
-    from lighteval_like.report import task_order
+    from lighteval_like.results.report import task_order
 
     counts = {"navigate": (20, 3, 12, 65), "snarks": (30, 4, 9, 57)}
     tasks_a, tasks_b = {}, {}

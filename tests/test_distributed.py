@@ -23,8 +23,8 @@ import yaml
 from conftest import free_port, run_cli
 from hooks import FAULT_ENV
 
-from lighteval_like.errors import ConfigError, ModelArgsError, UsageError
-from lighteval_like.override_config import load_checkpoint_config, load_override_config
+from lighteval_like.api.errors import ConfigError, ModelArgsError, UsageError
+from lighteval_like.cli.override_config import load_checkpoint_config, load_override_config
 from lighteval_like.runtime.faults import PEER_FAILURE_GRACE_S
 from lighteval_like.runtime.placement import stage_layers, tensor_parallel_plan
 
@@ -296,8 +296,8 @@ def test_outside_torchrun_exits_2_with_the_command(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_smollm2_tp2_matches_accelerate_on_truthfulqa(tmp_path):
     """The demo model at tp=2 (its 9 heads stay whole, its MLPs are split) scores as accelerate."""
+    from lighteval_like.api.errors import ModelLoadError
     from lighteval_like.demo import export, gguf_folder
-    from lighteval_like.errors import ModelLoadError
 
     data_dir = os.environ.get("LIGHTEVAL_LIKE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "hub")
     if not os.path.isdir(os.path.join(data_dir, "truthfulqa")):

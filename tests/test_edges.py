@@ -17,14 +17,15 @@ from conftest import run_cli, write_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lighteval_like import data, outputs
-from lighteval_like.cli import main
-from lighteval_like.data import DATA_DIR_ENV, DataSource
-from lighteval_like.docs import load_task_data, make_docs
-from lighteval_like.errors import BadSampleError, DatasetUnavailableError, ModelArgsError, ModelLoadError
+from lighteval_like.api.errors import BadSampleError, DatasetUnavailableError, ModelArgsError, ModelLoadError
+from lighteval_like.cli.commands import main
 from lighteval_like.models.model_args import parse_model_args
-from lighteval_like.task_specs import parse_task_specs
+from lighteval_like.results import outputs
+from lighteval_like.tasks import data
+from lighteval_like.tasks.data import DATA_DIR_ENV, DataSource
+from lighteval_like.tasks.docs import load_task_data, make_docs
 from lighteval_like.tasks.registry import Registry
+from lighteval_like.tasks.specs import parse_task_specs
 
 PREFIX = "lighteval-like: error: "
 GENERATED_TASK = "lighteval|arithmetic_generated:2da|0|0"  # needs no dataset
@@ -320,7 +321,7 @@ def test_sigterm_says_the_work_is_kept(tmp_path):
 
 def test_model_folder_without_tokenizer_says_the_fix(tmp_path, tiny_model):
     """Before: a message cut at '... from one of: '. After: the missing files and tokenizer=."""
-    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.models.transformers.model import TransformersModel
 
     folder = tmp_path / "model"
     folder.mkdir()

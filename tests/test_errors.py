@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_cli, write_rows
 
-from lighteval_like.cache import CACHE_ENV
-from lighteval_like.cli import main
-from lighteval_like.task_specs import SPEC_FORMAT
+from lighteval_like.cli.commands import main
+from lighteval_like.evaluation.cache import CACHE_ENV
+from lighteval_like.tasks.specs import SPEC_FORMAT
 
 PREFIX = "lighteval-like: error: "
 GOOD_TASK = "leaderboard|arc:challenge|0|0"
@@ -224,7 +224,7 @@ OOM_DRIVER = textwrap.dedent('''
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     LlamaForCausalLM.forward = out_of_memory
-    from lighteval_like.cli import main
+    from lighteval_like.cli.commands import main
 
     sys.argv = ["lighteval-like", *sys.argv[1:]]
     main()

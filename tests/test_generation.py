@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_transformers_model import FEWSHOT, GEN_CONTEXTS, _hf, _hf_greedy, load, model_path  # noqa: F401
 
-from lighteval_like.models import generation
 from lighteval_like.models.base import GenerationRequest
-from lighteval_like.models.decoding import IncrementalText
-from lighteval_like.models.generation import MIN_SHARED_PREFIX, Prompt, prefix_groups
+from lighteval_like.models.transformers import generation
+from lighteval_like.models.transformers.decoding import IncrementalText
+from lighteval_like.models.transformers.generation import MIN_SHARED_PREFIX, Prompt, prefix_groups
 
 QUESTIONS = ["What is 4 minus 1?", "Who wrote the play?", "Where is the store?", "What is 2 plus 3?", "Paris?"]
 # Different limits make rows leave the batch at different steps, so waiting rows join mid-way.

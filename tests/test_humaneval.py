@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_rows
 
-from lighteval_like.errors import UsageError
+from lighteval_like.api.errors import UsageError
+from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+from lighteval_like.metrics.sandbox import PASSED, Isolation, detect_isolation, run_programs
 from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
-from lighteval_like.pipeline import Pipeline, PipelineParameters
-from lighteval_like.sandbox import PASSED, Isolation, detect_isolation, run_programs
 from lighteval_like.tasks.humaneval import (
     EVALUATION_SPLIT,
     GENERATION_SIZE,
@@ -250,7 +250,7 @@ def test_a_program_nesting_1500_folders_leaves_the_run_whole(tmp_path, monkeypat
 
 def test_a_failed_clean_up_is_recorded_not_raised(tmp_path, monkeypatch):
     """A clean-up that fails is written on the sample and counted in config_general; the run goes on."""
-    from lighteval_like.sandbox import execute
+    from lighteval_like.metrics.sandbox import execute
 
     clean = execute._clean
     monkeypatch.setattr(execute, "_clean", lambda prog, survivors: clean(prog, survivors) or "cgroup x: busy")
@@ -284,7 +284,7 @@ class SeededCompletionModel(CompletionModel):
 def test_sampled_humaneval_reports_pass_at_1_and_10_over_all_samples(tmp_path):
     """With num_samples=10 every completion runs once; pass@1 and pass@10 come from the unbiased
     estimator over each problem's 10 outcomes, and the details keep every execution."""
-    from lighteval_like.generation_params import GenerationParameters
+    from lighteval_like.api.generation import GenerationParameters
 
     rows = [ROW, {**ROW, "task_id": "HumanEval/998", "prompt": ROW["prompt"].replace("Sum.", "Add.")}]
     model = SeededCompletionModel({})

@@ -14,12 +14,12 @@ import pytest
 from conftest import run_cli, write_rows
 from hooks import cache_rows, run_and_kill
 
-from lighteval_like.data import DATA_DIR_ENV
+from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+from lighteval_like.evaluation.reasoning import DEFAULT_TAGS
+from lighteval_like.evaluation.response_scoring import score_responses
 from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
-from lighteval_like.pipeline import Pipeline, PipelineParameters
-from lighteval_like.reasoning import DEFAULT_TAGS
-from lighteval_like.response_scoring import score_responses
 from lighteval_like.tasks import ifeval_text
+from lighteval_like.tasks.data import DATA_DIR_ENV
 from lighteval_like.tasks.ifeval import ifeval, loose_variants, verdicts
 
 TASK = "leaderboard|ifeval|0|0"
@@ -349,8 +349,8 @@ def test_smollm2_chat_run_scores_as_tasks_score_does(tmp_path):
     """SmolLM2 (the demo gguf) on the first 8 prompts as the leaderboard runs them (chat template,
     batch 8; 200 new tokens, not 1,280, to keep it short): the run's scores equal those of its
     generations scored again by `tasks score`."""
+    from lighteval_like.api.errors import ModelLoadError
     from lighteval_like.demo import gguf_folder
-    from lighteval_like.errors import ModelLoadError
 
     try:
         model = gguf_folder()

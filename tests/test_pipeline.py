@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_rows
 
-from lighteval_like.docs import TaskData
-from lighteval_like.entrypoints import run_accelerate
-from lighteval_like.errors import BadSampleError
-from lighteval_like.results import MetricScore, scores_record
-from lighteval_like.scoring import group_averages, overall
-from lighteval_like.task_specs import parse_one_spec
+from lighteval_like.api.errors import BadSampleError
+from lighteval_like.cli.entrypoints import run_accelerate
+from lighteval_like.evaluation.scoring import group_averages, overall
+from lighteval_like.results.record import MetricScore, scores_record
+from lighteval_like.tasks.docs import TaskData
 from lighteval_like.tasks.registry import Registry, ResolvedTask
+from lighteval_like.tasks.specs import parse_one_spec
 
 
 def evaluate(tmp_path, name: str, model: str, tasks: str, mirror: str | None, model_args: str = "",
@@ -137,7 +137,7 @@ def test_mirror_without_the_fewshot_split_draws_from_the_evaluated_split(tiny_mo
          "choices": {"text": ["water", "rock"], "label": ["A", "B"]}, "answerKey": "A"}
         for i in range(3)
     ])
-    with caplog.at_level(logging.WARNING, logger="lighteval_like.data"):
+    with caplog.at_level(logging.WARNING, logger="lighteval_like.tasks.data"):
         result = evaluate(tmp_path, "fallback", tiny_model, "leaderboard|arc:challenge|2|0", root)
     assert "leaderboard|arc:challenge: the mirror has no few-shot split 'train'" in caplog.text
     assert result.results["summary_tasks"]["leaderboard|arc:challenge|2"]["fewshot_split"] == "test"

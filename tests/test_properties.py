@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from lighteval_like.cache import (
+from lighteval_like.api.errors import ModelArgsError, TaskSpecError
+from lighteval_like.evaluation.cache import (
     ResponseCache,
     decode_response,
     encode_response,
     request_key,
 )
-from lighteval_like.errors import ModelArgsError, TaskSpecError
 from lighteval_like.models.base import (
     GenerationRequest,
     GenerationResponse,
@@ -32,7 +32,7 @@ from lighteval_like.models.model_args import (
     load_model_config,
     parse_model_args,
 )
-from lighteval_like.task_specs import TaskSpec, parse_one_spec, parse_task_specs
+from lighteval_like.tasks.specs import TaskSpec, parse_one_spec, parse_task_specs
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

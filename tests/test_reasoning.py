@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
+from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+from lighteval_like.evaluation.reasoning import DEFAULT_TAGS, Reasoning, parse_reasoning_tags, split_reasoning
 from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
-from lighteval_like.pipeline import Pipeline, PipelineParameters
-from lighteval_like.reasoning import DEFAULT_TAGS, Reasoning, parse_reasoning_tags, split_reasoning
 
 
 @pytest.mark.parametrize("text, answer, reasoning, closed", [

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from lighteval_like.errors import TaskSpecError, UsageError
-from lighteval_like.task_specs import parse_task_specs
+from lighteval_like.api.errors import TaskSpecError, UsageError
 from lighteval_like.tasks.registry import Registry, load_custom_tasks
+from lighteval_like.tasks.specs import parse_task_specs
 
 
 @pytest.fixture(scope="module")

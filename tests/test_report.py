@@ -14,8 +14,8 @@ import pytest
 from conftest import run_cli
 from synthetic_runs import binary_pairs, write_run
 
-from lighteval_like.report import build_html, checkpoint_order
-from lighteval_like.runs import load_many
+from lighteval_like.results.report import build_html, checkpoint_order
+from lighteval_like.results.runs import load_many
 
 ARC, WIKI = "leaderboard|arc:challenge|0", "lighteval|wikitext:2|0"
 MMLU = ["leaderboard|mmlu:anatomy|0", "leaderboard|mmlu:astronomy|0"]

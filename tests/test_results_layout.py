@@ -7,7 +7,7 @@ import json
 
 from conftest import run_cli
 
-from lighteval_like.entrypoints import run_accelerate
+from lighteval_like.cli.entrypoints import run_accelerate
 
 TASKS = "leaderboard|arc:challenge|0|0,leaderboard|mmlu:anatomy|0|0,leaderboard|mmlu:abstract_algebra|0|0"
 
@@ -77,6 +77,6 @@ def test_misspelt_metric_stops_the_run_at_start_up(tmp_path):
     assert lines == [
         "lighteval-like: error: task custom|my_arc: unknown metric 'acc_nrom' (did you mean acc_norm?); valid metrics are acc, acc_norm, "
         "mc1, mc2, acc_greedy, perplexity, word_perplexity, byte_perplexity, bits_per_byte, em, qem "
-        "(or a lighteval_like.metrics.Metric object)"
+        "(or a lighteval_like.metrics.library.Metric object)"
     ]
     assert not (tmp_path / "out").exists()

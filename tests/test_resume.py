@@ -18,9 +18,9 @@ import torch
 from conftest import run_cli
 from hooks import cache_rows, run_and_kill
 
-from lighteval_like import outputs
-from lighteval_like.cache import ResponseCache, model_fingerprint, response_cache_dir
-from lighteval_like.errors import CacheError, LightevalLikeError
+from lighteval_like.api.errors import CacheError, LightevalLikeError
+from lighteval_like.evaluation.cache import ResponseCache, model_fingerprint, response_cache_dir
+from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.models.base import (
     GenerationRequest,
     LanguageModel,
@@ -30,8 +30,8 @@ from lighteval_like.models.base import (
     RollingRequest,
 )
 from lighteval_like.models.model_args import TransformersModelConfig
-from lighteval_like.models.transformers_model import TransformersModel
-from lighteval_like.pipeline import Pipeline, PipelineParameters
+from lighteval_like.models.transformers.model import TransformersModel
+from lighteval_like.results import outputs
 
 TASKS = "leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0"
 
@@ -208,7 +208,7 @@ RANK_SCRIPT = textwrap.dedent('''
     import json, sys
     from dataclasses import asdict
     import torch.distributed as dist
-    from lighteval_like.execution import CacheSettings, execute
+    from lighteval_like.evaluation.execution import CacheSettings, execute
     from lighteval_like.models.base import (
         LanguageModel, LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ModelInfo,
     )
@@ -350,7 +350,7 @@ def test_results_file_is_never_half_written(tmp_path):
     outputs.save_results(path, {"version": "old"})
     script = textwrap.dedent(f'''
         import os, signal
-        from lighteval_like import outputs
+        from lighteval_like.results import outputs
 
         def write(tmp):
             with open(tmp, "w") as f:

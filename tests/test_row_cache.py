@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lighteval_like.models.row_cache import (
+from lighteval_like.models.transformers.row_cache import (
     Prefix,
     RowCache,
     _first_part_count,

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from lighteval_like.docs import TaskData, make_docs
-from lighteval_like.errors import BadSampleError
+from lighteval_like.api.errors import BadSampleError
+from lighteval_like.evaluation.samples import FEWSHOT_SEPARATOR, PromptOptions, build_samples, fewshot_examples
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
-from lighteval_like.samples import FEWSHOT_SEPARATOR, PromptOptions, build_samples, fewshot_examples
-from lighteval_like.task_specs import TaskSpec
 from lighteval_like.tasks import prompts
 from lighteval_like.tasks.config import RequestType
+from lighteval_like.tasks.docs import TaskData, make_docs
 from lighteval_like.tasks.registry import Registry, ResolvedTask
+from lighteval_like.tasks.specs import TaskSpec
 
 
 def build(task, docs, pool, same_split: bool, num_fewshot: int, truncate: bool, options: PromptOptions):
@@ -156,7 +156,7 @@ CHAT_TEMPLATE = (
 @pytest.fixture(scope="module")
 def chat_model(tiny_model):
     from lighteval_like.models.model_args import parse_model_args
-    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.models.transformers.model import TransformersModel
 
     model = TransformersModel(parse_model_args(f"pretrained={tiny_model}"), device="cpu", show_progress=False)
     model.tokenizer.chat_template = CHAT_TEMPLATE

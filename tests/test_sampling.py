@@ -19,10 +19,10 @@ from hooks import cache_rows, run_and_kill
 from test_parity_smollm2 import hub_mirror, smollm2  # noqa: F401
 from test_transformers_model import GEN_CONTEXTS, load
 
-from lighteval_like.entrypoints import run_accelerate
-from lighteval_like.errors import ConfigError, TaskSpecError
-from lighteval_like.generation_params import GenerationParameters, parse_gen_kwargs, sample_seed
-from lighteval_like.metrics import OverSamples, majority, pass_at_k, resolve_metrics
+from lighteval_like.api.errors import ConfigError, TaskSpecError
+from lighteval_like.api.generation import GenerationParameters, parse_gen_kwargs, sample_seed
+from lighteval_like.cli.entrypoints import run_accelerate
+from lighteval_like.metrics.library import OverSamples, majority, pass_at_k, resolve_metrics
 from lighteval_like.models.base import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.tasks.config import Doc
@@ -240,7 +240,7 @@ def test_sampled_run_killed_and_resumed_draws_the_same_texts(request, tmp_path, 
 def test_distributed_override_generation_section(tmp_path):
     """The override's `generation:` takes the same keys; max_new_tokens keeps capping tasks that set
     no size (max_gen_toks), the rest become the model's generation parameters."""
-    from lighteval_like.override_config import load_override_config
+    from lighteval_like.cli.override_config import load_override_config
 
     path = tmp_path / "override.yaml"
     path.write_text("tasks: {tasks: 'x|y|0|0'}\ngeneration: {temperature: 1, num_samples: 2, max_new_tokens: 9}\n")
@@ -256,9 +256,9 @@ def test_distributed_override_generation_section(tmp_path):
 def test_distributed_override_reasoning_tags(tmp_path):
     """`tasks: {remove_reasoning_tags: true, reasoning_tags: ...}` in the override are the
     `accelerate` flags: parsed into the run's tag pairs, and the tags alone are refused."""
-    from lighteval_like.entrypoints import generation_options
-    from lighteval_like.errors import UsageError
-    from lighteval_like.override_config import load_override_config
+    from lighteval_like.api.errors import UsageError
+    from lighteval_like.cli.entrypoints import generation_options
+    from lighteval_like.cli.override_config import load_override_config
 
     path = tmp_path / "override.yaml"
     path.write_text("tasks: {tasks: 'x|y|0|0', remove_reasoning_tags: true, reasoning_tags: '<r>,</r>;<t>,</t>'}\n")

@@ -20,9 +20,9 @@ import uuid
 import pytest
 from conftest import sandbox_levels
 
-from lighteval_like import sandbox
-from lighteval_like.errors import UsageError
-from lighteval_like.sandbox import (
+from lighteval_like.api.errors import UsageError
+from lighteval_like.metrics import sandbox
+from lighteval_like.metrics.sandbox import (
     CRASHED,
     FAILED,
     LIMIT,
@@ -173,7 +173,7 @@ def test_no_audit_hook_of_the_program_is_added(level):
     assert result.outcome == PASSED and result.output_tail == "0", result
 
 
-END = "lighteval_like.sandbox.end"
+END = "lighteval_like.metrics.sandbox.end"
 THEFTS = [  # each ends in a failing assert; each reaches for the pass signal another way
     "import sys\nsys.exit = lambda *a: None\nassert False\n",
     f"import functools, sys\nsys.excepthook = functools.partial(sys.audit, {END!r})\nassert False\n",

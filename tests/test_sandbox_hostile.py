@@ -1,4 +1,4 @@
-"""Hostile programs against the execution sandbox (`lighteval_like.sandbox`), at every isolation
+"""Hostile programs against the execution sandbox (`lighteval_like.metrics.sandbox`), at every isolation
 level that works here (`available_isolations()`; LIGHTEVAL_LIKE_TEST_ISOLATION=bwrap,unshare
 narrows it; level none runs with the system python where this one is closed to others).
 
@@ -38,8 +38,8 @@ import pytest
 from test_sandbox import procs_with
 
 import lighteval_like
-from lighteval_like import sandbox
-from lighteval_like.sandbox import FAILED, PASSED, Isolation, Limits, run_programs
+from lighteval_like.metrics import sandbox
+from lighteval_like.metrics.sandbox import FAILED, PASSED, Isolation, Limits, run_programs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024**2
@@ -770,7 +770,7 @@ def test_control_user_namespace_is_made_without_sandbox(tmp_path):
 
 END_NAME = r"""import re, sys
 found = re.findall(r'END_EVENT\s*=\s*"(.+?)"', ' '.join(sys.orig_argv))
-END = found[0] if found else 'lighteval_like.sandbox.end'
+END = found[0] if found else 'lighteval_like.metrics.sandbox.end'
 """
 EARLY_EXITS = {
     "sys.exit(0)": "import sys\nsys.exit(0)\nassert False\n",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lighteval_like.errors import TaskSpecError, UsageError
-from lighteval_like.task_specs import SPEC_FORMAT, TaskSpec, parse_one_spec, parse_task_specs
+from lighteval_like.api.errors import TaskSpecError, UsageError
+from lighteval_like.tasks.specs import SPEC_FORMAT, TaskSpec, parse_one_spec, parse_task_specs
 
 
 def _keys(specs: list[TaskSpec]) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import pytest
 from conftest import run_cli
 
-from lighteval_like.tensorboard import scalars, tensorboard_dir, write_tensorboard
+from lighteval_like.results.tensorboard import scalars, tensorboard_dir, write_tensorboard
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

@@ -13,10 +13,10 @@ import re
 import pytest
 import torch
 
-from lighteval_like.errors import LightevalLikeError
+from lighteval_like.api.errors import LightevalLikeError
 from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from lighteval_like.models.model_args import parse_model_args
-from lighteval_like.models.transformers_model import TransformersModel
+from lighteval_like.models.transformers.model import TransformersModel
 
 TOL = 1e-4
 FEWSHOT = "Question: What is 2 plus 3?\nAnswer: 5\n\nQuestion: Who wrote the play?\nAnswer: a famous author\n\n"
@@ -127,7 +127,7 @@ def test_loglikelihood_matches_unshared_reference(model_path, shared_prefix, bat
 def test_small_rows_and_cached_prefix_match_reference(model_path, monkeypatch):
     """With rows too small for the shared few-shot prefix, the prefix is forwarded once and its
     key/value cache reused by several rows; scores still match the unshared reference."""
-    from lighteval_like.models import transformers_model
+    from lighteval_like.models.transformers import model as transformers_model
 
     monkeypatch.setattr(transformers_model, "ROW_TOKENS", 8)
     prefix_lengths = []
@@ -376,7 +376,7 @@ def test_quantization_config_reaches_bitsandbytes(tiny_model):
     ],
 )
 def test_bad_quantization_config_is_one_clear_error(tiny_model, options, fragment):
-    from lighteval_like.errors import ModelArgsError
+    from lighteval_like.api.errors import ModelArgsError
     from lighteval_like.models.model_args import build_config
 
     with pytest.raises(ModelArgsError, match=re.escape(fragment)):

@@ -15,10 +15,10 @@ import time
 import pytest
 from conftest import build_tiny_model, run_cli
 
-from lighteval_like.errors import ModelArgsError, UsageError
+from lighteval_like.api.errors import ModelArgsError, UsageError
 from lighteval_like.models.model_args import VLLMModelConfig, parse_model_args
-from lighteval_like.models.vllm_model import context_units, engine_args, replica_envs, score_job, shares
-from lighteval_like.models.vllm_replicas import ScoreJob, chunks, startup_fix
+from lighteval_like.models.vllm.model import context_units, engine_args, replica_envs, score_job, shares
+from lighteval_like.models.vllm.replicas import ScoreJob, chunks, startup_fix
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 TASKS = "leaderboard|arc:challenge|0|0,leaderboard|truthfulqa:mc|0|0,leaderboard|mmlu:anatomy|1|0,leaderboard|gsm8k|0|0"
@@ -76,7 +76,7 @@ def test_bad_model_args_are_one_line(text, message):
 def test_model_config_yaml(tmp_path):
     path = tmp_path / "model.yaml"
     path.write_text("model_parameters:\n  pretrained: m\n  gpu_memory_utilization: 0.5\n  data_parallel_size: 2\n")
-    from lighteval_like.entrypoints import model_config_from_flags
+    from lighteval_like.cli.entrypoints import model_config_from_flags
 
     config = model_config_from_flags(None, str(path), VLLMModelConfig)
     assert (config.gpu_memory_utilization, config.data_parallel_size) == (0.5, 2)
@@ -105,7 +105,7 @@ def test_shares_keep_a_context_on_one_replica():
 
 
 def test_chunks_bound_prompts_and_tokens(monkeypatch):
-    from lighteval_like.models import vllm_replicas
+    from lighteval_like.models.vllm import replicas as vllm_replicas
 
     monkeypatch.setattr(vllm_replicas, "CHUNK_TOKENS", 10)
     monkeypatch.setattr(vllm_replicas, "CHUNK_PROMPTS", 3)
@@ -150,7 +150,7 @@ def vllm_folder(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def engine(vllm_folder):
     pytest.importorskip("vllm")
-    from lighteval_like.models.vllm_model import VLLMModel
+    from lighteval_like.models.vllm.model import VLLMModel
 
     model = VLLMModel(vllm_args(f"pretrained={vllm_folder},subfolder=weights,{ENGINE}"), show_progress=False)
     yield model
@@ -207,7 +207,7 @@ CORPUS_WORDS = "She walked to the store because she needed milk , therefore she 
 
 @pytest.mark.vllm
 def test_same_numbers_as_the_transformers_backend(engine, vllm_folder):
-    from lighteval_like.models.transformers_model import TransformersModel
+    from lighteval_like.models.transformers.model import TransformersModel
 
     reference = TransformersModel(parse_model_args(f"pretrained={vllm_folder}/weights,dtype=float32,max_length=128"),
                                   device="cpu", show_progress=False)
@@ -269,10 +269,10 @@ def test_data_parallel_replicas_match_one_engine_and_a_killed_replica_resumes(en
     from click.testing import CliRunner
 
     from lighteval_like import cli
-    from lighteval_like.entrypoints import model_args_record
-    from lighteval_like.models import vllm_replicas
-    from lighteval_like.pipeline import Pipeline, PipelineParameters
-    from lighteval_like.runs import load_one
+    from lighteval_like.cli.entrypoints import model_args_record
+    from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+    from lighteval_like.models.vllm import replicas as vllm_replicas
+    from lighteval_like.results.runs import load_one
 
     single = PipelineParameters(tasks=TASKS, dataset_dir=mirror, output_dir=str(tmp_path / "dp1"), save_details=True,
                                 no_cache=True)

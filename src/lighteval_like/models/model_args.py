@@ -10,9 +10,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lighteval_like.config_files import Vocabulary, build, keys_of, read_yaml, short
-from lighteval_like.errors import ModelArgsError
-from lighteval_like.generation_params import GenerationParameters
+from lighteval_like.api.errors import ModelArgsError
+from lighteval_like.api.generation import GenerationParameters
+from lighteval_like.api.typed_config import Vocabulary, build, keys_of, read_yaml, short
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "4bit", "8bit")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}

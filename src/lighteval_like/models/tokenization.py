@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lighteval_like.errors import LightevalLikeError, ModelLoadError, one_line
+from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
 from lighteval_like.models.base import LoglikelihoodRequest
 from lighteval_like.models.packing import ScoreItem
 

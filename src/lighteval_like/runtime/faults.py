@@ -10,7 +10,7 @@ import typing
 
 import torch.distributed as dist
 
-from lighteval_like.errors import LightevalLikeError
+from lighteval_like.api.errors import LightevalLikeError
 from lighteval_like.runtime.launch import TorchrunEnv
 
 # How long a rank that only lost contact with a peer waits before leaving: long enough for

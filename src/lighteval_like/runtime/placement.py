@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lighteval_like.errors import LightevalLikeError, UsageError
-from lighteval_like.models.placement import SingleDevice
+from lighteval_like.api.errors import LightevalLikeError, UsageError
+from lighteval_like.runtime.single_device import SingleDevice
 
 logger = logging.getLogger(__name__)
 

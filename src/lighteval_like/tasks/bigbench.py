@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lighteval_like.metrics import EXACT_MATCH_IGNORE_PUNCTUATION
+from lighteval_like.metrics.library import EXACT_MATCH_IGNORE_PUNCTUATION
 from lighteval_like.tasks import prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.family import TaskFamily, parse_members

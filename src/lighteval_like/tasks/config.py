@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from lighteval_like.generation_params import GenerationParameters
+from lighteval_like.api.generation import GenerationParameters
 
 
 class RequestType(str, Enum):

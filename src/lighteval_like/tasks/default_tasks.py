@@ -7,7 +7,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 
 from __future__ import annotations
 
-from lighteval_like.metrics import GSM8K_FLEXIBLE, GSM8K_STRICT
+from lighteval_like.metrics.library import GSM8K_FLEXIBLE, GSM8K_STRICT
 from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, ifeval, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
 

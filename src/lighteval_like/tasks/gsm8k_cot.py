@@ -13,8 +13,8 @@ strict match and the mean correctness over the samples.
 
 from __future__ import annotations
 
-from lighteval_like.generation_params import GenerationParameters
-from lighteval_like.metrics import GSM8K_COT_STRICT, GSM8K_FLEXIBLE, OverSamples, gsm8k_cot_vote, gsm8k_gold
+from lighteval_like.api.generation import GenerationParameters
+from lighteval_like.metrics.library import GSM8K_COT_STRICT, GSM8K_FLEXIBLE, OverSamples, gsm8k_cot_vote, gsm8k_gold
 from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
 
 # (question, answer) of the exemplars, the answers ending "The answer is N."

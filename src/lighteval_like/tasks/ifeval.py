@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from lighteval_like.metrics import Metric
+from lighteval_like.metrics.library import Metric
 from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
 from lighteval_like.tasks.ifeval_instructions import follows, validate
 

@@ -17,8 +17,8 @@ import re
 import shutil
 import tempfile
 
-from lighteval_like.cache import CACHE_ENV, DEFAULT_CACHE_ROOT
-from lighteval_like.errors import LightevalLikeError
+from lighteval_like.api.errors import LightevalLikeError
+from lighteval_like.evaluation.cache import CACHE_ENV, DEFAULT_CACHE_ROOT
 
 PUNKT_LANGUAGE = "english"
 MODEL_FILES = ("abbrev_types.txt", "collocations.tab", "sent_starters.txt", "ortho_context.tab")

@@ -7,11 +7,11 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from lighteval_like.errors import TaskSpecError, UsageError
-from lighteval_like.metrics import resolve_metrics
-from lighteval_like.task_specs import TaskSpec, visible
+from lighteval_like.api.errors import TaskSpecError, UsageError
+from lighteval_like.metrics.library import resolve_metrics
 from lighteval_like.tasks.config import TaskConfig, TaskGroup
 from lighteval_like.tasks.default_tasks import GROUPS, TASKS_TABLE
+from lighteval_like.tasks.specs import TaskSpec, visible
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,212 @@
+"""Flags -> configs -> `Pipeline`, for each entry point; plus `tasks inspect`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+from lighteval_like.api.errors import UsageError
+from lighteval_like.api.generation import parse_gen_kwargs
+from lighteval_like.api.typed_config import keys_of
+from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+from lighteval_like.evaluation.reasoning import parse_reasoning_tags
+from lighteval_like.models.model_args import (
+    ModelConfig,
+    TransformersModelConfig,
+    VLLMModelConfig,
+    load_model_config,
+    parse_model_args,
+)
+from lighteval_like.results.outputs import EvaluationResult
+from lighteval_like.tasks.config import TaskConfig
+from lighteval_like.tasks.docs import load_task_data
+
+
+def model_config_from_flags(model_args: str | None, model_config_path: str | None,
+                            cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
+    if bool(model_args) == bool(model_config_path):
+        raise UsageError("pass exactly one of --model_args 'pretrained=...,dtype=...' or --model_config_path <yaml>")
+    return parse_model_args(model_args, cls) if model_args else load_model_config(model_config_path, cls)
+
+
+def run_accelerate(
+    model_args: str | None,
+    model_config_path: str | None,
+    override_batch_size: int,
+    cache_dir: str | None,
+    gen_kwargs: str | None = None,
+    remove_reasoning_tags: bool = False,
+    reasoning_tags: str | None = None,
+    **pipeline_flags,
+) -> EvaluationResult | None:
+    """Evaluate under Accelerate: one process, or data parallel under `accelerate launch`."""
+    from lighteval_like.models.transformers.model import TransformersModel
+    from lighteval_like.runtime.launch import accelerate_context
+
+    if override_batch_size == 0 or override_batch_size < -1:
+        raise UsageError(f"--override_batch_size {override_batch_size} is not valid: pass a positive number of "
+                         f"sequences per forward pass, or -1 (the default) for automatic")
+    config = model_config_from_flags(model_args, model_config_path)
+    if cache_dir:
+        config.cache_dir = cache_dir
+    batch_size = override_batch_size if override_batch_size > 0 else None
+    generation = generation_options(config.generation_parameters, gen_kwargs, remove_reasoning_tags, reasoning_tags)
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size, **generation)
+    process, device = accelerate_context()
+
+    def load_model() -> TransformersModel:
+        return TransformersModel(config, batch_size=batch_size, device=device, show_progress=process.is_main)
+
+    return Pipeline(params, load_model, process, model_args_record(config)).evaluate()
+
+
+def generation_options(defaults, gen_kwargs: str | None, remove_reasoning_tags: bool,
+                       reasoning_tags: str | None) -> dict:
+    """`PipelineParameters.generation` (`--gen_kwargs` over the model's generation_parameters)
+    and `.reasoning_tags`, from the flags both entry points share."""
+    if reasoning_tags and not remove_reasoning_tags:
+        raise UsageError("--reasoning_tags names the tags --remove_reasoning_tags cuts out: pass both")
+    return {
+        "generation": parse_gen_kwargs(gen_kwargs).over(defaults),
+        "reasoning_tags": parse_reasoning_tags(reasoning_tags) if remove_reasoning_tags else None,
+    }
+
+
+def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+             gen_kwargs: str | None = None, remove_reasoning_tags: bool = False, reasoning_tags: str | None = None,
+             **pipeline_flags) -> EvaluationResult:
+    """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
+    from lighteval_like.models.vllm.model import VLLMModel, require_vllm
+
+    config = model_config_from_flags(model_args, model_config_path, VLLMModelConfig)
+    require_vllm()  # before the data loads
+    if cache_dir:
+        config.cache_dir = cache_dir
+    pipeline_flags["use_chat_template"] = pipeline_flags.get("use_chat_template") or config.use_chat_template
+    generation = generation_options(None, gen_kwargs, remove_reasoning_tags, reasoning_tags)
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=config.batch_size, **generation)
+    model: VLLMModel | None = None
+
+    def load_model() -> VLLMModel:
+        nonlocal model
+        model = VLLMModel(config)
+        return model
+
+    try:
+        return Pipeline(params, load_model, model_args=model_args_record(config)).evaluate()
+    finally:
+        if model is not None:
+            model.close()
+
+
+def model_args_record(config: TransformersModelConfig | VLLMModelConfig) -> dict:
+    """The model args as recorded in the results and fingerprinted by the response cache
+    (internal fields, such as where files are cached, are not model args)."""
+    values = {k: getattr(config, k) for k in keys_of(type(config))}
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
+
+
+def run_distributed(
+    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
+) -> EvaluationResult | None:
+    """Evaluate under torchrun over a (dp, pp, tp) mesh: the same pipeline as `accelerate`,
+    with the model placed on the mesh by the runtime. Returns the results on global rank 0."""
+    from lighteval_like.cli.override_config import load_override_config
+    from lighteval_like.runtime.faults import fail_rank
+    from lighteval_like.runtime.launch import DistributedSession, torchrun_env
+
+    override = load_override_config(lighteval_config_path)
+    config, model_class, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
+    env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
+    override.apply_to_model(config)
+    params = override.pipeline_parameters()
+    options = generation_options(config.generation_parameters, None, override.tasks.remove_reasoning_tags,
+                                 override.tasks.reasoning_tags)
+    params.generation, params.reasoning_tags = options["generation"], options["reasoning_tags"]
+    if params.checkpoint_step is None:
+        params.checkpoint_step = step
+    session = None
+    try:
+        session = DistributedSession.start(override.parallelism, env, config.device)
+
+        def load_model():
+            return model_class(config, batch_size=override.batch_size, show_progress=session.process.is_main,
+                               placement=session.placement())
+
+        result = Pipeline(params, load_model, session.process, model_args_record(config)).evaluate()
+    except BaseException as error:  # any rank's failure ends every rank (see fail_rank)
+        fail_rank(error, env, debug)
+    session.close()
+    return result
+
+
+def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersModelConfig, Callable, int | None]:
+    """`--checkpoint_config_path`: a nanotron checkpoint's config.yaml (or its step or run folder),
+    read as it is, or our own model YAML; returns the model args, the backend class to load and
+    the training step (None for our own format)."""
+    from lighteval_like.cli.override_config import load_checkpoint_config
+    from lighteval_like.models.nanotron.checkpoint import is_nanotron_config, resolve_checkpoint
+    from lighteval_like.models.transformers.model import TransformersModel
+
+    if is_nanotron_config(path):
+        from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
+
+        checkpoint = resolve_checkpoint(path)
+        model_class = functools.partial(NanotronCheckpointModel, checkpoint=checkpoint)
+        return model_config_for(checkpoint, tokenizer=tokenizer), model_class, checkpoint.step
+    config = load_checkpoint_config(path)
+    if tokenizer:
+        config.tokenizer = tokenizer
+    return config, TransformersModel, None
+
+
+def _fewshot_source(cfg: TaskConfig) -> str:
+    if cfg.fewshot_rows:
+        return f"the task's {len(cfg.fewshot_rows)} fixed examples"
+    return cfg.few_shots_split or cfg.evaluation_split + " (doc excluded)"
+
+
+def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_dir: str | None) -> str:
+    """Config, dataset and one rendered prompt (when the data can be loaded)."""
+    from lighteval_like.api.errors import DatasetUnavailableError
+    from lighteval_like.evaluation.samples import PromptOptions, build_samples
+    from lighteval_like.metrics.library import resolve_metrics
+    from lighteval_like.tasks.data import DataSource
+    from lighteval_like.tasks.registry import Registry, ResolvedTask
+    from lighteval_like.tasks.specs import TaskSpec
+
+    registry = Registry(custom_tasks)
+    full = name if "|" in name else next((n for n in registry.names() if n.split("|", 1)[1] == name), name)
+    cfg = registry.get(full)
+    lines = [
+        f"task:          {cfg.full_name}",
+        f"dataset:       {cfg.hf_repo} (subset {cfg.hf_subset or 'default'})"
+        + (" [generated locally, no download]" if cfg.data_builder else ""),
+        f"splits:        evaluation={cfg.evaluation_split} few-shot={_fewshot_source(cfg)} sampler={cfg.few_shots_select}",
+        f"request type:  {cfg.request_type.value}",
+        f"metrics:       {', '.join(m.name for m in resolve_metrics(cfg))}",
+        f"prompt:        {cfg.prompt_function.__module__}.{cfg.prompt_function.__name__}",
+    ]
+    if cfg.generation_size:
+        lines.append(f"generation:    max {cfg.generation_size} tokens, stop at {list(cfg.stop_sequences)}")
+    if cfg.generation_parameters:
+        lines.append(f"parameters:    {cfg.generation_parameters.record()}")
+    task = ResolvedTask(TaskSpec(cfg.suite, cfg.name, num_fewshot, False), cfg)
+    try:
+        data = load_task_data(DataSource.from_env(dataset_dir), task, max_samples=1, skip_bad=False)
+    except DatasetUnavailableError as e:
+        lines.append(f"example:       unavailable ({e})")
+        return "\n".join(lines)
+    sample = build_samples(data, PromptOptions())[0]
+    lines.append(f"\n--- example prompt (doc 0, {num_fewshot}-shot) ---")
+    for context in dict.fromkeys(sample.contexts):
+        lines.append(context)
+        lines.append("---")
+    for i, request in enumerate(sample.requests):
+        target = getattr(request, "continuation", None) or getattr(request, "text", None)
+        if target is None:
+            target = f"<greedy generation, stop at {list(request.stop_sequences)}>"
+        gold = " (gold)" if i in sample.doc.gold_indices else ""
+        lines.append(f"choice {i}{gold}: {target!r}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Responses -> scores: each task's metrics per sample, their aggregation with a stderr, the
+averages of task groups (`leaderboard|mmlu:_average|5`, `bigbench|_average|0`) and the overall
+`all` average."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from lighteval_like.api.errors import UsageError
+from lighteval_like.evaluation.reasoning import unclosed_count
+from lighteval_like.evaluation.samples import Sample
+from lighteval_like.metrics.library import aggregate, resolve_metrics
+from lighteval_like.metrics.sandbox import Isolation, require_isolation
+from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
+from lighteval_like.tasks.config import TaskGroup
+from lighteval_like.tasks.docs import TaskData
+
+
+def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | None = None) -> TaskScores:
+    """Fill each sample's `metrics` and aggregate them (metrics no sample has are left out)."""
+    settings = samples[0].generation if samples else None
+    metrics = resolve_metrics(data.task.config, settings.num_samples if settings else 1)
+    for m in metrics:
+        if m.batch_fn is not None:
+            values = m.batch_fn(samples, isolation) if samples else []
+        else:
+            values = [m.sample_fn(s.doc, s.responses) for s in samples]
+        for s, value in zip(samples, values):
+            s.metrics[m.name] = value
+    scores: TaskScores = {}
+    for m in metrics:
+        values = [s.metrics[m.name] for s in samples]
+        if values:
+            scores[m.name] = MetricScore(*aggregate(m, values))
+    return scores
+
+
+def _mean(scores: list[MetricScore]) -> MetricScore:
+    return MetricScore(sum(s.value for s in scores) / len(scores), sum(s.stderr for s in scores) / len(scores))
+
+
+def _mean_per_metric(scores: list[TaskScores]) -> TaskScores:
+    """Each metric's mean (and mean stderr) over the tasks that have it."""
+    names = sorted({m for s in scores for m in s})
+    return {m: _mean([s[m] for s in scores if m in s]) for m in names}
+
+
+def group_averages(groups: list[TaskGroup], data: list[TaskData], results: dict[str, TaskScores]) -> dict[str, TaskScores]:
+    """Per group and few-shot count, the mean over the members that ran with it (two or more)."""
+    out: dict[str, TaskScores] = {}
+    for group in groups:
+        members = set(group.members)
+        by_fewshot: dict[int, list[str]] = {}
+        for td in data:
+            if td.task.config.full_name in members:
+                by_fewshot.setdefault(td.task.spec.num_fewshot, []).append(td.task.key)
+        for num_fewshot, keys in by_fewshot.items():
+            if len(keys) >= 2:
+                out[group.average_key(num_fewshot)] = _mean_per_metric([results[k] for k in keys])
+    return out
+
+
+def overall(results: dict[str, TaskScores]) -> TaskScores:
+    """Mean of each metric (and of its stderr) over the evaluated tasks (pass tasks, not groups)."""
+    return _mean_per_metric(list(results.values()))
+
+
+def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
+    truncated = sum(s.fewshot_truncated or any(r.input_truncated for r in s.responses) for s in samples)
+    return TaskSummary(
+        hashes={
+            "examples": text_hash(json.dumps(asdict(s.doc), sort_keys=True, default=str) for s in samples),
+            "full_prompts": text_hash(c for s in samples for c in s.contexts),
+            "requests": text_hash(repr(r) for s in samples for r in s.requests),
+        },
+        num_samples=len(samples),
+        num_docs=len(td.docs),
+        skipped_bad_samples=td.skipped,
+        truncated=truncated,
+        non_truncated=len(samples) - truncated,
+        effective_few_shots=(sum(s.num_fewshot for s in samples) / len(samples)) if samples else 0.0,
+        requested_few_shots=td.task.spec.num_fewshot,
+        fewshot_split=td.fewshot_split,
+        generation_parameters=samples[0].generation.record() if samples and samples[0].generation else None,
+        unclosed_reasoning=unclosed_count(samples),
+    )
+
+
+def score_run(
+    data: list[TaskData], samples: list[Sample], groups: list[TaskGroup], isolation: Isolation | None = None
+) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
+    """Scores of every task, the averages of `groups` and `all`; and each task's summary. Programs
+    of code tasks run at `isolation` (the level `permit_code_execution` chose)."""
+    by_task: dict[str, list[Sample]] = {td.task.key: [] for td in data}
+    for s in samples:
+        by_task[s.task_key].append(s)
+    results = {td.task.key: score_task(td, by_task[td.task.key], isolation) for td in data}
+    summaries = {td.task.key: summarise_task(td, by_task[td.task.key]) for td in data}
+    averages = group_averages(groups, data, results)
+    everything = overall(results)
+    results.update(averages)
+    results["all"] = everything
+    return results, summaries
+
+
+def metric_info(data: list[TaskData], samples: list[Sample], results: dict[str, TaskScores]) -> dict[str, dict]:
+    """{task full name: {metric: {"aggregation", "higher_is_better"}}} for every metric the task
+    reports (`config_tasks.<task>.metric_info`: how `compare` and `report` read its results)."""
+    settings = {}
+    for s in samples:
+        settings.setdefault(s.task_key, s.generation)
+    out: dict[str, dict] = {}
+    for td in data:
+        generation = settings.get(td.task.key)
+        info = out.setdefault(td.task.config.full_name, {})
+        for m in resolve_metrics(td.task.config, generation.num_samples if generation else 1):
+            if m.name in results.get(td.task.key, {}):
+                info[m.name] = {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}
+    return out
+
+
+def cleanup_failures(samples: list[Sample]) -> int:
+    """Programs of code tasks whose clean-up failed (each sample's `extras` says what was left)."""
+    runs = [r for s in samples for r in s.extras.get("executions", [s.extras.get("execution") or {}])]
+    return sum(1 for r in runs if r.get("cleanup"))
+
+
+def permit_code_execution(tasks: list, allowed: bool, allow_weaker: bool) -> Isolation | None:
+    """Before anything loads: the isolation level for the given tasks' programs (None when no
+    task runs code), or one line saying what to pass when the user has not opted in."""
+    running = [t.config.full_name for t in tasks if any(m.executes_code for m in resolve_metrics(t.config))]
+    if not running:
+        return None
+    if not allowed:
+        raise UsageError(
+            f"{', '.join(running)} run{'s' if len(running) == 1 else ''} the code the model writes: pass "
+            "--allow_code_execution to allow it (each program runs sandboxed; see the README)"
+        )
+    return require_isolation(allow_weaker)

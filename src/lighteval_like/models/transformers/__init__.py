@@ -1,0 +1,1 @@
+"""The transformers backend: model loading, scoring, and the continuous-batching generation engine."""

@@ -1,0 +1,1 @@
+"""The vLLM backend: one engine in process, or data-parallel replicas in their own processes."""
