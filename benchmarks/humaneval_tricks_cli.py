@@ -87,20 +87,11 @@ def probe_fingerprint(model_args: str, args, cache_dir: str, work: str) -> tuple
     return os.path.basename(files[0])[: -len(".sqlite")], json.loads(row[0]) if row else {}
 
 
-class _PromptOnlyModel:
-    """What `Pipeline.build_samples` asks of a model for HumanEval (no truncation, no chat template)."""
-
-    max_length = None
-
-    @staticmethod
-    def count_tokens(text: str) -> int:
-        return len(text)
-
-
 def run_samples(model_args: str, args, cache_dir: str) -> list:
     """The samples (with their requests) the CLI builds for these flags, by the pipeline's own code."""
     from lighteval_like.cli.entrypoints import generation_options, model_config_from_flags
     from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
+    from lighteval_like.models.prompt_encoder import TextEncoder
 
     config = model_config_from_flags(model_args, None)
     generation = generation_options(config.generation_parameters, None, False, None)
@@ -108,14 +99,14 @@ def run_samples(model_args: str, args, cache_dir: str) -> list:
                                 cache_dir=cache_dir, save_details=True, allow_code_execution=True, **generation)
     pipeline = Pipeline(params, model_factory=None)
     data = pipeline.load_data(pipeline.resolve_tasks())
-    return pipeline.build_samples(data, _PromptOnlyModel())
+    return pipeline.build_samples(data, TextEncoder())  # HumanEval: no truncation, no chat template
 
 
 def seed_cache(cache_dir: str, fingerprint: str, description: dict, samples: list, completions: list[str],
                count_tokens) -> None:
     """Store each sample's completion as the model's response to its generation request."""
+    from lighteval_like.api.requests import GenerationResponse
     from lighteval_like.evaluation.cache import ResponseCache, response_cache_dir
-    from lighteval_like.models.base import GenerationResponse
 
     cache = ResponseCache(response_cache_dir(cache_dir), fingerprint, description=description)
     try:

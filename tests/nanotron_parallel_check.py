@@ -44,7 +44,7 @@ def id_tokenizer(folder: str, size: int) -> str:
 
 
 def check(name: str, layout, workdir: str) -> tuple[float, float | None]:
-    from lighteval_like.models.base import LoglikelihoodRequest
+    from lighteval_like.api.requests import LoglikelihoodRequest
     from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
     from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
     from lighteval_like.runtime.placement import MeshPlacement

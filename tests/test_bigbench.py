@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import run_cli, write_rows
 
+from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.evaluation.samples import fewshot_examples
 from lighteval_like.evaluation.scoring import group_averages, overall
 from lighteval_like.metrics.library import EXACT_MATCH_IGNORE_PUNCTUATION
-from lighteval_like.models.base import GenerationResponse
 from lighteval_like.results.record import MetricScore
 from lighteval_like.tasks import TaskConfig, TaskFamily, parse_members, prompts
 from lighteval_like.tasks.bigbench import BBH

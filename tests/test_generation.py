@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_transformers_model import FEWSHOT, GEN_CONTEXTS, _hf, _hf_greedy, load, model_path  # noqa: F401
 
-from lighteval_like.models.base import GenerationRequest
+from lighteval_like.api.requests import GenerationRequest
 from lighteval_like.models.transformers import generation
 from lighteval_like.models.transformers.decoding import IncrementalText
 from lighteval_like.models.transformers.generation import MIN_SHARED_PREFIX, Prompt, prefix_groups
@@ -27,7 +27,7 @@ def _expected(path: str, requests: list[GenerationRequest]) -> list[tuple[str, i
     """One request at a time through transformers' `generate`."""
     out = []
     for r in requests:
-        text, new = _hf_greedy(path, r.context, r.max_new_tokens)
+        text, new = _hf_greedy(path, r.prompt.text, r.max_new_tokens)
         out.append((text, len(new)))
     return out
 

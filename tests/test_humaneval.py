@@ -15,11 +15,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_rows
+from fakes import WordEncoder
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.metrics.sandbox import PASSED, Isolation, detect_isolation, run_programs
-from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
+from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo
 from lighteval_like.tasks.humaneval import (
     EVALUATION_SPLIT,
     GENERATION_SIZE,
@@ -169,6 +171,7 @@ class CompletionModel(LanguageModel):
     """Answers each prompt with the completion the test chose for it (no model weights needed)."""
 
     max_length = 4096
+    encoder = WordEncoder(4096)
 
     def __init__(self, completions: dict[str, str]):
         self.completions = completions
@@ -179,10 +182,7 @@ class CompletionModel(LanguageModel):
     loglikelihood_rolling = loglikelihood
 
     def greedy_until(self, requests, plan=None):
-        return [GenerationResponse(self.completions[r.context], 3) for r in requests]
-
-    def count_tokens(self, text):
-        return len(text.split())
+        return [GenerationResponse(self.completions[r.prompt.text], 3) for r in requests]
 
     def info(self):
         return ModelInfo(ModelIdentity("completion-model"))
@@ -277,7 +277,7 @@ class SeededCompletionModel(CompletionModel):
         assert all(not r.sampling.greedy and r.seed is not None for r in requests)
         self.passing: dict[str, list[bool]] = {}
         for r in requests:
-            self.passing.setdefault(r.context, []).append(r.seed % 3 == 0)
+            self.passing.setdefault(r.prompt.text, []).append(r.seed % 3 == 0)
         return [GenerationResponse("    return a + b\n" if r.seed % 3 == 0 else "    return a - b\n", 3) for r in requests]
 
 

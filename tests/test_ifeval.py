@@ -12,12 +12,14 @@ import signal
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli, write_rows
+from fakes import MarkerChatEncoder, WordEncoder
 from hooks import cache_rows, run_and_kill
 
+from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import DEFAULT_TAGS
 from lighteval_like.evaluation.response_scoring import score_responses
-from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
+from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo
 from lighteval_like.tasks import ifeval_text
 from lighteval_like.tasks.data import DATA_DIR_ENV
 from lighteval_like.tasks.ifeval import ifeval, loose_variants, verdicts
@@ -234,6 +236,7 @@ class ScriptedModel(LanguageModel):
     'a plain answer'."""
 
     max_length = 4096
+    encoder = WordEncoder(4096)
 
     def loglikelihood(self, requests, plan=None):
         raise AssertionError("ifeval asks for generations only")
@@ -241,11 +244,8 @@ class ScriptedModel(LanguageModel):
     loglikelihood_rolling = loglikelihood
 
     def greedy_until(self, requests, plan=None):
-        return [GenerationResponse(next((a for p, a in ANSWERS.items() if p in r.context), "a plain answer"), 9)
+        return [GenerationResponse(next((a for p, a in ANSWERS.items() if p in r.prompt.text), "a plain answer"), 9)
                 for r in requests]
-
-    def count_tokens(self, text):
-        return len(text.split())
 
     def info(self):
         return ModelInfo(ModelIdentity("scripted-model"))
@@ -254,8 +254,7 @@ class ScriptedModel(LanguageModel):
 class ChatModel(ScriptedModel):
     """The scripted model with a chat template of visible role markers."""
 
-    def apply_chat_template(self, messages: list[dict]) -> str:
-        return "".join(f"<|{m['role']}|>{m['content']}<|end|>\n" for m in messages) + "<|assistant|>"
+    encoder = MarkerChatEncoder(4096)
 
 
 def _pipeline_run(tmp_path, rows: list[dict], model=ScriptedModel, **params):

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from lighteval_like.api.doc import Doc
+from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
 from lighteval_like.metrics.library import METRICS, aggregate, resolve_metrics
-from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
-from lighteval_like.tasks.config import Doc
 from lighteval_like.tasks.registry import Registry
 
 

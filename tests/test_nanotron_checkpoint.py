@@ -296,7 +296,7 @@ def word_tokenizer(folder, size: int) -> str:
 def test_backend_in_memory_equals_exported_folder(tmp_path):
     """NanotronCheckpointModel (weights converted in memory) scores what TransformersModel scores
     on the exported folder, with the padding row dropped by the tokenizer's size."""
-    from lighteval_like.models.base import LoglikelihoodRequest
+    from lighteval_like.api.requests import LoglikelihoodRequest
     from lighteval_like.models.model_args import TransformersModelConfig
     from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
     from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for

@@ -12,18 +12,18 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from lighteval_like.api.errors import ModelArgsError, TaskSpecError
-from lighteval_like.evaluation.cache import (
-    ResponseCache,
-    decode_response,
-    encode_response,
-    request_key,
-)
-from lighteval_like.models.base import (
+from lighteval_like.api.requests import (
     GenerationRequest,
     GenerationResponse,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
     RollingRequest,
+)
+from lighteval_like.evaluation.cache import (
+    ResponseCache,
+    decode_response,
+    encode_response,
+    request_key,
 )
 from lighteval_like.models.model_args import (
     TransformersModelConfig,

@@ -8,10 +8,12 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
+from fakes import WordEncoder
 
+from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import DEFAULT_TAGS, Reasoning, parse_reasoning_tags, split_reasoning
-from lighteval_like.models.base import GenerationResponse, LanguageModel, ModelIdentity, ModelInfo
+from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo
 
 
 @pytest.mark.parametrize("text, answer, reasoning, closed", [
@@ -38,6 +40,7 @@ class ThinkingModel(LanguageModel):
     of the test mirror (golds 10, 12, 14)."""
 
     max_length = 4096
+    encoder = WordEncoder(4096)
     SCRIPT = {"sold 10 clips": "<think>10 + 0 = 10, so</think> #### 10", "sold 11 clips": "<think>11 + 1 is #### 12",
               "sold 12 clips": "#### 14"}
 
@@ -47,11 +50,8 @@ class ThinkingModel(LanguageModel):
     loglikelihood_rolling = loglikelihood
 
     def greedy_until(self, requests, plan=None):
-        return [GenerationResponse(self.SCRIPT[next(k for k in self.SCRIPT if k in r.context)], 9)
+        return [GenerationResponse(self.SCRIPT[next(k for k in self.SCRIPT if k in r.prompt.text)], 9)
                 for r in requests]
-
-    def count_tokens(self, text):
-        return len(text.split())
 
     def info(self):
         return ModelInfo(ModelIdentity("thinking-model"))

@@ -19,16 +19,10 @@ from conftest import run_cli
 from hooks import cache_rows, run_and_kill
 
 from lighteval_like.api.errors import CacheError, LightevalLikeError
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResponse, RollingRequest
 from lighteval_like.evaluation.cache import ResponseCache, model_fingerprint, response_cache_dir
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
-from lighteval_like.models.base import (
-    GenerationRequest,
-    LanguageModel,
-    LoglikelihoodRequest,
-    LoglikelihoodResponse,
-    ModelIdentity,
-    RollingRequest,
-)
+from lighteval_like.models.base import LanguageModel, ModelIdentity
 from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 from lighteval_like.results import outputs
@@ -106,7 +100,7 @@ class CountingModel(LanguageModel):
             if number == self.die_after_batches:
                 raise RuntimeError("simulated crash")
             batch = requests[start : start + 2]
-            answers = [LoglikelihoodResponse(-float(len(r.context + r.continuation)), False, 1) for r in batch]
+            answers = [LoglikelihoodResponse(-float(len(r.prompt.text + r.continuation)), False, 1) for r in batch]
             self.computed += batch
             out += answers
             if self.report:
@@ -118,9 +112,6 @@ class CountingModel(LanguageModel):
 
     def greedy_until(self, requests):
         raise NotImplementedError
-
-    def count_tokens(self, text: str) -> int:
-        return len(text)
 
     def info(self) -> dict:
         return {"model_name": "counting"}
@@ -209,9 +200,8 @@ RANK_SCRIPT = textwrap.dedent('''
     from dataclasses import asdict
     import torch.distributed as dist
     from lighteval_like.evaluation.execution import CacheSettings, execute
-    from lighteval_like.models.base import (
-        LanguageModel, LoglikelihoodRequest, LoglikelihoodResponse, ModelIdentity, ModelInfo,
-    )
+    from lighteval_like.api.requests import LoglikelihoodRequest, LoglikelihoodResponse
+    from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo
     from lighteval_like.runtime import ProcessContext
 
     rank, world, store, cache_dir, n, out = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
@@ -221,14 +211,13 @@ RANK_SCRIPT = textwrap.dedent('''
         max_length = 1000
         computed = []
         def loglikelihood(self, requests, plan=None):
-            answers = [LoglikelihoodResponse(-float(len(r.context)), False, 1) for r in requests]
+            answers = [LoglikelihoodResponse(-float(len(r.prompt.text)), False, 1) for r in requests]
             for i in range(len(requests)):
                 self._batch_done(requests[i : i + 1], answers[i : i + 1])
             self.computed += requests
             return answers
         def loglikelihood_rolling(self, requests, plan=None): raise NotImplementedError
         def greedy_until(self, requests, plan=None): raise NotImplementedError
-        def count_tokens(self, text): return len(text)
         def info(self): return ModelInfo(ModelIdentity("fake"))
 
     model = Model()
@@ -236,7 +225,7 @@ RANK_SCRIPT = textwrap.dedent('''
     execution = execute(requests, model, ProcessContext(rank, world, rank == 0),
                         CacheSettings({"pretrained": "fake"}, cache_dir))
     answers = execution.answers
-    right = answers is None or all(answers[r].logprob == -float(len(r.context)) for r in requests)
+    right = answers is None or all(answers[r].logprob == -float(len(r.prompt.text)) for r in requests)
     json.dump({"computed": len(model.computed), "summary": asdict(execution.cache), "right": right},
               open(out, "w"))
     dist.destroy_process_group()
@@ -274,7 +263,7 @@ def test_ranks_write_own_shards_and_main_merges(tmp_path):
     # A rank-1 shard left by a killed run, holding responses of requests 10-13.
     leftover = ResponseCache(folder, fingerprint, rank=1, is_main=False)
     more = [LoglikelihoodRequest(f"context {i:03d}", " x") for i in range(10, 14)]
-    leftover.store(more, [LoglikelihoodResponse(-float(len(r.context)), False, 1) for r in more])
+    leftover.store(more, [LoglikelihoodResponse(-float(len(r.prompt.text)), False, 1) for r in more])
     leftover.close()
     assert sorted(os.listdir(folder)) == [f"{fingerprint}.rank1.sqlite", f"{fingerprint}.sqlite"]
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from lighteval_like.api.errors import BadSampleError
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from lighteval_like.evaluation.samples import FEWSHOT_SEPARATOR, PromptOptions, build_samples, fewshot_examples
-from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from lighteval_like.tasks import prompts
 from lighteval_like.tasks.config import RequestType
 from lighteval_like.tasks.docs import TaskData, make_docs
@@ -167,7 +167,7 @@ def test_chat_template_rendering(chat_model):
     """Under a chat template (as lm-eval renders it), the system prompt and the task instruction
     share the system message, shots are user/assistant turns, and continuations have no delimiter."""
     docs, pool = docs_of(MMLU, MMLU_TEST), docs_of(MMLU, MMLU_DEV)
-    options = PromptOptions(system_prompt="Be brief.", chat_formatter=chat_model.apply_chat_template)
+    options = PromptOptions(system_prompt="Be brief.", chat=True, encoder=chat_model.encoder)
     sample = build(MMLU, docs[:1], pool, False, 2, False, options)[0]
     doc, s0, s1 = docs[0][1], pool[0][1], pool[1][1]
     expected = (
@@ -178,10 +178,10 @@ def test_chat_template_rendering(chat_model):
     )
     assert sample.contexts == [expected]
     assert [r.continuation for r in sample.requests] == ["A", "B", "C", "D"]
-    chat_only = PromptOptions(chat_formatter=chat_model.apply_chat_template)
+    chat_only = PromptOptions(chat=True, encoder=chat_model.encoder)
     zero = build(MMLU, docs[:1], pool, False, 0, False, chat_only)[0]
     assert zero.contexts == [f"<|system|>{doc.instruction}<|end|>\n<|user|>{doc.query}<|end|>\n<|assistant|>"]
-    spaced = PromptOptions(system_prompt="Be brief.\n", chat_formatter=chat_model.apply_chat_template)
+    spaced = PromptOptions(system_prompt="Be brief.\n", chat=True, encoder=chat_model.encoder)
     assert build(MMLU, docs[:1], pool, False, 0, False, spaced)[0].contexts[0].startswith(
         f"<|system|>Be brief.\n{doc.instruction}<|end|>"
     )
@@ -189,12 +189,17 @@ def test_chat_template_rendering(chat_model):
     assert arc.contexts[0].startswith("<|user|>")  # no instruction, no system prompt: no system message
 
 
+def fitting(model, max_length: int):
+    """The model's prompt encoder with another context length."""
+    return dataclasses.replace(model.encoder, max_length=max_length)
+
+
 def test_truncate_drops_shots_until_prompt_and_answer_fit(chat_model):
     """truncate=1 removes examples (last first) until context + longest answer <= max_length,
     and records the effective count; truncate=0 keeps them all."""
-    count = chat_model.count_tokens
+    count = chat_model.encoder.count_tokens
     docs = docs_of(GSM8K, GSM8K_ROWS)
-    tight = PromptOptions(count_tokens=count, max_length=10)
+    tight = PromptOptions(encoder=fitting(chat_model, 10))
     untruncated = build(GSM8K, docs[:1], docs, True, 5, False, tight)[0]
     assert untruncated.num_fewshot == 5 and untruncated.fewshot_truncated is False
     task = dataclasses.replace(GSM8K, generation_size=8)
@@ -205,20 +210,20 @@ def test_truncate_drops_shots_until_prompt_and_answer_fit(chat_model):
     }
     assert lengths[2] < lengths[3]
     max_length = lengths[2] + 8  # room for 2 shots + the 8 generated tokens, not for 3
-    options = PromptOptions(count_tokens=count, max_length=max_length)
+    options = PromptOptions(encoder=fitting(chat_model, max_length))
     sample = build(task, docs[:1], docs, True, 5, True, options)[0]
     assert sample.num_fewshot == 2 and sample.fewshot_truncated is True
     assert count(sample.contexts[0]) + 8 <= max_length
     kept = build(task, docs[:1], docs, True, 2, True, options)[0]
     assert kept.num_fewshot == 2 and kept.fewshot_truncated is False
-    tiny = PromptOptions(count_tokens=count, max_length=5)
+    tiny = PromptOptions(encoder=fitting(chat_model, 5))
     nothing_fits = build(task, docs[:1], docs, True, 5, True, tiny)[0]
     assert nothing_fits.num_fewshot == 0 and nothing_fits.fewshot_truncated is True
 
 
 def test_truncate_uses_longest_choice_as_answer_room(chat_model):
     """Without a generation size, the room kept for the answer is the longest choice in tokens."""
-    count = chat_model.count_tokens
+    count = chat_model.encoder.count_tokens
     rows = [{"id": f"q{i}", "question": f"Question {i} about the store?",
              "choices": {"text": ["short", "a much longer answer about the capital of France"], "label": ["A", "B"]},
              "answerKey": "A"} for i in range(4)]
@@ -226,7 +231,7 @@ def test_truncate_uses_longest_choice_as_answer_room(chat_model):
     room = max(count(c) for c in docs[0][1].choices)
     first = fewshot_examples(docs, 3, docs[:1], True, ARC, seed=1234)[0][0]
     one = count(first.as_fewshot_example() + FEWSHOT_SEPARATOR + docs[0][1].query)
-    options = PromptOptions(count_tokens=count, max_length=one + room)
+    options = PromptOptions(encoder=fitting(chat_model, one + room))
     sample = build(ARC, docs[:1], docs, True, 3, True, options)[0]
     assert sample.num_fewshot == 1 and sample.fewshot_truncated is True
 
@@ -239,10 +244,12 @@ def test_loglikelihood_task_shots_join_as_lm_eval(chat_model):
     plain = build(task, docs[:1], docs, True, 1, False, PromptOptions())[0]
     assert plain.contexts == ["the play was  long\n\nshe needed some"]
     assert plain.requests == [LoglikelihoodRequest("the play was  long\n\nshe needed some", " milk")]
-    options = PromptOptions(chat_formatter=chat_model.apply_chat_template)
+    options = PromptOptions(chat=True, encoder=chat_model.encoder)
     chat = build(task, docs[:1], docs, True, 1, False, options)[0]
     assert chat.contexts == ["<|user|>the play was<|end|>\n<|assistant|> long<|end|>\n<|user|>she needed some<|end|>\n<|assistant|>"]
-    assert chat.requests == [LoglikelihoodRequest(chat.contexts[0], " milk")]
+    [request] = chat.requests
+    assert request.prompt.chat and request.continuation == " milk"
+    assert chat_model.encoder.render(request.prompt) == chat.contexts[0]
 
 
 def test_request_types():
@@ -275,7 +282,7 @@ def test_winogrande_context_per_choice():
     (sample,) = build(task, docs_of(task, [row]), [], True, 0, False, PromptOptions())
     prefix = "The cup fell off the table because "
     assert sample.contexts == [prefix + "the cup", prefix + "the table"]
-    assert [r.context for r in sample.requests] == sample.contexts
+    assert [r.prompt.text for r in sample.requests] == sample.contexts
     assert {r.continuation for r in sample.requests} == {" was wobbly."}
     assert sample.doc.gold_indices == [1]
 

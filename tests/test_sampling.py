@@ -19,13 +19,13 @@ from hooks import cache_rows, run_and_kill
 from test_parity_smollm2 import hub_mirror, smollm2  # noqa: F401
 from test_transformers_model import GEN_CONTEXTS, load
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import ConfigError, TaskSpecError
 from lighteval_like.api.generation import GenerationParameters, parse_gen_kwargs, sample_seed
+from lighteval_like.api.requests import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.cli.entrypoints import run_accelerate
 from lighteval_like.metrics.library import OverSamples, majority, pass_at_k, resolve_metrics
-from lighteval_like.models.base import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.models.model_args import parse_model_args
-from lighteval_like.tasks.config import Doc
 from lighteval_like.tasks.registry import Registry
 
 GOLD = Doc("q", ["work\n#### 42"], 0)

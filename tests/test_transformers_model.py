@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from lighteval_like.api.errors import LightevalLikeError
-from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.transformers.model import TransformersModel
 
@@ -116,7 +117,7 @@ def test_loglikelihood_matches_unshared_reference(model_path, shared_prefix, bat
     responses = model.loglikelihood(REQUESTS)
     assert len(responses) == len(REQUESTS)
     for request, response in zip(REQUESTS, responses):
-        logprob, greedy, truncated = reference_loglikelihood(model_path, request.context, request.continuation, 256)
+        logprob, greedy, truncated = reference_loglikelihood(model_path, request.prompt.text, request.continuation, 256)
         assert response.logprob == pytest.approx(logprob, abs=TOL), request
         assert response.is_greedy == greedy
         assert response.input_truncated is truncated is False
@@ -145,7 +146,7 @@ def test_small_rows_and_cached_prefix_match_reference(model_path, monkeypatch):
     for batch_size in (None, 1):
         responses = load(model_path, batch_size=batch_size).loglikelihood(requests)
         for request, response in zip(requests, responses):
-            logprob, greedy, _ = reference_loglikelihood(model_path, request.context, request.continuation, 256)
+            logprob, greedy, _ = reference_loglikelihood(model_path, request.prompt.text, request.continuation, 256)
             assert response.logprob == pytest.approx(logprob, abs=TOL), request
             assert response.is_greedy == greedy
     assert prefix_lengths and min(prefix_lengths) >= 32
@@ -209,7 +210,7 @@ def test_left_truncation_when_context_exceeds_max_length(model_path):
     requests = [LoglikelihoodRequest(long_context, " 3"), LoglikelihoodRequest("What is", " 5")]
     long, short = model.loglikelihood(requests)
     for request, response in zip(requests, (long, short)):
-        logprob, greedy, truncated = reference_loglikelihood(model_path, request.context, request.continuation, 12)
+        logprob, greedy, truncated = reference_loglikelihood(model_path, request.prompt.text, request.continuation, 12)
         assert response.logprob == pytest.approx(logprob, abs=TOL)
         assert response.input_truncated is truncated
     assert long.input_truncated is True and short.input_truncated is False
@@ -333,17 +334,17 @@ def test_count_tokens_and_info(tiny_model):
     """count_tokens uses the encoding without special tokens; info reports the model facts."""
     model = load(tiny_model)
     _, tok = _hf(tiny_model)
-    assert model.count_tokens("What is the capital") == len(_encode(tok, "What is the capital"))
+    assert model.encoder.count_tokens("What is the capital") == len(_encode(tok, "What is the capital"))
     info = model.info().as_record()
     assert info["max_length"] == 256 and info["model_dtype"] == "float32"
     assert info["model_name"] == tiny_model.rstrip("/").split("/")[-1]
 
 
 def test_chat_template_required(tiny_model):
-    """apply_chat_template on a tokenizer without a template is a clear error."""
+    """A chat prompt on a tokenizer without a template is a clear error."""
     model = load(tiny_model)
     with pytest.raises(LightevalLikeError, match="has no chat template"):
-        model.apply_chat_template([{"role": "user", "content": "hi"}])
+        model.encoder.render(Prompt.from_messages([("user", "hi")]))
 
 
 @pytest.mark.parametrize("dtype, layer, rel_tol", [("8bit", "Linear8bitLt", 0.05), ("4bit", "Linear4bit", 0.3)])

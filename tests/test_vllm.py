@@ -172,7 +172,7 @@ def test_the_engine_runs_with_the_model_args(engine, vllm_folder):
 
 
 def _requests():
-    from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, RollingRequest
+    from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
 
     question = "Question: What is the capital of France?\nAnswer:"
     scored = [LoglikelihoodRequest(question, c) for c in (" Paris is the capital", " fire", " water B. fire")]
@@ -189,7 +189,7 @@ def _greedy_request(reference):
     """A one-token continuation that is the argmax after its context (and encodes back to itself)."""
     import torch
 
-    from lighteval_like.models.base import LoglikelihoodRequest
+    from lighteval_like.api.requests import LoglikelihoodRequest
 
     for context in ("0 1 2 3", "Question: What is", "She walked to the", "The play was", "A. water B."):
         ids = reference.encoder.encode(context)
@@ -342,7 +342,7 @@ def test_tensor_parallel_size_not_dividing_the_heads(tmp_path, mirror):
 def test_sampled_generations_follow_their_seeds_not_the_batch(engine):
     """Each sampled request draws from its own seed: the same texts alone, together or in another
     order; other seeds give other texts; greedy requests beside them stay greedy."""
-    from lighteval_like.models.base import GenerationRequest, SamplingParams
+    from lighteval_like.api.requests import GenerationRequest, SamplingParams
 
     hot = SamplingParams(temperature=1.0, top_k=50, top_p=0.95)
     sampled = [GenerationRequest("0 1 2 3", (), 12, hot, seed) for seed in (1, 2, 3, 4)]

@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass
 
 from lighteval_like.api.errors import ConfigError
+from lighteval_like.api.requests import SamplingParams
 from lighteval_like.api.typed_config import Vocabulary, build, short
-from lighteval_like.models.base import SamplingParams
 
 
 @dataclass(frozen=True)

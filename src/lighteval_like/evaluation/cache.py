@@ -25,14 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from lighteval_like.api.errors import CacheError
-from lighteval_like.models.base import (
-    GenerationResponse,
-    LanguageModel,
-    LoglikelihoodResponse,
-    ModelIdentity,
-    Request,
-    Response,
-)
+from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse, Request, Response, request_identity
+from lighteval_like.models.base import LanguageModel, ModelIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +86,8 @@ def model_fingerprint(model_args: dict, identity: ModelIdentity) -> tuple[str, d
 
 
 def request_key(request: Request) -> str:
-    """Stable key of a request: its type and every field (context, continuation, stop, ...)."""
-    text = json.dumps([type(request).__name__, asdict(request)], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """A request's row key: the digest of its identity (`api.requests.request_identity`)."""
+    return hashlib.sha256(request_identity(request).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def encode_response(response: Response) -> str:

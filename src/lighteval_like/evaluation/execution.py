@@ -4,30 +4,30 @@ and the responses gathered on the main process."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from lighteval_like.evaluation.cache import CacheSummary, ResponseCache, model_fingerprint, response_cache_dir
-from lighteval_like.models.base import (
+from lighteval_like.api.requests import (
     GenerationRequest,
-    LanguageModel,
     LoglikelihoodRequest,
     Request,
     Response,
     RollingRequest,
+    request_identity,
 )
+from lighteval_like.evaluation.cache import CacheSummary, ResponseCache, model_fingerprint, response_cache_dir
+from lighteval_like.models.base import LanguageModel
 from lighteval_like.runtime import ProcessContext
 
 logger = logging.getLogger(__name__)
 
 # Request kind, the model method answering it, and a cost estimate that balances the shards.
 KINDS: list[tuple[type, str, Callable[[Request], int]]] = [
-    (LoglikelihoodRequest, "loglikelihood", lambda r: len(r.context) + len(r.continuation)),
+    (LoglikelihoodRequest, "loglikelihood", lambda r: len(r.prompt.text) + len(r.continuation)),
     (RollingRequest, "loglikelihood_rolling", lambda r: len(r.text)),
-    (GenerationRequest, "greedy_until", lambda r: len(r.context) + 4 * (r.max_new_tokens or 256)),
+    (GenerationRequest, "greedy_until", lambda r: len(r.prompt.text) + 4 * (r.max_new_tokens or 256)),
 ]
 
 
@@ -95,7 +95,7 @@ def execute(requests: list[Request], model: LanguageModel, process: ProcessConte
     timings: dict[str, float] = {}
     try:
         for kind, method_name, weight in KINDS:
-            todo = sorted((r for r in unique if isinstance(r, kind) and r not in cached), key=lambda r: json.dumps(asdict(r)))
+            todo = sorted((r for r in unique if isinstance(r, kind) and r not in cached), key=request_identity)
             if not todo:
                 continue
             mine, plan = _my_share(model, todo, process, weight)

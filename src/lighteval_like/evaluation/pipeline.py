@@ -22,6 +22,7 @@ from lighteval_like.evaluation.samples import PromptOptions, Sample, build_sampl
 from lighteval_like.evaluation.scoring import cleanup_failures, metric_info, permit_code_execution, score_run
 from lighteval_like.metrics.sandbox import Isolation
 from lighteval_like.models.base import LanguageModel
+from lighteval_like.models.prompt_encoder import PromptEncoder
 from lighteval_like.results import outputs
 from lighteval_like.results.outputs import EvaluationResult
 from lighteval_like.results.record import GeneralSummary, RunReport, general_config, text_hash
@@ -79,12 +80,10 @@ class Pipeline:
         )
         return [load_task_data(source, t, p.max_samples, p.skip_bad_samples) for t in self._progress(tasks, "loading data")]
 
-    def build_samples(self, data: list[TaskData], model: LanguageModel) -> list[Sample]:
-        chat = getattr(model, "apply_chat_template", None) if self.params.use_chat_template else None
+    def build_samples(self, data: list[TaskData], encoder: PromptEncoder) -> list[Sample]:
         options = PromptOptions(
             seed=self.params.seed, num_fewshot_seeds=self.params.num_fewshot_seeds,
-            system_prompt=self.params.system_prompt, chat_formatter=chat,
-            count_tokens=model.count_tokens, max_length=model.max_length,
+            system_prompt=self.params.system_prompt, chat=self.params.use_chat_template, encoder=encoder,
             generation=self.params.generation or GenerationParameters(),
         )
         return [s for td in self._progress(data, "building requests") for s in build_samples(td, options)]
@@ -95,7 +94,7 @@ class Pipeline:
         self.preflight(tasks)
         data = self._timed("load_data", self.load_data, tasks)
         model = self._timed("load_model", self.model_factory)
-        samples = self._timed("build_requests", self.build_samples, data, model)
+        samples = self._timed("build_requests", self.build_samples, data, model.encoder)
         settings = CacheSettings(self.model_args, self.params.cache_dir, not self.params.no_cache)
         execution = execute([r for s in samples for r in s.requests], model, self.process, settings)
         self.timings.update(execution.timings)
@@ -104,7 +103,7 @@ class Pipeline:
         for sample in samples:
             sample.responses = [execution.answers[r] for r in sample.requests]
         if self.params.reasoning_tags:
-            remove_reasoning(samples, self.params.reasoning_tags, model.count_tokens)
+            remove_reasoning(samples, self.params.reasoning_tags, model.encoder)
         report = self._timed("metrics", self.report, data, samples, model, execution)
         details = [td.task.key for td in data] if self.params.save_details else []
         return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,

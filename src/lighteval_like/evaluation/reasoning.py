@@ -6,11 +6,11 @@ text becomes empty) and is counted per task (`summary_tasks[...]["unclosed_reaso
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from lighteval_like.api.errors import UsageError
-from lighteval_like.models.base import GenerationResponse
+from lighteval_like.api.requests import GenerationResponse
+from lighteval_like.models.prompt_encoder import PromptEncoder
 
 DEFAULT_TAGS = (("<think>", "</think>"),)
 
@@ -56,10 +56,16 @@ def split_reasoning(text: str, tags: tuple[tuple[str, str], ...]) -> Reasoning:
     return Reasoning(text, "".join(thoughts), True)
 
 
-def remove_reasoning(samples: list, tags: tuple[tuple[str, str], ...], count_tokens: Callable[[str], int]) -> None:
+def _count(encoder: PromptEncoder, text: str) -> int | None:
+    if not text:
+        return 0
+    return encoder.count_tokens(text) if encoder.counts_tokens else None
+
+
+def remove_reasoning(samples: list, tags: tuple[tuple[str, str], ...], encoder: PromptEncoder) -> None:
     """Cut the reasoning out of every generation of `samples` (in place); each sample's
     `extras["reasoning"]` records, per generation, the raw and stripped text and the number of
-    reasoning tokens."""
+    reasoning tokens (None where the backend counts no tokens)."""
     for sample in samples:
         if not sample.responses or not isinstance(sample.responses[0], GenerationResponse):
             continue
@@ -68,7 +74,7 @@ def remove_reasoning(samples: list, tags: tuple[tuple[str, str], ...], count_tok
             cut = split_reasoning(response.text, tags)
             records.append({
                 "raw": response.text, "stripped": cut.answer, "closed": cut.closed,
-                "reasoning_tokens": count_tokens(cut.reasoning) if cut.reasoning else 0,
+                "reasoning_tokens": _count(encoder, cut.reasoning),
             })
             responses.append(dataclasses.replace(response, text=cut.answer))
         sample.responses = responses

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.generation import GenerationParameters, sample_seed
+from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, Request, Response, RollingRequest
 from lighteval_like.metrics.library import SampleValue, resolve_metrics
-from lighteval_like.models.base import GenerationRequest, LoglikelihoodRequest, Request, Response, RollingRequest
-from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
+from lighteval_like.models.prompt_encoder import PromptEncoder
+from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.docs import TaskData
 
 FEWSHOT_SEPARATOR = "\n\n"
-ChatFormatter = Callable[[list[dict]], str]
 
 
 @dataclass
 class PromptOptions:
-    """How contexts are rendered; the same for every task of a run."""
+    """How prompts are built and rendered; the same for every task of a run."""
 
     seed: int = 1234
     num_fewshot_seeds: int = 1
     system_prompt: str | None = None
-    chat_formatter: ChatFormatter | None = None  # set by --use_chat_template
-    count_tokens: Callable[[str], int] | None = None  # needed for truncate=1
-    max_length: int | None = None
+    chat: bool = False  # --use_chat_template: prompts are turns the encoder's template renders
+    encoder: PromptEncoder | None = None  # renders prompts into contexts; counts tokens for truncate=1
     generation: GenerationParameters = field(default_factory=GenerationParameters)  # the user's
 
 
@@ -40,7 +40,7 @@ class Sample:
     doc_index: int
     fewshot_seed: int
     doc: Doc
-    contexts: list[str]
+    contexts: list[str]  # the prompts as the model reads them (rendered by the encoder)
     requests: list[Request]
     num_fewshot: int
     fewshot_truncated: bool = False
@@ -93,22 +93,26 @@ def _join_blank(first: str | None, second: str) -> str:
     return first + (FEWSHOT_SEPARATOR if blank else "") + second
 
 
-def _render(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> str:
-    if options.chat_formatter is not None:  # the instruction goes with the system prompt
+def _prompt(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> Prompt:
+    if options.chat:  # the instruction goes with the system prompt; each shot is a user/assistant pair
         system = _join_blank(options.system_prompt, doc.instruction)
-        messages = [{"role": "system", "content": system}] if system else []
+        turns = [("system", system)] if system else []
         for ex in examples:
-            messages += [
-                {"role": "user", "content": ex.fewshot_query},
-                {"role": "assistant", "content": ex.fewshot_answer},
-            ]
-        messages.append({"role": "user", "content": query})
-        return options.chat_formatter(messages)
+            turns += [("user", ex.fewshot_query), ("assistant", ex.fewshot_answer)]
+        return Prompt.from_messages([*turns, ("user", query)])
     shots = "".join(ex.as_fewshot_example() + FEWSHOT_SEPARATOR for ex in examples)
-    return _join_blank(options.system_prompt, f"{doc.instruction}{shots}{query}")
+    return Prompt.plain(_join_blank(options.system_prompt, f"{doc.instruction}{shots}{query}"))
 
 
-def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> list[Request]:
+def _render(prompts: list[Prompt], options: PromptOptions) -> list[str]:
+    if options.encoder is None:
+        if options.chat:
+            raise TaskSpecError("--use_chat_template needs a prompt encoder with a chat template")
+        return [p.text for p in prompts]
+    return [options.encoder.render(p) for p in prompts]
+
+
+def _requests(task: TaskConfig, doc: Doc, prompts: list[Prompt], chat: bool) -> list[Request]:
     """The scoring requests of a doc (generative tasks: `generation_requests`)."""
     # Under a chat template the answer starts the assistant turn: no delimiter (as lm-eval).
     delimiter = "" if chat else doc.target_delimiter
@@ -116,11 +120,11 @@ def _requests(task: TaskConfig, doc: Doc, contexts: list[str], chat: bool) -> li
     if kind in (RequestType.MULTIPLE_CHOICE, RequestType.SINGLE_TOKEN):
         single = kind == RequestType.SINGLE_TOKEN
         return [
-            LoglikelihoodRequest(contexts[i if len(contexts) > 1 else 0], delimiter + choice, single)
+            LoglikelihoodRequest(prompts[i if len(prompts) > 1 else 0], delimiter + choice, single)
             for i, choice in enumerate(doc.choices)
         ]
     if kind == RequestType.LOGLIKELIHOOD:  # the target as it is (lm-eval): no delimiter before it
-        return [LoglikelihoodRequest(contexts[0], doc.choices[doc.gold_indices[0]])]
+        return [LoglikelihoodRequest(prompts[0], doc.choices[doc.gold_indices[0]])]
     return [RollingRequest(doc.choices[0])]
 
 
@@ -142,16 +146,41 @@ def generation_settings(task: TaskConfig, options: PromptOptions) -> GenerationP
     )
 
 
-def generation_requests(task: TaskConfig, settings: GenerationParameters, context: str, task_key: str,
+def generation_requests(task: TaskConfig, settings: GenerationParameters, prompt: Prompt, task_key: str,
                         doc_index: int) -> list[GenerationRequest]:
     """One request per sample; sampled ones carry their own seed (so the cache keys it)."""
     sampling, stops = settings.sampling(), tuple(task.stop_sequences)
     if settings.seed is None:
-        return [GenerationRequest(context, stops, settings.max_new_tokens, sampling)]
+        return [GenerationRequest(prompt, stops, settings.max_new_tokens, sampling)]
     return [
-        GenerationRequest(context, stops, settings.max_new_tokens, sampling, sample_seed(settings.seed, task_key, doc_index, i))
+        GenerationRequest(prompt, stops, settings.max_new_tokens, sampling, sample_seed(settings.seed, task_key, doc_index, i))
         for i in range(settings.num_samples)
     ]
+
+
+def _fitting_examples(task: TaskConfig, doc: Doc, examples: list[Doc], options: PromptOptions,
+                      truncate: bool) -> tuple[list[Doc], bool]:
+    """With truncate=1, the first few-shot examples with which every context and the answer fit
+    `max_length`; True when some were dropped."""
+    encoder = options.encoder
+    if not truncate:
+        return examples, False
+    if encoder is None or not encoder.counts_tokens:
+        raise TaskSpecError(f"task {task.full_name}: truncate=1 needs token counts, which this backend cannot give: "
+                            "use truncate=0, or give the backend a tokenizer")
+    if not encoder.max_length:
+        return examples, False
+    queries = doc.query_per_choice or [doc.query]
+    answer_room = task.generation_size or max(encoder.count_tokens(c) for c in doc.choices)
+
+    def too_long(shots: list[Doc]) -> bool:
+        contexts = _render([_prompt(doc, q, shots, options) for q in queries], options)
+        return max(map(encoder.count_tokens, contexts)) + answer_room > encoder.max_length
+
+    kept = examples
+    while kept and too_long(kept):
+        kept = kept[:-1]
+    return kept, len(kept) < len(examples)
 
 
 def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
@@ -164,20 +193,12 @@ def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
     for seed in seeds:
         drawn = fewshot_examples(data.fewshot_pool, num_fewshot, docs, data.same_split, task, seed)
         for doc_index, doc in docs:
-            examples = drawn[doc_index]
-            queries = doc.query_per_choice or [doc.query]
-            contexts = [_render(doc, q, examples, options) for q in queries]
-            truncated = False
-            if truncate and options.count_tokens and options.max_length:
-                answer_room = task.generation_size or max(options.count_tokens(c) for c in doc.choices)
-                while examples and max(map(options.count_tokens, contexts)) + answer_room > options.max_length:
-                    examples = examples[:-1]
-                    contexts = [_render(doc, q, examples, options) for q in queries]
-                    truncated = True
+            examples, truncated = _fitting_examples(task, doc, drawn[doc_index], options, truncate)
+            prompts = [_prompt(doc, q, examples, options) for q in doc.query_per_choice or [doc.query]]
             if settings is not None:
-                requests = generation_requests(task, settings, contexts[0], task_key, doc_index)
+                requests = generation_requests(task, settings, prompts[0], task_key, doc_index)
             else:
-                requests = _requests(task, doc, contexts, options.chat_formatter is not None)
-            samples.append(Sample(task_key, doc_index, seed, doc, contexts, requests, len(examples), truncated,
-                                  generation=settings))
+                requests = _requests(task, doc, prompts, options.chat)
+            samples.append(Sample(task_key, doc_index, seed, doc, _render(prompts, options), requests, len(examples),
+                                  truncated, generation=settings))
     return samples

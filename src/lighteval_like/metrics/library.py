@@ -22,9 +22,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
-from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
-from lighteval_like.tasks.config import Doc, TaskConfig
+from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
+from lighteval_like.tasks.config import TaskConfig
 
 SampleValue = float | tuple[float, float]
 BOOTSTRAP_ITERS = 1000

@@ -1,4 +1,5 @@
-"""The small interface every model backend implements, and the request/response types it speaks."""
+"""The small interface every model backend implements (the request and response types it speaks
+are the ground floor's, `api/requests.py`)."""
 
 from __future__ import annotations
 
@@ -7,70 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class LoglikelihoodRequest:
-    """log P(continuation | context); `single_token` asks the backend to check it is one token."""
-
-    context: str
-    continuation: str
-    single_token: bool = False
-
-
-@dataclass(frozen=True)
-class RollingRequest:
-    """log P(text), over as many windows of `max_length` as the text needs."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How the next token is chosen; temperature 0 is greedy (argmax). Part of the request, so
-    the response cache keeps generations made with different settings apart."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Generation from `context` until a stop sequence or `max_new_tokens`. `seed` seeds the
-    request's own random stream when it samples (so its text does not depend on the batch)."""
-
-    context: str
-    stop_sequences: tuple[str, ...]
-    max_new_tokens: int | None
-    sampling: SamplingParams = SamplingParams()
-    seed: int | None = None
-
-
-Request = LoglikelihoodRequest | RollingRequest | GenerationRequest
-
-
-@dataclass
-class LoglikelihoodResponse:
-    logprob: float
-    is_greedy: bool
-    num_tokens: int  # continuation tokens scored
-    input_truncated: bool = False  # context cut on the left to fit max_length
-
-
-@dataclass
-class GenerationResponse:
-    text: str
-    num_tokens: int
-    input_truncated: bool = False
-
-
-Response = LoglikelihoodResponse | GenerationResponse
+from lighteval_like.api.requests import (
+    GenerationRequest,
+    GenerationResponse,
+    LoglikelihoodRequest,
+    LoglikelihoodResponse,
+    Request,
+    RollingRequest,
+)
+from lighteval_like.models.prompt_encoder import PromptEncoder
 
 
 @dataclass
@@ -126,6 +72,7 @@ class LanguageModel(ABC):
     given requests (the pipeline plans every request, then hands each rank its share)."""
 
     max_length: int
+    encoder: PromptEncoder  # renders and tokenises prompts (built from the tokenizer, no weights)
     # Called with (requests, responses) as each batch finishes, so the response cache can
     # commit it at once (a killed run then loses at most one batch). Optional for backends.
     on_batch: Callable[[list, list], None] | None = None
@@ -142,10 +89,6 @@ class LanguageModel(ABC):
 
     @abstractmethod
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]: ...
-
-    @abstractmethod
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` as the model would encode a context (for few-shot truncation)."""
 
     @abstractmethod
     def info(self) -> ModelInfo:

@@ -14,6 +14,7 @@ every row of the group, instead of being repeated at the root of each row.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +22,29 @@ import torch
 
 @dataclass(frozen=True)
 class ScoreItem:
+    """`tokens` scored from `first_pred` on. `media` marks image spans of `tokens` (start, end,
+    digest): their placeholder ids are the same for every image, so sorting and prefix sharing go
+    by `key`, in which each span's positions stand for its image, never for the placeholder."""
+
     tokens: tuple[int, ...]
     first_pred: int  # index in `tokens` whose output predicts targets[0]
     targets: tuple[int, ...]
+    media: tuple[tuple[int, int, str], ...] = ()
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        if not self.media:
+            return self.tokens
+        key = list(self.tokens)
+        for start, end, digest in self.media:
+            for offset in range(start, end):  # negative: never a token id
+                key[offset] = -1 - int.from_bytes(hashlib.sha256(f"{digest}:{offset - start}".encode()).digest()[:7], "big")
+        return tuple(key)
+
+    def suffix(self, start: int) -> ScoreItem:
+        """The item without its first `start` tokens (a shared prefix forwarded apart)."""
+        media = tuple((max(a - start, 0), b - start, d) for a, b, d in self.media if b > start)
+        return ScoreItem(self.tokens[start:], self.first_pred - start, self.targets, media)
 
 
 @dataclass
@@ -77,19 +98,19 @@ def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 def unique_tokens(items: list[ScoreItem]) -> int:
     """Nodes of the prefix tree of all inputs: the fewest tokens any scorer must forward."""
-    seqs = sorted({it.tokens for it in items})
+    seqs = sorted({it.key for it in items})
     return sum(len(s) - (_lcp(prev, s) if prev is not None else 0) for prev, s in zip([None, *seqs], seqs))
 
 
 def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
     """Rows of at most `row_tokens` tree nodes (or one item, if longer)."""
-    order = sorted(range(len(items)), key=lambda i: items[i].tokens)
+    order = sorted(range(len(items)), key=lambda i: items[i].key)
     rows: list[PackedRow] = []
     row: PackedRow | None = None
     prev: tuple[int, ...] = ()
     path: list[int] = []  # node index in `row` at each depth of the previous item
     for idx in order:
-        seq = items[idx].tokens
+        seq, tokens = items[idx].key, items[idx].tokens
         shared = _lcp(prev, seq) if row is not None else 0
         if row is not None and len(row.tokens) + len(seq) - shared > row_tokens:
             row, shared = None, 0
@@ -101,7 +122,7 @@ def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
         for depth in range(shared, len(seq)):
             row.parents.append(path[-1] if path else -1)
             row.depths.append(depth)
-            row.tokens.append(seq[depth])
+            row.tokens.append(tokens[depth])
             path.append(len(row.tokens) - 1)
         item = items[idx]
         row.predictions.append((idx, [path[item.first_pred + t] for t in range(len(item.targets))]))
@@ -124,12 +145,12 @@ def group_by_prefix(items: list[ScoreItem], row_tokens: int, min_prefix: int = 3
     fit in one row becomes a group: the prefix (never past a prediction position) is
     forwarded once and the suffixes are packed. Everything else is packed as plain rows.
     """
-    order = sorted(range(len(items)), key=lambda i: items[i].tokens)
+    order = sorted(range(len(items)), key=lambda i: items[i].key)
     runs: list[tuple[list[int], int]] = []  # (item indices, shared prefix length)
     for idx in order:
         if runs:
             run, common = runs[-1]
-            shared = min(common, _lcp(items[run[-1]].tokens, items[idx].tokens), items[idx].first_pred)
+            shared = min(common, _lcp(items[run[-1]].key, items[idx].key), items[idx].first_pred)
             if shared >= min_prefix:
                 run.append(idx)
                 runs[-1] = (run, shared)
@@ -139,7 +160,7 @@ def group_by_prefix(items: list[ScoreItem], row_tokens: int, min_prefix: int = 3
     for run, shared in runs:
         members = [items[i] for i in run]
         if len(run) > 1 and shared >= min_prefix and unique_tokens(members) > row_tokens:
-            suffixes = [ScoreItem(m.tokens[shared:], m.first_pred - shared, m.targets) for m in members]
+            suffixes = [m.suffix(shared) for m in members]
             rows = pack_rows(suffixes, row_tokens)
             for row in rows:  # back to indices into `items`
                 row.predictions = [(run[i], nodes) for i, nodes in row.predictions]

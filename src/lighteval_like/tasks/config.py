@@ -1,12 +1,14 @@
-"""The two data types every task is made of: a `TaskConfig` row and the `Doc`s it yields."""
+"""What defines a task: a `TaskConfig` row (its prompt function yields the ground floor's `Doc`s)
+and the groups tasks belong to."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.generation import GenerationParameters
 
 
@@ -18,44 +20,6 @@ class RequestType(str, Enum):
     SINGLE_TOKEN = "loglikelihood_single_token"  # multiple choice, every choice one token
     ROLLING = "loglikelihood_rolling"  # perplexity of the whole text
     GENERATIVE = "greedy_until"  # generation until a stop sequence (greedy unless sampling is asked for)
-
-
-@dataclass
-class Doc:
-    """One evaluation example, rendered: what the model sees and what counts as right.
-
-    `query` is the text before the answer. For tasks whose choices change the context
-    (Winogrande), `query_per_choice` holds one context per choice and `choices` the
-    continuation scored after each. `fewshot_target` is the answer shown when the doc is
-    used as a few-shot example (defaults to the gold choice).
-    """
-
-    query: str
-    choices: list[str]
-    gold_index: int | list[int]
-    instruction: str = ""
-    target_delimiter: str = " "
-    fewshot_target: str | None = None
-    query_per_choice: list[str] | None = None
-    specific: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def gold_indices(self) -> list[int]:
-        return [self.gold_index] if isinstance(self.gold_index, int) else list(self.gold_index)
-
-    @property
-    def fewshot_query(self) -> str:
-        """The query shown when this doc is another doc's few-shot example (gold context)."""
-        return self.query_per_choice[self.gold_indices[0]] if self.query_per_choice else self.query
-
-    @property
-    def fewshot_answer(self) -> str:
-        """The answer shown after `fewshot_query` (defaults to the gold choice)."""
-        return self.fewshot_target if self.fewshot_target is not None else self.choices[self.gold_indices[0]]
-
-    def as_fewshot_example(self) -> str:
-        """Query and answer, as shown in another doc's few-shot context."""
-        return f"{self.fewshot_query}{self.target_delimiter}{self.fewshot_answer}"
 
 
 PromptFunction = Callable[[dict, str], Doc]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import BadSampleError
-from lighteval_like.tasks.config import Doc, TaskConfig
+from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.data import DataSource
 from lighteval_like.tasks.registry import ResolvedTask
 

@@ -13,9 +13,10 @@ strict match and the mean correctness over the samples.
 
 from __future__ import annotations
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.metrics.library import GSM8K_COT_STRICT, GSM8K_FLEXIBLE, OverSamples, gsm8k_cot_vote, gsm8k_gold
-from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
+from lighteval_like.tasks.config import RequestType, TaskConfig
 
 # (question, answer) of the exemplars, the answers ending "The answer is N."
 EXEMPLARS = (

@@ -16,9 +16,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.metrics.library import Metric, pass_at_k
 from lighteval_like.metrics.sandbox import Isolation, run_programs
-from lighteval_like.tasks.config import Doc
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.metrics.library import Metric
-from lighteval_like.tasks.config import Doc, RequestType, TaskConfig
+from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.ifeval_instructions import follows, validate
 
 HF_REPO, EVALUATION_SPLIT = "google/IFEval", "train"

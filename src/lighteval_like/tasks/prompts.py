@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from lighteval_like.tasks.config import Doc
+from lighteval_like.api.doc import Doc
 
 TRUTHFULQA_PREAMBLE = (
     "Q: What is human life expectancy in the United States?\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from lighteval_like.models.base import SamplingParams
+from lighteval_like.api.requests import SamplingParams
 
 
 class IncrementalText:

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lighteval_like.api.errors import LightevalLikeError
-from lighteval_like.models.base import GenerationRequest, GenerationResponse, SamplingParams
+from lighteval_like.api.requests import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.models.transformers.decoding import IncrementalText, next_tokens
 from lighteval_like.models.transformers.row_cache import Prefix, RowCache, supports_row_cache
 
@@ -97,7 +97,7 @@ def _encode_prompts(model: TransformersModel, requests: list[GenerationRequest])
     prompts = []
     for req in requests:
         max_new = req.max_new_tokens or model.config.max_gen_toks
-        prompts.append(Prompt(*model.encoder.generation_prompt(req.context, max_new), max_new))
+        prompts.append(Prompt(*model.encoder.generation_prompt(req.prompt, max_new), max_new))
     return prompts
 
 

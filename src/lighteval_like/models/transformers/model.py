@@ -17,17 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lighteval_like.api.errors import LightevalLikeError, ModelArgsError, ModelLoadError, one_line
-from lighteval_like.models.base import (
+from lighteval_like.api.requests import (
     GenerationRequest,
     GenerationResponse,
-    LanguageModel,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
-    ModelIdentity,
-    ModelInfo,
     RollingRequest,
-    WorkPlan,
 )
+from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
 from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.packing import (
     PackedRow,
@@ -40,7 +37,7 @@ from lighteval_like.models.packing import (
     pack_rows,
     unique_tokens,
 )
-from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
+from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
 from lighteval_like.models.transformers.generation import generate
 from lighteval_like.runtime.single_device import SingleDevice
 
@@ -131,8 +128,9 @@ class TransformersModel(LanguageModel):
         self.tokenizer = self._load_tokenizer()
         self.model = self._load_model()
         self.max_length = self._max_length()
-        self.encoder = RequestEncoder(
-            self.tokenizer, self.max_length, config.add_special_tokens, config.multichoice_continuations_start_space
+        self.encoder = TokenizerEncoder(
+            self.tokenizer, self.max_length, config.add_special_tokens, config.multichoice_continuations_start_space,
+            config.pretrained,
         )
         self.token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else GPU_TOKEN_BUDGET
         logits_budget = CPU_LOGITS_BUDGET if self.device.type == "cpu" else GPU_LOGITS_BUDGET
@@ -211,13 +209,6 @@ class TransformersModel(LanguageModel):
 
     def stats(self) -> dict:
         return self.counters.as_dict()
-
-    # ------------------------------------------------------------ tokenising
-    def count_tokens(self, text: str) -> int:
-        return len(self.encoder.encode(text))
-
-    def apply_chat_template(self, messages: list[dict]) -> str:
-        return render_chat(self.tokenizer, messages, self.config.pretrained)
 
     # ------------------------------------------------------------- planning
     def plan(self, requests: list) -> WorkPlan:

@@ -1,4 +1,4 @@
-"""The vLLM backend: the same requests, tokenised by the same `RequestEncoder`, scored by vLLM.
+"""The vLLM backend: the same requests, tokenised by the same `TokenizerEncoder`, scored by vLLM.
 
 Loglikelihoods are vLLM's prompt log-probabilities of each distinct context+continuation (the
 transformers backend's `ScoreItem` plus its last target), sent in token order so requests that
@@ -19,20 +19,17 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 
 from lighteval_like.api.errors import ModelLoadError, UsageError
-from lighteval_like.models.base import (
+from lighteval_like.api.requests import (
     GenerationRequest,
     GenerationResponse,
-    LanguageModel,
     LoglikelihoodRequest,
     LoglikelihoodResponse,
-    ModelIdentity,
-    ModelInfo,
     RollingRequest,
-    WorkPlan,
 )
+from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
 from lighteval_like.models.model_args import VLLMModelConfig
 from lighteval_like.models.packing import RollingWindows, ScoreItem, unique_tokens
-from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
+from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
 from lighteval_like.models.vllm.replicas import GenerateJob, Job, ReplicaPool, ScoreJob
 from lighteval_like.runtime import ProcessContext
 
@@ -165,8 +162,9 @@ class VLLMModel(LanguageModel):
         # The engine's maximum holds the scored sequence (the inputs plus the last target) and the
         # one token vLLM generates for every prompt.
         self.max_length = self.facts["max_model_len"] - 2
-        self.encoder = RequestEncoder(
-            self.tokenizer, self.max_length, config.add_special_tokens, config.multichoice_continuations_start_space
+        self.encoder = TokenizerEncoder(
+            self.tokenizer, self.max_length, config.add_special_tokens, config.multichoice_continuations_start_space,
+            config.pretrained,
         )
 
     def close(self) -> None:
@@ -183,12 +181,6 @@ class VLLMModel(LanguageModel):
 
     def stats(self) -> dict:
         return asdict(self.counters)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encoder.encode(text))
-
-    def apply_chat_template(self, messages: list[dict]) -> str:
-        return render_chat(self.tokenizer, messages, self.config.pretrained)
 
     def plan(self, requests: list) -> WorkPlan:
         """Loglikelihood requests tokenised once, units grouped by context in token order (so
@@ -264,7 +256,7 @@ class VLLMModel(LanguageModel):
         jobs, truncated = [], []
         for req in requests:
             max_new = req.max_new_tokens or self.config.max_gen_toks
-            ids, cut = self.encoder.generation_prompt(req.context, max_new)
+            ids, cut = self.encoder.generation_prompt(req.prompt, max_new)
             jobs.append(GenerateJob(tuple(ids), max_new, tuple(s for s in req.stop_sequences if s), req.sampling, req.seed))
             truncated.append(cut)
         results: list = [None] * len(jobs)

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
-from lighteval_like.models.base import SamplingParams
+from lighteval_like.api.requests import SamplingParams
 
 ROOT_CAUSE = re.compile(r"(\b\w*(?:Error|Exception)\b: .*\S)")
 CHUNK_TOKENS = 32768  # prompt tokens per chunk sent back (the response cache commits each)

@@ -1,5 +1,8 @@
-"""Requests -> token ids, as lm-evaluation-harness tokenises them, for every backend.
+"""Prompts -> text -> token ids, for every backend: the prompt encoder.
 
+A `PromptEncoder` renders a structured prompt (a plain prompt as its text, a chat prompt through
+the chat template) and counts tokens; it needs no weights. `TokenizerEncoder` is the one every
+backend with a transformers tokenizer uses, and tokenises requests as lm-evaluation-harness does.
 Trailing whitespace of a context moves to the continuation, the continuation is the tail of
 the joint encoding, an empty context becomes the prefix token (BOS, else EOS), and inputs
 longer than `max_length` are cut from the left. Rolling requests are cut into disjoint windows.
@@ -9,22 +12,67 @@ Also the tokenizer loading and chat rendering every backend shares.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
-from lighteval_like.models.base import LoglikelihoodRequest
+from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.requests import LoglikelihoodRequest
 from lighteval_like.models.packing import ScoreItem
 
 
+class PromptEncoder(ABC):
+    """Renders prompts and counts tokens for one model, before and without its weights."""
+
+    max_length: int | None = None
+    counts_tokens: bool = True  # False: a backend that cannot count (truncate=1 is refused)
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` as the model would encode a context."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def chat_text(self, messages: list[dict]) -> str:
+        """Messages as the chat template renders them, ready for the assistant's turn."""
+        raise LightevalLikeError("--use_chat_template: this model has no chat template")
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt's text as the model reads it: a plain prompt's text, a chat prompt templated."""
+        return self.chat_text(prompt.messages()) if prompt.chat else prompt.text
+
+
+class TextEncoder(PromptEncoder):
+    """The encoder of a backend without a tokenizer: renders plain prompts, counts no tokens."""
+
+    counts_tokens = False
+
+    def encode(self, text: str) -> list[int]:
+        raise LightevalLikeError("this backend has no tokenizer, so it counts no tokens: give it tokenizer=...")
+
+
 @dataclass
-class RequestEncoder:
-    """Tokenises requests for one tokenizer and context length."""
+class TokenizerEncoder(PromptEncoder):
+    """Renders with a transformers tokenizer's chat template and tokenises requests for one
+    tokenizer and context length."""
 
     tokenizer: object
     max_length: int
     add_special_tokens: bool = False
     # True: add a space before every continuation; False: strip it; None: as given.
     continuation_start_space: bool | None = None
+    model_name: str = "the model"
+    _rendered: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def chat_text(self, messages: list[dict]) -> str:
+        return render_chat(self.tokenizer, messages, self.model_name)
+
+    def render(self, prompt: Prompt) -> str:
+        """Rendered once per distinct prompt (planning and computing both ask)."""
+        if prompt not in self._rendered:
+            self._rendered[prompt] = super().render(prompt)
+        return self._rendered[prompt]
 
     @property
     def prefix_token_id(self) -> int:
@@ -34,9 +82,9 @@ class RequestEncoder:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
 
-    def generation_prompt(self, context: str, max_new_tokens: int) -> tuple[list[int], bool]:
-        """The context's ids cut on the left to leave room for the new tokens; True when cut."""
-        ids = self.encode(context)
+    def generation_prompt(self, prompt: Prompt, max_new_tokens: int) -> tuple[list[int], bool]:
+        """The prompt's ids cut on the left to leave room for the new tokens; True when cut."""
+        ids = self.encode(self.render(prompt))
         room = max(1, self.max_length - max_new_tokens)
         return ids[-room:], len(ids) > room
 
@@ -67,7 +115,7 @@ class RequestEncoder:
         return ScoreItem(tuple(inputs), len(inputs) - len(targets), tuple(targets)), truncated
 
     def request_item(self, req: LoglikelihoodRequest) -> tuple[ScoreItem, bool]:
-        ctx, cont = self.encode_pair(req.context, self._continuation_space(req.continuation))
+        ctx, cont = self.encode_pair(self.render(req.prompt), self._continuation_space(req.continuation))
         if not cont:
             raise LightevalLikeError(f"continuation {req.continuation!r} encodes to no tokens")
         if req.single_token and len(cont) != 1:

@@ -1,0 +1,100 @@
+"""The import graph of `src/`, built from the code (every import statement, at any depth of a
+module, `if TYPE_CHECKING:` blocks included): no cycle, nothing in `api/` importing anything
+above it, and `torch.distributed` imported only in `runtime/`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "lighteval_like"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Dotted names an import statement brings in (`from a import b` gives a.b if that is a module, else a)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+        base = ".".join(anchor + ([base] if base else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """module -> the package's modules it imports; module -> every dotted name it imports."""
+    modules = _modules()
+    graph, raw = {}, {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names.update(_imported(node, name, path.name == "__init__.py"))
+        raw[name] = names
+        graph[name] = {n for n in names if n in modules and n != name}
+    return graph, raw
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph, as a path that ends where it starts; None if it has none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [nxt])):
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_the_graph_is_built_from_the_code():
+    graph, _ = import_graph()
+    assert "lighteval_like.evaluation.pipeline" in graph["lighteval_like.cli.entrypoints"]
+    assert "lighteval_like.api.requests" in graph["lighteval_like.evaluation.execution"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle():
+    graph, _ = import_graph()
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_api_imports_nothing_above_it():
+    graph, _ = import_graph()
+    upward = {m: sorted(d for d in deps if not d.startswith(f"{PACKAGE}.api"))
+              for m, deps in graph.items() if m.startswith(f"{PACKAGE}.api")}
+    assert {m: d for m, d in upward.items() if d} == {}
+
+
+@pytest.mark.parametrize("name", ["torch.distributed"])
+def test_torch_distributed_only_in_runtime(name):
+    _, raw = import_graph()
+    outside = sorted(m for m, names in raw.items()
+                     if any(n == name or n.startswith(name + ".") for n in names)
+                     and not m.startswith(f"{PACKAGE}.runtime"))
+    assert outside == []
+    assert any(m.startswith(f"{PACKAGE}.runtime") for m, names in raw.items() if name in names)
