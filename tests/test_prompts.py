@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from lighteval_like.api.doc import Doc
 from lighteval_like.api.prompt import ImagePart, MediaStore, Prompt, TextPart, Turn
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResponse, request_identity
 from lighteval_like.evaluation.cache import ResponseCache
+from lighteval_like.evaluation.samples import Sample, prompt_texts
 from lighteval_like.models.packing import ScoreItem, group_by_prefix, pack_rows, unique_tokens
 from lighteval_like.models.prompt_encoder import PromptEncoder
+from lighteval_like.results.record import text_hash
 
 PLACEHOLDER, IMAGE_TOKENS = 7, 4
 
@@ -88,3 +91,15 @@ def test_image_part_renders_as_a_content_list_for_chat_templates():
     prompt = Prompt((Turn("user", (ImagePart("d1"), TextPart("What is it?"))),), chat=True)
     assert prompt.messages() == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     assert prompt.images == ("d1",) and not prompt.is_plain
+
+
+def test_prompt_hash_tells_two_images_apart_and_is_the_rendered_text_without_images():
+    store = MediaStore()
+    red, blue = _image_request(store, b"red pixels"), _image_request(store, b"blue pixels")
+
+    def sample(request) -> Sample:
+        return Sample("lmms|toy|0", 0, 1234, Doc("Is it red?", ["yes"], 0), ["Look: <image> Is it red?"], [request], 0)
+
+    assert text_hash(prompt_texts([sample(red)])) != text_hash(prompt_texts([sample(blue)]))
+    plain = sample(LoglikelihoodRequest("Look: <image> Is it red?", " yes"))
+    assert list(prompt_texts([plain])) == ["Look: <image> Is it red?"]  # text-only runs hash as before

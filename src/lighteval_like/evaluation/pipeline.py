@@ -18,7 +18,7 @@ from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.evaluation.execution import CacheSettings, Execution, execute
 from lighteval_like.evaluation.parameters import PipelineParameters
 from lighteval_like.evaluation.reasoning import remove_reasoning
-from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples
+from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples, prompt_texts
 from lighteval_like.evaluation.scoring import cleanup_failures, metric_info, permit_code_execution, score_run
 from lighteval_like.metrics.sandbox import Isolation
 from lighteval_like.models.base import LanguageModel
@@ -113,7 +113,7 @@ class Pipeline:
         results, summaries = score_run(data, samples, self.groups, self.isolation)
         scoring = sum(v for k, v in self.timings.items() if k.startswith("scoring_"))
         general = GeneralSummary(
-            text_hash(c for s in samples for c in s.contexts), len(samples), execution.num_requests,
+            text_hash(prompt_texts(samples)), len(samples), execution.num_requests,
             sum(s.fewshot_truncated for s in samples), dict(self.timings),
             round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, model.stats(),
         )

@@ -50,6 +50,16 @@ class Sample:
     generation: GenerationParameters | None = None  # the values a generative task ran with
 
 
+def prompt_texts(samples: list[Sample]):
+    """What the prompt hash of a run or task reads: each sample's rendered contexts, then the
+    digests of its images, if any (the same text around two images is two prompts)."""
+    for sample in samples:
+        yield from sample.contexts
+        images = dict.fromkeys(d for r in sample.requests if hasattr(r, "prompt") for d in r.prompt.images)
+        if images:
+            yield "images: " + " ".join(images)
+
+
 def fewshot_examples(
     pool: list[tuple[int, Doc]], n: int, docs: list[tuple[int, Doc]], same_split: bool, task: TaskConfig, seed: int
 ) -> dict[int, list[Doc]]:

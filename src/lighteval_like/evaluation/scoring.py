@@ -8,8 +8,9 @@ import json
 from dataclasses import asdict
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.api.requests import request_identity
 from lighteval_like.evaluation.reasoning import unclosed_count
-from lighteval_like.evaluation.samples import Sample
+from lighteval_like.evaluation.samples import Sample, prompt_texts
 from lighteval_like.metrics.library import aggregate, resolve_metrics
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
@@ -71,8 +72,8 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
     return TaskSummary(
         hashes={
             "examples": text_hash(json.dumps(asdict(s.doc), sort_keys=True, default=str) for s in samples),
-            "full_prompts": text_hash(c for s in samples for c in s.contexts),
-            "requests": text_hash(repr(r) for s in samples for r in s.requests),
+            "full_prompts": text_hash(prompt_texts(samples)),
+            "requests": text_hash(request_identity(r) for s in samples for r in s.requests),
         },
         num_samples=len(samples),
         num_docs=len(td.docs),
