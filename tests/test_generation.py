@@ -1,17 +1,20 @@
 """The generation engine (models/generation.py): continuous batching gives what one-at-a-time
 transformers `generate` gives, with rows stopping at different steps, a shared prompt prefix,
-an out-of-memory in the middle, and the static fallback of pipelined placements."""
+an out-of-memory in the middle, and the static fallback of pipelined placements; and the engine
+driven by a fake step runner (no model), whose every next token is known."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_transformers_model import FEWSHOT, GEN_CONTEXTS, _hf, _hf_greedy, load, model_path  # noqa: F401
 
-from lighteval_like.api.requests import GenerationRequest
+from lighteval_like.api.requests import GenerationRequest, GenerationResponse
 from lighteval_like.models.transformers import generation
 from lighteval_like.models.transformers.decoding import IncrementalText
 from lighteval_like.models.transformers.generation import MIN_SHARED_PREFIX, Prompt, prefix_groups
+from lighteval_like.models.transformers.model import ScoringStats
 
 QUESTIONS = ["What is 4 minus 1?", "Who wrote the play?", "Where is the store?", "What is 2 plus 3?", "Paris?"]
 # Different limits make rows leave the batch at different steps, so waiting rows join mid-way.
@@ -130,3 +133,88 @@ def test_prefix_groups_share_only_long_prefixes():
     assert len(shared) == 1 and shared[0].prefix == tuple(long) and sorted(shared[0].members) == [0, 2]
     assert shared[0].members[0] == 0  # longest prompt first
     assert sorted(i for g in groups for i in g.members) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------ a fake step runner
+VOCAB, EOS = 26, 25  # token t is the letter chr(97 + t); "z" ends the generation
+SHARED = "abcdefghijklmnopqr"  # longer than MIN_SHARED_PREFIX: prefilled once for two requests
+
+
+class _Letters:
+    """A tokenizer of single letters; the end-of-sequence token is "</s>" (a special token)."""
+
+    eos_token_id = pad_token_id = EOS
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(("" if skip_special_tokens else "</s>") if t == EOS else chr(97 + t) for t in ids)
+
+
+class _AlphabetRunner:
+    """A `StepRunner` with no model: whatever the context, token t is followed by t + 1. It
+    records how many rows each forward decodes and each finished request; forward `oom_at`
+    raises an out-of-memory (handled as the model does with an automatic batch size), forward
+    100 an error (an engine that does not end)."""
+
+    def __init__(self, batch_size: int, oom_at: int | None = None):
+        self.tokenizer, self.device, self.counters = _Letters(), torch.device("cpu"), ScoringStats()
+        self.show_progress, self.batch_size, self.token_budget = False, batch_size, 4096
+        self.supports_row_cache, self.oom_at = True, oom_at
+        self.rows: list[int] = []
+        self.finished: list[tuple[GenerationRequest, GenerationResponse]] = []
+
+    def encode(self, request: GenerationRequest) -> tuple[list[int], bool, int]:
+        return [ord(c) - 97 for c in request.prompt.text], False, request.max_new_tokens
+
+    def forward(self, ids, positions, keep, cache) -> torch.Tensor:
+        self.rows.append(cache.rows)
+        assert len(self.rows) < 100, "the engine does not end"
+        if len(self.rows) == self.oom_at:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        kept = ids[-keep:] if isinstance(keep, int) else [ids[k] for k in keep.tolist()]
+        return F.one_hot((torch.tensor(kept) + 1) % VOCAB, VOCAB).float()
+
+    def generate_padded(self, input_ids, attention_mask, config, stopping_criteria):
+        raise AssertionError("a runner with a row cache is never asked for static batches")
+
+    def with_oom_backoff(self, run, batch_rows: int):
+        try:
+            return run()
+        except torch.OutOfMemoryError:
+            self.token_budget //= 2
+            return None
+
+    def on_finished(self, requests: list[GenerationRequest], responses: list[GenerationResponse]) -> None:
+        self.finished += zip(requests, responses)
+
+
+# (request, its text, its number of new tokens): the end-of-sequence token, a stop sequence
+# ("fg": the text ends before it, its tokens count), token limits, a row whose earlier tokens
+# draft its next ones, and two rows after a shared prefix.
+ALPHABET_CASES = [
+    (GenerationRequest("ab", (), 50), "cdefghijklmnopqrstuvwxy", 24),
+    (GenerationRequest("ab", ("fg",), 50), "cde", 5),
+    (GenerationRequest("klm", (), 3), "nop", 3),
+    (GenerationRequest("abcdeabc", (), 6), "defghi", 6),
+    (GenerationRequest("x", (), 1), "y", 1),
+    (GenerationRequest("w", (), 10), "xy", 3),
+    (GenerationRequest(SHARED + "a", (), 2), "bc", 2),
+    (GenerationRequest(SHARED + "k", (), 4), "lmno", 4),
+]
+
+
+@pytest.mark.parametrize("oom_at", [None, 6])
+def test_fake_runner_answers_every_request_once_through_two_slots(oom_at):
+    """Eight requests through a batch of two: rows that finish (end of sequence, stop sequence,
+    token limit) free their slot for a waiting one, every request is handed to `on_finished`
+    exactly once with its response, also when an out-of-memory restarts the rows in flight."""
+    requests = [request for request, _, _ in ALPHABET_CASES]
+    expected = [GenerationResponse(text, n) for _, text, n in ALPHABET_CASES]
+    runner = _AlphabetRunner(batch_size=2, oom_at=oom_at)
+    assert generation.generate(runner, requests) == expected
+    assert sorted(requests.index(r) for r, _ in runner.finished) == list(range(len(requests)))
+    assert all(response == expected[requests.index(r)] for r, response in runner.finished)
+    assert max(runner.rows) == 2
+    counters = runner.counters
+    assert counters.generated_tokens == sum(n for _, _, n in ALPHABET_CASES)
+    assert counters.forward_passes == len(runner.rows) - (oom_at is not None)
+    assert counters.draft_tokens_accepted > 0 and counters.prefix_tokens_reused > 0

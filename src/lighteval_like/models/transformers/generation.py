@@ -18,15 +18,16 @@ random stream (so sampled texts would depend on the batch), and on CPU its setup
 runs (5 gsm8k_cot prompts x 6 tokens on a 2-layer model: 64 s, against 4 s for ours).
 Pipelined placements (pp > 1), whose stages hold no cache, and models with sliding-window or
 chunked attention use static left-padded batches (`generate_static_batches`).
+
+The engine reads the model only through a `StepRunner` (`step_runner.py`): forwards, tokenizer,
+budget, counters and the finished-request callback.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -34,10 +35,8 @@ from tqdm.auto import tqdm
 from lighteval_like.api.errors import LightevalLikeError
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.models.transformers.decoding import IncrementalText, next_tokens
-from lighteval_like.models.transformers.row_cache import Prefix, RowCache, supports_row_cache
-
-if TYPE_CHECKING:
-    from lighteval_like.models.transformers.model import TransformersModel
+from lighteval_like.models.transformers.row_cache import Prefix, RowCache
+from lighteval_like.models.transformers.step_runner import StepRunner
 
 # A shared prefix shorter than this is prefilled with each row (a separate pass costs more).
 MIN_SHARED_PREFIX = 16
@@ -93,12 +92,8 @@ class PrefixGroup:
         self.waiting = len(self.members)
 
 
-def _encode_prompts(model: TransformersModel, requests: list[GenerationRequest]) -> list[Prompt]:
-    prompts = []
-    for req in requests:
-        max_new = req.max_new_tokens or model.config.max_gen_toks
-        prompts.append(Prompt(*model.encoder.generation_prompt(req.prompt, max_new), max_new))
-    return prompts
+def _encode_prompts(runner: StepRunner, requests: list[GenerationRequest]) -> list[Prompt]:
+    return [Prompt(*runner.encode(req)) for req in requests]
 
 
 def _eos_text(tokenizer) -> str | None:
@@ -159,11 +154,11 @@ class Engine:
     interrupted by an out-of-memory; `requeue` then puts the rows in flight back in the queue
     (their outputs restart from their seeds, so they come out the same)."""
 
-    def __init__(self, model: TransformersModel, requests: list[GenerationRequest], progress: tqdm):
-        self.model, self.requests, self.progress = model, requests, progress
-        self.tokenizer = model.tokenizer
+    def __init__(self, runner: StepRunner, requests: list[GenerationRequest], progress: tqdm):
+        self.runner, self.requests, self.progress = runner, requests, progress
+        self.counters, self.tokenizer = runner.counters, runner.tokenizer
         self.eos = _eos_text(self.tokenizer)
-        self.prompts = _encode_prompts(model, requests)
+        self.prompts = _encode_prompts(runner, requests)
         self.groups = prefix_groups(self.prompts)
         self.queue: deque[tuple[PrefixGroup, int]] = deque((g, i) for g in self.groups for i in g.members)
         self.active: list[Row] = []  # row j decodes in slot j of the cache
@@ -173,9 +168,7 @@ class Engine:
         self.greedy = all(r.sampling.greedy and r.sampling.repetition_penalty == 1.0 for r in requests)
         self.started = time.perf_counter()
         self.capacity = self._capacity()
-        self.cache = RowCache(self.capacity, self._width(), model.device)
-        # transformers 5.2x renamed the forward's `past_key_values` to `cache`
-        self.cache_keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+        self.cache = RowCache(self.capacity, self._width(), runner.device)
 
     def _width(self) -> int:
         """Columns a row may need after its group's prefix."""
@@ -183,10 +176,10 @@ class Engine:
 
     def _capacity(self) -> int:
         """Rows decoded together: the batch size, else as many as the token budget holds."""
-        if self.model.batch_size:
-            return self.model.batch_size
+        if self.runner.batch_size:
+            return self.runner.batch_size
         longest = max((len(p.ids) + p.max_new for p in self.prompts), default=1)
-        return max(1, self.model.token_budget // longest)
+        return max(1, self.runner.token_budget // longest)
 
     def requeue(self) -> None:
         """After an out-of-memory: the rows in flight wait again, with a smaller batch."""
@@ -199,7 +192,7 @@ class Engine:
         for group in self.groups:
             group.cache = None
         self.capacity = self._capacity()
-        self.cache = RowCache(self.capacity, self._width(), self.model.device)
+        self.cache = RowCache(self.capacity, self._width(), self.runner.device)
 
     @torch.no_grad()
     def run(self) -> bool:
@@ -237,13 +230,13 @@ class Engine:
     def _prefix(self, group: PrefixGroup) -> Prefix | None:
         """The group's prefix keys and values, computed once (a one-row cache of its width)."""
         if group.prefix and group.cache is None:
-            cache = RowCache(1, len(group.prefix), self.model.device)
+            cache = RowCache(1, len(group.prefix), self.runner.device)
             cache.prefill([len(group.prefix)])
             self._forward(list(group.prefix), list(range(len(group.prefix))), 1, cache)
             cache.advance()
             group.cache = Prefix(cache.keys, cache.values)
-            self.model.counters.tokens_forwarded += len(group.prefix)
-            self.model.counters.prefix_tokens_reused -= len(group.prefix)
+            self.counters.tokens_forwarded += len(group.prefix)
+            self.counters.prefix_tokens_reused -= len(group.prefix)
         return group.cache
 
     def _prefill(self, indices: list[int]) -> None:
@@ -254,7 +247,7 @@ class Engine:
         self.cache.prefill([len(p) for p in prompts])
         logits = self._forward([t for p in prompts for t in p], [c for p in prompts for c in range(len(p))], ends)
         self.cache.advance()
-        self.model.counters.tokens_forwarded += sum(map(len, prompts))
+        self.counters.tokens_forwarded += sum(map(len, prompts))
         rows = [self._row(i) for i in indices]
         self.active += rows
         self._choose(rows, logits)
@@ -269,17 +262,9 @@ class Engine:
                  cache: RowCache | None = None) -> torch.Tensor:
         """One packed sequence through the model; the logits of the inputs `keep` (indices, or
         that many last ones). The cache (the batch's by default) takes the new columns."""
-        cache = cache or self.cache
-        device = self.model.device
-        if isinstance(keep, torch.Tensor):
-            keep = keep.to(device)
-        with cache.attending(self.model.model):
-            out = self.model.model(
-                input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
-                use_cache=True, logits_to_keep=keep, **{self.cache_keyword: cache},
-            )
-        self.model.counters.forward_passes += 1
-        return out.logits[0]
+        logits = self.runner.forward(ids, positions, keep, cache or self.cache)
+        self.counters.forward_passes += 1
+        return logits
 
     def _step(self) -> None:
         """Every active row's last token and its draft (see `_draft`), then the prompts of the
@@ -302,7 +287,7 @@ class Engine:
             positions += range(shared, len(self.prompts[index].ids))
             counts.append(len(self.prompts[index].ids) - shared)
             keep.append(len(ids) - 1)
-            self.model.counters.prefix_tokens_reused += shared
+            self.counters.prefix_tokens_reused += shared
         self.cache.decode(counts, prefixes)
         logits = self._forward(ids, positions, torch.tensor(keep))
         kept, at = [], 0
@@ -310,7 +295,7 @@ class Engine:
             kept.append(self._accept(row, draft, logits[at : at + 1 + len(draft)]))
             at += 1 + len(draft)
         self.cache.advance(kept + counts[len(kept):])
-        self.model.counters.tokens_forwarded += len(ids)
+        self.counters.tokens_forwarded += len(ids)
         rows = [self._row(index) for _, index in self.joining]
         for group, _ in self.joining:
             if group.waiting == 0:
@@ -344,7 +329,7 @@ class Engine:
         for j, token in enumerate(predicted):
             self._push(row, token)
             if row.finished or j == len(draft) or token != draft[j]:
-                self.model.counters.draft_tokens_accepted += j
+                self.counters.draft_tokens_accepted += j
                 if draft:
                     row.draft_length = min(MAX_DRAFT, 2 * len(draft) if j == len(draft) else j + 1)
                 return j + 1
@@ -371,38 +356,38 @@ class Engine:
 
     def _finish(self, row: Row) -> None:
         self.done[row.index] = _response(self.tokenizer, row.text.tokens, row.stops, row.prompt)
-        self.model.counters.generated_tokens += len(row.text.tokens)
+        self.counters.generated_tokens += len(row.text.tokens)
         self.unreported.append(row.index)
         self.progress.update(1)
         seconds = time.perf_counter() - self.started
-        self.progress.set_postfix_str(f"{self.model.counters.generated_tokens / seconds:.0f} tok/s", refresh=False)
+        self.progress.set_postfix_str(f"{self.counters.generated_tokens / seconds:.0f} tok/s", refresh=False)
         if len(self.unreported) >= self.capacity:
             self._report()
 
     def _report(self) -> None:
         """Hand the finished requests to the response cache."""
         indices, self.unreported = self.unreported, []
-        self.model._batch_done([self.requests[i] for i in indices], [self.done[i] for i in indices])
+        self.runner.on_finished([self.requests[i] for i in indices], [self.done[i] for i in indices])
 
 
-def generate(model: TransformersModel, requests: list[GenerationRequest]) -> list[GenerationResponse]:
-    """Responses to `requests`, by continuous batching where the placement and the model's
-    cache allow it, else by static batches (greedy only)."""
+def generate(runner: StepRunner, requests: list[GenerationRequest]) -> list[GenerationResponse]:
+    """Responses to `requests`, by continuous batching where the runner's placement and model
+    allow it (`supports_row_cache`), else by static batches (greedy only)."""
     if not requests:
         return []
     start = time.perf_counter()
-    progress = tqdm(total=len(requests), desc="generation", disable=not model.show_progress, leave=False)
-    if model.placement.reuses_prefix_cache and supports_row_cache(model.model):
-        engine = Engine(model, requests, progress)
-        while model._with_oom_backoff(engine.run, len(engine.active)) is None:
+    progress = tqdm(total=len(requests), desc="generation", disable=not runner.show_progress, leave=False)
+    if runner.supports_row_cache:
+        engine = Engine(runner, requests, progress)
+        while runner.with_oom_backoff(engine.run, len(engine.active)) is None:
             engine.requeue()
         responses = [engine.done[i] for i in range(len(requests))]
     else:
         if any(not r.sampling.greedy for r in requests):
             raise LightevalLikeError("sampling needs a model that is not split into pipeline stages (pp=1)")
-        responses = generate_static_batches(model, requests, progress)
+        responses = generate_static_batches(runner, requests, progress)
     progress.close()
-    model.counters.generation_seconds += time.perf_counter() - start
+    runner.counters.generation_seconds += time.perf_counter() - start
     return responses
 
 
@@ -438,12 +423,12 @@ def _left_padded(prompts: list[Prompt], pad_id: int) -> tuple[torch.Tensor, torc
     return input_ids, attention
 
 
-def _run_batch(model: TransformersModel, requests: list[GenerationRequest], prompts: list[Prompt],
+def _run_batch(runner: StepRunner, requests: list[GenerationRequest], prompts: list[Prompt],
                eos: str | None) -> list[GenerationResponse] | None:
     """One static batch; None after an out-of-memory that shrank the budget (retry smaller)."""
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    tokenizer = model.tokenizer
+    tokenizer = runner.tokenizer
     stops = [_stops(req, eos) for req in requests]
     limits = [p.max_new for p in prompts]
     input_ids, attention = _left_padded(prompts, tokenizer.pad_token_id)
@@ -455,40 +440,36 @@ def _run_batch(model: TransformersModel, requests: list[GenerationRequest], prom
     )
 
     def generate():
-        with torch.no_grad():
-            return model.placement.generate(
-                model.model, input_ids.to(model.device), attention.to(model.device), gen_config,
-                StoppingCriteriaList([stopper]),
-            )
+        return runner.generate_padded(input_ids, attention, gen_config, StoppingCriteriaList([stopper]))
 
-    out = model._with_oom_backoff(generate, len(requests))
+    out = runner.with_oom_backoff(generate, len(requests))
     if out is None:
         return None
     responses = []
     for b, prompt in enumerate(prompts):
         new = out[b, width:][: stopper.stopped_at[b] or limits[b]].tolist()
-        model.counters.generated_tokens += len(new)
+        runner.counters.generated_tokens += len(new)
         responses.append(_response(tokenizer, new, stops[b], prompt))
     return responses
 
 
-def generate_static_batches(model: TransformersModel, requests: list[GenerationRequest], progress: tqdm) -> list[GenerationResponse]:
-    """Greedy generation in left-padded batches through the placement's `generate` (the
+def generate_static_batches(runner: StepRunner, requests: list[GenerationRequest], progress: tqdm) -> list[GenerationResponse]:
+    """Greedy generation in left-padded batches through the runner's `generate_padded` (the
     pipelined path: each batch runs until its slowest row stops)."""
-    eos = _eos_text(model.tokenizer)
-    prompts = _encode_prompts(model, requests)
+    eos = _eos_text(runner.tokenizer)
+    prompts = _encode_prompts(runner, requests)
     order = sorted(range(len(requests)), key=lambda i: len(prompts[i].ids), reverse=True)
     responses: dict[int, GenerationResponse] = {}
     start = 0
     while start < len(order):
         longest = len(prompts[order[start]].ids) + prompts[order[start]].max_new
-        count = model.batch_size or max(1, model.token_budget // max(longest, 1))
+        count = runner.batch_size or max(1, runner.token_budget // max(longest, 1))
         batch = order[start : start + count]
-        done = _run_batch(model, [requests[i] for i in batch], [prompts[i] for i in batch], eos)
+        done = _run_batch(runner, [requests[i] for i in batch], [prompts[i] for i in batch], eos)
         if done is None:
             continue
         responses.update(zip(batch, done))
-        model._batch_done([requests[i] for i in batch], done)
+        runner.on_finished([requests[i] for i in batch], done)
         start += len(batch)
         progress.update(len(batch))
     return [responses[i] for i in range(len(requests))]

@@ -2,13 +2,15 @@
 
 Tokenisation is `models/tokenization.py`'s (lm-evaluation-harness's rules), scoring packs
 requests as a prefix tree (`models/packing.py`), and where the model runs is the placement's
-business: one device by default, or split over a mesh (`runtime/placement.py`).
+business: one device by default, or split over a mesh (`runtime/placement.py`). Generation is
+`generation.py`'s engine, which sees the model through `TransformersStepRunner`.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +41,7 @@ from lighteval_like.models.packing import (
 )
 from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
 from lighteval_like.models.transformers.generation import generate
+from lighteval_like.models.transformers.row_cache import RowCache, supports_row_cache
 from lighteval_like.runtime.single_device import SingleDevice
 
 DEFAULT_MAX_LENGTH = 2048
@@ -419,4 +422,52 @@ class TransformersModel(LanguageModel):
 
     # ------------------------------------------------------------ generation
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
-        return generate(self, requests)
+        return generate(TransformersStepRunner(self), requests)
+
+
+class TransformersStepRunner:
+    """A `TransformersModel` as the generation engine sees it (`step_runner.StepRunner`): its
+    torch module's forward through the engine's row cache, its placement's padded `generate`,
+    its out-of-memory backoff and its response-cache callback."""
+
+    def __init__(self, model: TransformersModel):
+        self._model = model
+        self.tokenizer, self.device, self.counters = model.tokenizer, model.device, model.counters
+        self.show_progress, self.batch_size = model.show_progress, model.batch_size
+        self.supports_row_cache = model.placement.reuses_prefix_cache and supports_row_cache(model.model)
+        # transformers 5.2x renamed the forward's `past_key_values` to `cache`
+        parameters = inspect.signature(model.model.forward).parameters
+        self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
+
+    @property
+    def token_budget(self) -> int:
+        return self._model.token_budget  # an out-of-memory halves it
+
+    def encode(self, request: GenerationRequest) -> tuple[list[int], bool, int]:
+        max_new = request.max_new_tokens or self._model.config.max_gen_toks
+        return (*self._model.encoder.generation_prompt(request.prompt, max_new), max_new)
+
+    def forward(self, ids: list[int], positions: list[int], keep: int | torch.Tensor, cache: RowCache) -> torch.Tensor:
+        device, module = self.device, self._model.model
+        if isinstance(keep, torch.Tensor):
+            keep = keep.to(device)
+        with cache.attending(module):
+            out = module(
+                input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
+                use_cache=True, logits_to_keep=keep, **{self._cache_keyword: cache},
+            )
+        return out.logits[0]
+
+    @torch.no_grad()
+    def generate_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, config,
+                        stopping_criteria) -> torch.Tensor:
+        device = self.device
+        return self._model.placement.generate(
+            self._model.model, input_ids.to(device), attention_mask.to(device), config, stopping_criteria
+        )
+
+    def with_oom_backoff(self, run: Callable[[], T], batch_rows: int) -> T | None:
+        return self._model._with_oom_backoff(run, batch_rows)
+
+    def on_finished(self, requests: list[GenerationRequest], responses: list[GenerationResponse]) -> None:
+        self._model._batch_done(requests, responses)
