@@ -14,6 +14,8 @@ from lighteval_like.evaluation.cache import ResponseCache
 from lighteval_like.evaluation.samples import Sample, prompt_texts
 from lighteval_like.models.packing import ScoreItem, group_by_prefix, pack_rows, unique_tokens
 from lighteval_like.models.prompt_encoder import PromptEncoder
+from lighteval_like.models.transformers.generation import Prompt as EnginePrompt
+from lighteval_like.models.transformers.generation import prefix_groups
 from lighteval_like.results.record import text_hash
 
 PLACEHOLDER, IMAGE_TOKENS = 7, 4
@@ -103,3 +105,15 @@ def test_prompt_hash_tells_two_images_apart_and_is_the_rendered_text_without_ima
     assert text_hash(prompt_texts([sample(red)])) != text_hash(prompt_texts([sample(blue)]))
     plain = sample(LoglikelihoodRequest("Look: <image> Is it red?", " yes"))
     assert list(prompt_texts([plain])) == ["Look: <image> Is it red?"]  # text-only runs hash as before
+
+
+def test_generation_prefix_groups_never_share_an_image_they_do_not_both_show():
+    def prompt(text_tokens: int, digest: str) -> EnginePrompt:
+        ids = list(range(100, 100 + text_tokens)) + [PLACEHOLDER] * IMAGE_TOKENS + list(range(200, 230))
+        return EnginePrompt(ids, False, 8, ((text_tokens, text_tokens + IMAGE_TOKENS, digest),))
+
+    short = [prompt(10, "red"), prompt(10, "blue"), prompt(10, "red")]  # 10 text tokens: too few to share alone
+    shared = {tuple(sorted(g.members)): len(g.prefix) for g in prefix_groups(short)}
+    assert shared == {(0, 2): len(short[0].ids) - 1, (1,): 0}  # the same image: all but the last token
+    long = [prompt(20, "red"), prompt(20, "blue")]
+    assert [len(g.prefix) for g in prefix_groups(long)] == [20]  # shared up to the image, not into it

@@ -20,11 +20,23 @@ from dataclasses import dataclass, field
 import torch
 
 
+def media_key(tokens, media: tuple[tuple[int, int, str], ...]) -> tuple[int, ...]:
+    """`tokens` as sorted and shared: the positions of each image span (start, end, digest) stand
+    for that image (negative numbers drawn from its digest, never a token id), not for its
+    placeholder ids, so two images never share a prefix past the text before them."""
+    if not media:
+        return tuple(tokens)
+    key = list(tokens)
+    for start, end, digest in media:
+        for offset in range(start, end):
+            key[offset] = -1 - int.from_bytes(hashlib.sha256(f"{digest}:{offset - start}".encode()).digest()[:7], "big")
+    return tuple(key)
+
+
 @dataclass(frozen=True)
 class ScoreItem:
     """`tokens` scored from `first_pred` on. `media` marks image spans of `tokens` (start, end,
-    digest): their placeholder ids are the same for every image, so sorting and prefix sharing go
-    by `key`, in which each span's positions stand for its image, never for the placeholder."""
+    digest): sorting and prefix sharing go by `key` (`media_key`), never by the placeholder ids."""
 
     tokens: tuple[int, ...]
     first_pred: int  # index in `tokens` whose output predicts targets[0]
@@ -33,13 +45,7 @@ class ScoreItem:
 
     @property
     def key(self) -> tuple[int, ...]:
-        if not self.media:
-            return self.tokens
-        key = list(self.tokens)
-        for start, end, digest in self.media:
-            for offset in range(start, end):  # negative: never a token id
-                key[offset] = -1 - int.from_bytes(hashlib.sha256(f"{digest}:{offset - start}".encode()).digest()[:7], "big")
-        return tuple(key)
+        return media_key(self.tokens, self.media)
 
     def suffix(self, start: int) -> ScoreItem:
         """The item without its first `start` tokens (a shared prefix forwarded apart)."""
@@ -88,7 +94,8 @@ class RollingWindows:
         return sorted(i for i in touched if all(item in self.scored for item in self.windows[i]))
 
 
-def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the longest common prefix of two sequences."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -99,7 +106,7 @@ def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 def unique_tokens(items: list[ScoreItem]) -> int:
     """Nodes of the prefix tree of all inputs: the fewest tokens any scorer must forward."""
     seqs = sorted({it.key for it in items})
-    return sum(len(s) - (_lcp(prev, s) if prev is not None else 0) for prev, s in zip([None, *seqs], seqs))
+    return sum(len(s) - (common_length(prev, s) if prev is not None else 0) for prev, s in zip([None, *seqs], seqs))
 
 
 def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
@@ -111,7 +118,7 @@ def pack_rows(items: list[ScoreItem], row_tokens: int) -> list[PackedRow]:
     path: list[int] = []  # node index in `row` at each depth of the previous item
     for idx in order:
         seq, tokens = items[idx].key, items[idx].tokens
-        shared = _lcp(prev, seq) if row is not None else 0
+        shared = common_length(prev, seq) if row is not None else 0
         if row is not None and len(row.tokens) + len(seq) - shared > row_tokens:
             row, shared = None, 0
         if row is None:
@@ -150,7 +157,7 @@ def group_by_prefix(items: list[ScoreItem], row_tokens: int, min_prefix: int = 3
     for idx in order:
         if runs:
             run, common = runs[-1]
-            shared = min(common, _lcp(items[run[-1]].key, items[idx].key), items[idx].first_pred)
+            shared = min(common, common_length(items[run[-1]].key, items[idx].key), items[idx].first_pred)
             if shared >= min_prefix:
                 run.append(idx)
                 runs[-1] = (run, shared)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from lighteval_like.api.errors import LightevalLikeError
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse, SamplingParams
+from lighteval_like.models.packing import common_length, media_key
 from lighteval_like.models.transformers.decoding import IncrementalText, next_tokens
 from lighteval_like.models.transformers.row_cache import Prefix, RowCache
 from lighteval_like.models.transformers.step_runner import StepRunner
@@ -59,6 +60,12 @@ class Prompt:
     ids: list[int]  # the prompt, cut on the left to leave room for the new tokens
     truncated: bool
     max_new: int
+    media: tuple[tuple[int, int, str], ...] = ()  # image spans of `ids` (start, end, digest)
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        """The ids as prefixes are shared: an image span stands for its image (`media_key`)."""
+        return media_key(self.ids, self.media)
 
 
 @dataclass
@@ -112,32 +119,25 @@ def _response(tokenizer, tokens: list[int], stops: tuple[str, ...], prompt: Prom
     return GenerationResponse(text, len(tokens), prompt.truncated)
 
 
-def _common_length(a: tuple[int, ...], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def prefix_groups(prompts: list[Prompt]) -> list[PrefixGroup]:
     """Requests in runs (in sorted token order) sharing a prefix of `MIN_SHARED_PREFIX` tokens
     or more; each member keeps at least its last prompt token to prefill. Within a group the
     longest prompts come first, so an out-of-memory shows up at once."""
-    runs: list[tuple[tuple[int, ...], list[int]]] = []
-    for i in sorted(range(len(prompts)), key=lambda i: prompts[i].ids):
-        own = prompts[i].ids[:-1]
+    keys = [p.key for p in prompts]
+    runs: list[tuple[tuple[int, ...], list[int]]] = []  # (shared key, members)
+    for i in sorted(range(len(prompts)), key=keys.__getitem__):
+        own = keys[i][:-1]
         if runs:
-            shared = _common_length(runs[-1][0], own)
+            shared = common_length(runs[-1][0], own)
             if shared >= MIN_SHARED_PREFIX:
                 runs[-1] = (runs[-1][0][:shared], runs[-1][1] + [i])
                 continue
-        runs.append((tuple(own), [i]))
+        runs.append((own, [i]))
     groups = []
     for prefix, members in runs:
         members.sort(key=lambda i: len(prompts[i].ids), reverse=True)
-        groups.append(PrefixGroup(prefix if len(members) > 1 else (), members))
+        shared = tuple(prompts[members[0]].ids[: len(prefix)]) if len(members) > 1 else ()
+        groups.append(PrefixGroup(shared, members))
     return groups
 
 
