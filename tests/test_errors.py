@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_cli, write_rows
 
+from lighteval_like.api.folders import CACHE_ENV
 from lighteval_like.cli.commands import main
-from lighteval_like.evaluation.cache import CACHE_ENV
 from lighteval_like.tasks.specs import SPEC_FORMAT
 
 PREFIX = "lighteval-like: error: "

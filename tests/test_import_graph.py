@@ -98,3 +98,22 @@ def test_torch_distributed_only_in_runtime(name):
                      and not m.startswith(f"{PACKAGE}.runtime"))
     assert outside == []
     assert any(m.startswith(f"{PACKAGE}.runtime") for m, names in raw.items() if name in names)
+
+
+# Stages from the ground floor up: a package imports only packages below it (or its own modules).
+LAYERS = ["api", "runtime", "models", "metrics", "tasks", "results", "evaluation", "cli"]
+TOOLS = {"demo": "cli", "__main__": "cli"}  # modules at the top of the package, at the level of the CLI
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None  # the package's own __init__ (its version): importable from anywhere
+    return LAYERS.index(TOOLS.get(parts[1], parts[1]))
+
+
+def test_no_import_runs_back_up_the_stages():
+    graph, _ = import_graph()
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                    if _layer(d) is not None and _layer(m) is not None and _layer(d) > _layer(m))
+    assert upward == []

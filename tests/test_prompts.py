@@ -10,8 +10,9 @@ import sqlite3
 from lighteval_like.api.doc import Doc
 from lighteval_like.api.prompt import ImagePart, MediaStore, Prompt, TextPart, Turn
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResponse, request_identity
+from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.cache import ResponseCache
-from lighteval_like.evaluation.samples import Sample, prompt_texts
+from lighteval_like.evaluation.samples import prompt_texts
 from lighteval_like.models.packing import ScoreItem, group_by_prefix, pack_rows, unique_tokens
 from lighteval_like.models.prompt_encoder import PromptEncoder
 from lighteval_like.models.transformers.generation import Prompt as EnginePrompt

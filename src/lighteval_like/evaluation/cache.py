@@ -22,16 +22,15 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from lighteval_like.api.errors import CacheError
+from lighteval_like.api.folders import cache_root
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse, Request, Response, request_identity
 from lighteval_like.models.base import LanguageModel, ModelIdentity
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "LIGHTEVAL_LIKE_CACHE"
-DEFAULT_CACHE_ROOT = os.path.join("~", ".cache", "lighteval_like")
 FORMAT_VERSION = 1  # part of the fingerprint: a new format never reads old files
 # Model args that say where the model runs, not what it computes (and the generation parameters,
 # which every generation request carries: its key has them).
@@ -47,8 +46,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 def response_cache_dir(cache_dir: str | None = None) -> str:
     """`<cache_dir>/responses`; the root defaults to $LIGHTEVAL_LIKE_CACHE, else ~/.cache/lighteval_like."""
-    root = cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT
-    return os.path.join(os.path.expanduser(root), "responses")
+    return os.path.join(cache_root(cache_dir), "responses")
 
 
 def _folder_stamp(path: object, subfolder: object = None) -> list | None:
@@ -97,16 +95,6 @@ def encode_response(response: Response) -> str:
 def decode_response(text: str) -> Response:
     name, fields = json.loads(text)
     return RESPONSE_TYPES[name](**fields)
-
-
-@dataclass
-class CacheSummary:
-    """What the cache did this run, for `summary_general` (counts over all ranks)."""
-
-    enabled: bool
-    fingerprint: str | None = None
-    hits: int = 0
-    computed: int = 0
 
 
 class ResponseCache:

@@ -17,8 +17,9 @@ from lighteval_like.api.requests import (
     RollingRequest,
     request_identity,
 )
-from lighteval_like.evaluation.cache import CacheSummary, ResponseCache, model_fingerprint, response_cache_dir
+from lighteval_like.evaluation.cache import ResponseCache, model_fingerprint, response_cache_dir
 from lighteval_like.models.base import LanguageModel
+from lighteval_like.results.record import CacheSummary
 from lighteval_like.runtime import ProcessContext
 
 logger = logging.getLogger(__name__)

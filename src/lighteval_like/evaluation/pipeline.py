@@ -15,10 +15,11 @@ from datetime import datetime
 from tqdm.auto import tqdm
 
 from lighteval_like.api.generation import GenerationParameters
+from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.execution import CacheSettings, Execution, execute
 from lighteval_like.evaluation.parameters import PipelineParameters
 from lighteval_like.evaluation.reasoning import remove_reasoning
-from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples, prompt_texts
+from lighteval_like.evaluation.samples import PromptOptions, build_samples, prompt_texts
 from lighteval_like.evaluation.scoring import cleanup_failures, metric_info, permit_code_execution, score_run
 from lighteval_like.metrics.sandbox import Isolation
 from lighteval_like.models.base import LanguageModel

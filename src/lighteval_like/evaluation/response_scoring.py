@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from lighteval_like.api.errors import UsageError
 from lighteval_like.api.requests import GenerationResponse
-from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples
+from lighteval_like.api.sample import Sample
+from lighteval_like.evaluation.samples import PromptOptions, build_samples
 from lighteval_like.evaluation.scoring import score_task
 from lighteval_like.metrics.library import resolve_metrics
 from lighteval_like.results.record import TaskScores

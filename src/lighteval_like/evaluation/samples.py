@@ -11,8 +11,9 @@ from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.generation import GenerationParameters, sample_seed
 from lighteval_like.api.prompt import Prompt
-from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, Request, Response, RollingRequest
-from lighteval_like.metrics.library import SampleValue, resolve_metrics
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
+from lighteval_like.api.sample import Sample
+from lighteval_like.metrics.library import resolve_metrics
 from lighteval_like.models.prompt_encoder import PromptEncoder
 from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.docs import TaskData
@@ -30,24 +31,6 @@ class PromptOptions:
     chat: bool = False  # --use_chat_template: prompts are turns the encoder's template renders
     encoder: PromptEncoder | None = None  # renders prompts into contexts; counts tokens for truncate=1
     generation: GenerationParameters = field(default_factory=GenerationParameters)  # the user's
-
-
-@dataclass
-class Sample:
-    """One doc under one few-shot seed, with its rendered contexts and requests."""
-
-    task_key: str
-    doc_index: int
-    fewshot_seed: int
-    doc: Doc
-    contexts: list[str]  # the prompts as the model reads them (rendered by the encoder)
-    requests: list[Request]
-    num_fewshot: int
-    fewshot_truncated: bool = False
-    responses: list[Response] = field(default_factory=list)
-    metrics: dict[str, SampleValue] = field(default_factory=dict)
-    extras: dict = field(default_factory=dict)  # what a metric recorded for the details (e.g. a program run)
-    generation: GenerationParameters | None = None  # the values a generative task ran with
 
 
 def prompt_texts(samples: list[Sample]):

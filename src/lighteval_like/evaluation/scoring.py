@@ -9,8 +9,9 @@ from dataclasses import asdict
 
 from lighteval_like.api.errors import UsageError
 from lighteval_like.api.requests import request_identity
+from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.reasoning import unclosed_count
-from lighteval_like.evaluation.samples import Sample, prompt_texts
+from lighteval_like.evaluation.samples import prompt_texts
 from lighteval_like.metrics.library import aggregate, resolve_metrics
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash

@@ -25,9 +25,9 @@ import numpy as np
 from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
+from lighteval_like.api.sample import SampleValue
 from lighteval_like.tasks.config import TaskConfig
 
-SampleValue = float | tuple[float, float]
 BOOTSTRAP_ITERS = 1000
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from lighteval_like.api.errors import OutputError
 from lighteval_like.results.record import RunReport, TaskScores, details_rows
-from lighteval_like.evaluation.samples import Sample
+from lighteval_like.api.sample import Sample
 
 
 @dataclass

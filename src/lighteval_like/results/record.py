@@ -12,10 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from lighteval_like import __version__
-from lighteval_like.evaluation.cache import CacheSummary
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
 from lighteval_like.models.base import ModelInfo
-from lighteval_like.evaluation.samples import Sample
+from lighteval_like.api.sample import Sample
 from lighteval_like.metrics.sandbox import Isolation, describe
 
 
@@ -34,6 +33,16 @@ def scores_record(scores: TaskScores) -> dict[str, float]:
     for name, score in scores.items():
         out[name], out[f"{name}_stderr"] = score.value, score.stderr
     return out
+
+
+@dataclass
+class CacheSummary:
+    """What the cache did this run, for `summary_general` (counts over all ranks)."""
+
+    enabled: bool
+    fingerprint: str | None = None
+    hits: int = 0
+    computed: int = 0
 
 
 def text_hash(texts) -> str:

@@ -16,7 +16,7 @@ from lighteval_like.api.errors import UsageError
 from lighteval_like.runtime.process import ProcessContext
 
 if TYPE_CHECKING:
-    from lighteval_like.cli.override_config import ParallelismArgs
+    from lighteval_like.runtime.parallelism import ParallelismArgs
     from lighteval_like.runtime.placement import MeshPlacement
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

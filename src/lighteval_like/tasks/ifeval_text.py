@@ -18,7 +18,7 @@ import shutil
 import tempfile
 
 from lighteval_like.api.errors import LightevalLikeError
-from lighteval_like.evaluation.cache import CACHE_ENV, DEFAULT_CACHE_ROOT
+from lighteval_like.api.folders import CACHE_ENV, cache_root
 
 PUNKT_LANGUAGE = "english"
 MODEL_FILES = ("abbrev_types.txt", "collocations.tab", "sent_starters.txt", "ortho_context.tab")
@@ -27,7 +27,7 @@ WORD_PATTERN = re.compile(r"\w+")
 
 def nltk_data_dir(cache_dir: str | None = None) -> str:
     """`<cache root>/nltk_data`, the NLTK data folder the project controls."""
-    return os.path.join(os.path.expanduser(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT), "nltk_data")
+    return os.path.join(cache_root(cache_dir), "nltk_data")
 
 
 def _complete(folder: str) -> bool:
