@@ -11,13 +11,9 @@ from lighteval_like.api.generation import parse_gen_kwargs
 from lighteval_like.api.typed_config import keys_of
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import parse_reasoning_tags
-from lighteval_like.models.model_args import (
-    ModelConfig,
-    TransformersModelConfig,
-    VLLMModelConfig,
-    load_model_config,
-    parse_model_args,
-)
+from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args
+from lighteval_like.models.transformers.config import TransformersModelConfig
+from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.results.outputs import EvaluationResult
 from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.docs import load_task_data

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from lighteval_like.api.errors import ModelLoadError, UsageError
 from lighteval_like.models.base import ModelInfo
-from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.nanotron.checkpoint import NanotronCheckpoint, build_model, resolve_checkpoint
+from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 
 

@@ -28,7 +28,6 @@ from lighteval_like.models.base import (
     RollingRequest,
     WorkPlan,
 )
-from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.packing import (
     PackedRow,
     PrefixGroup,
@@ -41,6 +40,7 @@ from lighteval_like.models.packing import (
     unique_tokens,
 )
 from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
+from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.generation import generate
 from lighteval_like.runtime.single_device import SingleDevice
 

@@ -30,9 +30,9 @@ from lighteval_like.models.base import (
     RollingRequest,
     WorkPlan,
 )
-from lighteval_like.models.model_args import VLLMModelConfig
 from lighteval_like.models.packing import RollingWindows, ScoreItem, unique_tokens
 from lighteval_like.models.tokenization import RequestEncoder, load_tokenizer, render_chat
+from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.models.vllm.replicas import GenerateJob, Job, ReplicaPool, ScoreJob
 from lighteval_like.runtime import ProcessContext
 
