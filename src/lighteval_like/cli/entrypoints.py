@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
 from lighteval_like.api.errors import UsageError
@@ -149,8 +148,7 @@ def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersMode
         from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
 
         checkpoint = resolve_checkpoint(path)
-        model_class = functools.partial(NanotronCheckpointModel, checkpoint=checkpoint)
-        return model_config_for(checkpoint, tokenizer=tokenizer), model_class, checkpoint.step
+        return model_config_for(checkpoint, tokenizer=tokenizer), NanotronCheckpointModel, checkpoint.step
     config = load_checkpoint_config(path)
     if tokenizer:
         config.tokenizer = tokenizer
