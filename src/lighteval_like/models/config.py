@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lighteval_like.api.errors import ModelArgsError
 
@@ -15,8 +15,9 @@ DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16"
 @dataclass
 class BackendConfig:
     """Model arguments of every backend, named as in lighteval. A subclass names the dtypes it
-    takes (`DTYPES`) and checks its own args (`check_args`); its `KEY_ORDER` keeps the order
-    that errors and results files list its args in, where that order came before this base."""
+    takes (`DTYPES`), checks its own args (`check_args`) and names the run options they set
+    (`run_defaults`); its `KEY_ORDER` keeps the order that errors and results files list its
+    args in, where that order came before this base."""
 
     pretrained: str
     tokenizer: str | None = None
@@ -45,6 +46,11 @@ class BackendConfig:
 
     def check_args(self) -> None:
         """The backend's own args, checked (and normalised) after the dtype, before the source."""
+
+    def run_defaults(self) -> dict[str, Any]:
+        """Run options (`PipelineParameters` fields) these model args set: each one the flags
+        leave unset (None, False) takes its value here."""
+        return {}
 
     def _check_source(self) -> None:
         if not self.pretrained:

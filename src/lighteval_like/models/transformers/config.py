@@ -6,7 +6,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lighteval_like.api.errors import ModelArgsError
 from lighteval_like.api.generation import GenerationParameters
@@ -58,6 +58,9 @@ class TransformersModelConfig(BackendConfig):
             raise ModelArgsError(f"device '{self.device}' is not valid: use cpu, cuda, cuda:N or mps")
         if self.max_gen_toks <= 0 or (self.max_length is not None and self.max_length <= 0):
             raise ModelArgsError("max_gen_toks and max_length must be positive integers")
+
+    def run_defaults(self) -> dict[str, Any]:
+        return {"generation": self.generation_parameters}
 
     @property
     def quantized(self) -> bool:

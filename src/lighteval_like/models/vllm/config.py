@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lighteval_like.api.errors import ModelArgsError
 from lighteval_like.models.config import BackendConfig
@@ -47,3 +47,6 @@ class VLLMModelConfig(BackendConfig):
             raise ModelArgsError(f"{', '.join(bad)} must be positive integers")
         if self.swap_space is not None and self.swap_space < 0:
             raise ModelArgsError(f"swap_space={self.swap_space} must be a number of GiB >= 0")
+
+    def run_defaults(self) -> dict[str, Any]:
+        return {"use_chat_template": self.use_chat_template, "batch_size": self.batch_size}
