@@ -6,12 +6,8 @@ import pytest
 
 from lighteval_like.api.errors import ModelArgsError, UsageError
 from lighteval_like.cli.entrypoints import model_config_from_flags
-from lighteval_like.models.model_args import (
-    ATTN_IMPLEMENTATIONS,
-    TransformersModelConfig,
-    load_model_config,
-    parse_model_args,
-)
+from lighteval_like.models.model_args import TransformersModelConfig, load_model_config, parse_model_args
+from lighteval_like.models.transformers.config import ATTN_IMPLEMENTATIONS
 
 
 def test_defaults():

@@ -16,7 +16,8 @@ import pytest
 from conftest import build_tiny_model, run_cli
 
 from lighteval_like.api.errors import ModelArgsError, UsageError
-from lighteval_like.models.model_args import VLLMModelConfig, parse_model_args
+from lighteval_like.models.model_args import parse_model_args
+from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.models.vllm.model import context_units, engine_args, replica_envs, score_job, shares
 from lighteval_like.models.vllm.replicas import ScoreJob, chunks, startup_fix
 

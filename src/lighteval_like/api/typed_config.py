@@ -109,8 +109,12 @@ def coerce(value: Any, annotation: Any, key: str, vocabulary: Vocabulary) -> Any
 
 
 def keys_of(cls: type) -> list[str]:
-    """The keys a user may set (fields marked `metadata={"cli": False}` are internal)."""
-    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    """The keys a user may set (fields marked `metadata={"cli": False}` are internal), in the
+    order of the class's `KEY_ORDER` where it names one (a subclass placing inherited keys among
+    its own; keys it does not name follow), else in the order of its fields."""
+    keys = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    order = getattr(cls, "KEY_ORDER", ())
+    return sorted(keys, key=lambda k: order.index(k) if k in order else len(order))
 
 
 def build(cls: type, data: dict, vocabulary: Vocabulary, prefix: str = "") -> Any:

@@ -1,26 +1,61 @@
-"""Flags -> configs -> `Pipeline`, for each entry point; plus `tasks inspect`."""
+"""Flags -> a backend, its config and the run options -> `run`, for each entry point; plus `tasks inspect`.
+
+`run` is the one path from a config to results: the entry points differ only in the backend
+they choose (models/registry.py), the flags they read and the launch they run under."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 from lighteval_like.api.errors import UsageError
 from lighteval_like.api.generation import parse_gen_kwargs
 from lighteval_like.api.typed_config import keys_of
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import parse_reasoning_tags
-from lighteval_like.models.model_args import (
-    ModelConfig,
-    TransformersModelConfig,
-    VLLMModelConfig,
-    load_model_config,
-    parse_model_args,
-)
+from lighteval_like.models.config import BackendConfig
+from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args
+from lighteval_like.models.registry import LoadContext, get_backend
+from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
 from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.docs import load_task_data
+
+if TYPE_CHECKING:
+    from lighteval_like.cli.override_config import ParallelismArgs
+    from lighteval_like.runtime.launch import TorchrunEnv
+
+Launch = AbstractContextManager[LoadContext]
+
+
+def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
+        gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
+        reasoning_tags: str | None = None) -> EvaluationResult | None:
+    """Evaluate `config` with the named backend under `launch` (which starts the processes and
+    says where the model loads); returns the results on the main process. The run options the
+    model args set (`BackendConfig.run_defaults`) fill those the flags left unset."""
+    backend = get_backend(backend_name)
+    backend.check()  # before the data loads
+    defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
+    params = dataclasses.replace(params, **defaults)
+    params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
+                                                              reasoning_tags))
+    with launch as context:
+        context = dataclasses.replace(context, batch_size=params.batch_size)
+        model = None
+
+        def load_model():
+            nonlocal model
+            model = backend.load(config, context)
+            return model
+
+        try:
+            return Pipeline(params, load_model, context.process, model_args_record(config)).evaluate()
+        finally:
+            if model is not None:
+                backend.close(model)
 
 
 def model_config_from_flags(model_args: str | None, model_config_path: str | None,
@@ -30,41 +65,55 @@ def model_config_from_flags(model_args: str | None, model_config_path: str | Non
     return parse_model_args(model_args, cls) if model_args else load_model_config(model_config_path, cls)
 
 
-def run_accelerate(
-    model_args: str | None,
-    model_config_path: str | None,
-    override_batch_size: int,
-    cache_dir: str | None,
-    gen_kwargs: str | None = None,
-    remove_reasoning_tags: bool = False,
-    reasoning_tags: str | None = None,
-    **pipeline_flags,
-) -> EvaluationResult | None:
-    """Evaluate under Accelerate: one process, or data parallel under `accelerate launch`."""
-    from lighteval_like.models.transformers.model import TransformersModel
-    from lighteval_like.runtime.launch import accelerate_context
+def run_from_flags(backend_name: str, launch: Launch, model_args: str | None, model_config_path: str | None,
+              cache_dir: str | None, gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
+              reasoning_tags: str | None = None, **pipeline_flags) -> EvaluationResult | None:
+    """`run` from the flags `accelerate` and `vllm` share (`commands._run_options`)."""
+    config = model_config_from_flags(model_args, model_config_path, get_backend(backend_name).config_class)
+    if cache_dir:
+        config.cache_dir = cache_dir
+    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir)
+    return run(backend_name, config, params, launch, gen_kwargs, remove_reasoning_tags, reasoning_tags)
 
+
+def run_accelerate(model_args: str | None, model_config_path: str | None, override_batch_size: int,
+                   cache_dir: str | None, **flags) -> EvaluationResult | None:
+    """Evaluate a transformers model under Accelerate: one process, or data parallel under `accelerate launch`."""
     if override_batch_size == 0 or override_batch_size < -1:
         raise UsageError(f"--override_batch_size {override_batch_size} is not valid: pass a positive number of "
                          f"sequences per forward pass, or -1 (the default) for automatic")
-    config = model_config_from_flags(model_args, model_config_path)
-    if cache_dir:
-        config.cache_dir = cache_dir
     batch_size = override_batch_size if override_batch_size > 0 else None
-    generation = generation_options(config.generation_parameters, gen_kwargs, remove_reasoning_tags, reasoning_tags)
-    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=batch_size, **generation)
+    return run_from_flags("transformers", accelerate_launch(), model_args, model_config_path, cache_dir,
+                     batch_size=batch_size, **flags)
+
+
+def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+             **flags) -> EvaluationResult:
+    """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
+    return run_from_flags("vllm", one_process(), model_args, model_config_path, cache_dir, **flags)
+
+
+@contextmanager
+def one_process() -> Iterator[LoadContext]:
+    """This process alone (vLLM's: its engine replicas are processes of the backend's own)."""
+    from lighteval_like.runtime import ProcessContext
+
+    yield LoadContext(ProcessContext())
+
+
+@contextmanager
+def accelerate_launch() -> Iterator[LoadContext]:
+    """The ranks of `accelerate launch` (or one plain process), each on its device."""
+    from lighteval_like.runtime.launch import accelerate_context
+
     process, device = accelerate_context()
-
-    def load_model() -> TransformersModel:
-        return TransformersModel(config, batch_size=batch_size, device=device, show_progress=process.is_main)
-
-    return Pipeline(params, load_model, process, model_args_record(config)).evaluate()
+    yield LoadContext(process, device)
 
 
 def generation_options(defaults, gen_kwargs: str | None, remove_reasoning_tags: bool,
                        reasoning_tags: str | None) -> dict:
     """`PipelineParameters.generation` (`--gen_kwargs` over the model's generation_parameters)
-    and `.reasoning_tags`, from the flags both entry points share."""
+    and `.reasoning_tags`, from the flags every entry point shares."""
     if reasoning_tags and not remove_reasoning_tags:
         raise UsageError("--reasoning_tags names the tags --remove_reasoning_tags cuts out: pass both")
     return {
@@ -73,34 +122,7 @@ def generation_options(defaults, gen_kwargs: str | None, remove_reasoning_tags: 
     }
 
 
-def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
-             gen_kwargs: str | None = None, remove_reasoning_tags: bool = False, reasoning_tags: str | None = None,
-             **pipeline_flags) -> EvaluationResult:
-    """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
-    from lighteval_like.models.vllm.model import VLLMModel, require_vllm
-
-    config = model_config_from_flags(model_args, model_config_path, VLLMModelConfig)
-    require_vllm()  # before the data loads
-    if cache_dir:
-        config.cache_dir = cache_dir
-    pipeline_flags["use_chat_template"] = pipeline_flags.get("use_chat_template") or config.use_chat_template
-    generation = generation_options(None, gen_kwargs, remove_reasoning_tags, reasoning_tags)
-    params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir, batch_size=config.batch_size, **generation)
-    model: VLLMModel | None = None
-
-    def load_model() -> VLLMModel:
-        nonlocal model
-        model = VLLMModel(config)
-        return model
-
-    try:
-        return Pipeline(params, load_model, model_args=model_args_record(config)).evaluate()
-    finally:
-        if model is not None:
-            model.close()
-
-
-def model_args_record(config: TransformersModelConfig | VLLMModelConfig) -> dict:
+def model_args_record(config: BackendConfig) -> dict:
     """The model args as recorded in the results and fingerprinted by the response cache
     (internal fields, such as where files are cached, are not model args)."""
     values = {k: getattr(config, k) for k in keys_of(type(config))}
@@ -110,55 +132,54 @@ def model_args_record(config: TransformersModelConfig | VLLMModelConfig) -> dict
 def run_distributed(
     checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
 ) -> EvaluationResult | None:
-    """Evaluate under torchrun over a (dp, pp, tp) mesh: the same pipeline as `accelerate`,
-    with the model placed on the mesh by the runtime. Returns the results on global rank 0."""
+    """Evaluate under torchrun over a (dp, pp, tp) mesh: the same run as `accelerate`, with the
+    model placed on the mesh by the runtime. Returns the results on global rank 0."""
     from lighteval_like.cli.override_config import load_override_config
-    from lighteval_like.runtime.faults import fail_rank
-    from lighteval_like.runtime.launch import DistributedSession, torchrun_env
+    from lighteval_like.runtime.launch import torchrun_env
 
     override = load_override_config(lighteval_config_path)
-    config, model_class, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
+    backend_name, config, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
     params = override.pipeline_parameters()
-    options = generation_options(config.generation_parameters, None, override.tasks.remove_reasoning_tags,
-                                 override.tasks.reasoning_tags)
-    params.generation, params.reasoning_tags = options["generation"], options["reasoning_tags"]
     if params.checkpoint_step is None:
         params.checkpoint_step = step
-    session = None
+    launch = torchrun_launch(override.parallelism, env, config.device, debug)
+    return run(backend_name, config, params, launch, None, override.tasks.remove_reasoning_tags,
+               override.tasks.reasoning_tags)
+
+
+@contextmanager
+def torchrun_launch(parallelism: ParallelismArgs, env: TorchrunEnv, device: str | None,
+                    debug: bool) -> Iterator[LoadContext]:
+    """The torchrun ranks on their (dp, pp, tp) mesh; any rank's failure ends every rank (see fail_rank)."""
+    from lighteval_like.runtime.faults import fail_rank
+    from lighteval_like.runtime.launch import DistributedSession
+
     try:
-        session = DistributedSession.start(override.parallelism, env, config.device)
-
-        def load_model():
-            return model_class(config, batch_size=override.batch_size, show_progress=session.process.is_main,
-                               placement=session.placement())
-
-        result = Pipeline(params, load_model, session.process, model_args_record(config)).evaluate()
-    except BaseException as error:  # any rank's failure ends every rank (see fail_rank)
+        session = DistributedSession.start(parallelism, env, device)
+        yield LoadContext(session.process, placement=session.placement())
+    except BaseException as error:
         fail_rank(error, env, debug)
     session.close()
-    return result
 
 
-def checkpoint_model(path: str, tokenizer: str | None) -> tuple[TransformersModelConfig, Callable, int | None]:
+def checkpoint_model(path: str, tokenizer: str | None) -> tuple[str, TransformersModelConfig, int | None]:
     """`--checkpoint_config_path`: a nanotron checkpoint's config.yaml (or its step or run folder),
-    read as it is, or our own model YAML; returns the model args, the backend class to load and
+    read as it is, or our own model YAML; returns the backend that loads it, its model args and
     the training step (None for our own format)."""
     from lighteval_like.cli.override_config import load_checkpoint_config
     from lighteval_like.models.nanotron.checkpoint import is_nanotron_config, resolve_checkpoint
-    from lighteval_like.models.transformers.model import TransformersModel
 
     if is_nanotron_config(path):
-        from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
+        from lighteval_like.models.nanotron.model import model_config_for
 
         checkpoint = resolve_checkpoint(path)
-        model_class = functools.partial(NanotronCheckpointModel, checkpoint=checkpoint)
-        return model_config_for(checkpoint, tokenizer=tokenizer), model_class, checkpoint.step
+        return "nanotron", model_config_for(checkpoint, tokenizer=tokenizer), checkpoint.step
     config = load_checkpoint_config(path)
     if tokenizer:
         config.tokenizer = tokenizer
-    return config, TransformersModel, None
+    return "transformers", config, None
 
 
 def _fewshot_source(cfg: TaskConfig) -> str:

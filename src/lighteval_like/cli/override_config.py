@@ -10,7 +10,8 @@ from lighteval_like.api.errors import ConfigError
 from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.api.typed_config import Vocabulary, build, read_yaml
 from lighteval_like.evaluation.parameters import PipelineParameters
-from lighteval_like.models.model_args import TransformersModelConfig, load_model_config
+from lighteval_like.models.model_args import load_model_config
+from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.runtime.parallelism import ParallelismArgs
 
 OVERRIDE_KEYS = Vocabulary(ConfigError, "key", text_values=False)

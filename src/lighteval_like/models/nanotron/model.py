@@ -13,14 +13,14 @@ from dataclasses import replace
 
 from lighteval_like.api.errors import ModelLoadError, UsageError
 from lighteval_like.models.base import ModelInfo
-from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.nanotron.checkpoint import NanotronCheckpoint, build_model, resolve_checkpoint
+from lighteval_like.models.nanotron.config import NanotronModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 
 
 def model_config_for(
     ckpt: NanotronCheckpoint, tokenizer: str | None = None, dtype: str | None = None, **model_args
-) -> TransformersModelConfig:
+) -> NanotronModelConfig:
     """The model args that evaluate `ckpt`: `pretrained` is its step folder, `tokenizer` the one
     given (override config / flag) else config.yaml's, `dtype` the one given else model.dtype."""
     name = tokenizer or ckpt.tokenizer
@@ -29,14 +29,15 @@ def model_config_for(
             f"{ckpt.config_path}: tokenizer.tokenizer_name_or_path is null and no tokenizer was given: "
             "name one (a local tokenizer folder or a hub id)"
         )
-    return TransformersModelConfig(pretrained=str(ckpt.root), tokenizer=name, dtype=dtype or ckpt.dtype, **model_args)
+    return NanotronModelConfig(pretrained=str(ckpt.root), tokenizer=name, dtype=dtype or ckpt.dtype, checkpoint=ckpt,
+                               **model_args)
 
 
 class NanotronCheckpointModel(TransformersModel):
     """`TransformersModel` whose `config.pretrained` is a nanotron checkpoint (step folder)."""
 
-    def __init__(self, config: TransformersModelConfig, *args, checkpoint: NanotronCheckpoint | None = None, **kwargs):
-        self.checkpoint = checkpoint if checkpoint is not None else resolve_checkpoint(config.pretrained)
+    def __init__(self, config: NanotronModelConfig, *args, **kwargs):
+        self.checkpoint = config.checkpoint if config.checkpoint is not None else resolve_checkpoint(config.pretrained)
         if config.quantized or config.gguf_file or config.subfolder:
             raise UsageError("quantization, gguf_file and subfolder do not apply to a nanotron checkpoint")
         if config.model_parallel:

@@ -1,6 +1,6 @@
 """The transformers backend: loads a causal LM and answers the three request types.
 
-Tokenisation is `models/tokenization.py`'s (lm-evaluation-harness's rules), scoring packs
+Tokenisation is `models/prompt_encoder.py`'s (lm-evaluation-harness's rules), scoring packs
 requests as a prefix tree (`models/packing.py`), and where the model runs is the placement's
 business: one device by default, or split over a mesh (`runtime/placement.py`). Generation is
 `generation.py`'s engine, which sees the model through `TransformersStepRunner`.
@@ -27,7 +27,6 @@ from lighteval_like.api.requests import (
     RollingRequest,
 )
 from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.model_args import TransformersModelConfig
 from lighteval_like.models.packing import (
     PackedRow,
     PrefixGroup,
@@ -40,6 +39,7 @@ from lighteval_like.models.packing import (
     unique_tokens,
 )
 from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
+from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.generation import generate
 from lighteval_like.models.transformers.row_cache import RowCache, supports_row_cache
 from lighteval_like.runtime.single_device import SingleDevice

@@ -27,9 +27,9 @@ from lighteval_like.api.requests import (
     RollingRequest,
 )
 from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.model_args import VLLMModelConfig
 from lighteval_like.models.packing import RollingWindows, ScoreItem, unique_tokens
 from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
+from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.models.vllm.replicas import GenerateJob, Job, ReplicaPool, ScoreJob
 from lighteval_like.runtime import ProcessContext
 
