@@ -3,6 +3,7 @@ round-tripping its model args, and a backend registered here running through `ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, fields
@@ -174,3 +175,16 @@ def test_a_failed_run_still_closes_the_model(fake_backend, tmp_path):
         run("fake", config, params, one_process())
     assert fake_backend == [("check",), ("load", None, True), ("close", -1)]
     assert not list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_a_backend_that_counts_no_tokens_refuses_truncation_before_anything_loads(fake_backend, monkeypatch, tmp_path):
+    monkeypatch.setitem(registry.BACKENDS, "fake", dataclasses.replace(registry.BACKENDS["fake"], counts_tokens=False))
+    config = model_config_from_flags("pretrained=org/fake", None, FakeConfig)
+    params = PipelineParameters(tasks="lighteval|arithmetic_generated:2da|3|1", max_samples=2,
+                                output_dir=str(tmp_path / "out"))
+    with pytest.raises(UsageError, match=r"lighteval\|arithmetic_generated:2da\|3 asks for truncate=1, but backend "
+                                         r"'fake' counts no tokens: use truncate=0"):
+        run("fake", config, params, one_process())
+    assert fake_backend == [("check",)]  # nothing loaded
+    assert run("fake", config, dataclasses.replace(params, tasks="lighteval|arithmetic_generated:2da|0|0"),
+               one_process()).results["results"]

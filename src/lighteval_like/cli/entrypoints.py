@@ -17,17 +17,26 @@ from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import parse_reasoning_tags
 from lighteval_like.models.config import BackendConfig
 from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args
-from lighteval_like.models.registry import LoadContext, get_backend
+from lighteval_like.models.registry import Backend, LoadContext, get_backend
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
 from lighteval_like.tasks.config import TaskConfig
 from lighteval_like.tasks.docs import load_task_data
+from lighteval_like.tasks.specs import parse_task_specs
 
 if TYPE_CHECKING:
     from lighteval_like.cli.override_config import ParallelismArgs
     from lighteval_like.runtime.launch import TorchrunEnv
 
 Launch = AbstractContextManager[LoadContext]
+
+
+def _refuse_truncation(backend: Backend, tasks: str) -> None:
+    """truncate=1 counts tokens: with a backend that cannot, the run stops before anything loads."""
+    cut = [] if backend.counts_tokens else [s for s in parse_task_specs(tasks) if s.truncate_fewshot]
+    if cut:
+        raise UsageError(f"task {cut[0].key} asks for truncate=1, but backend '{backend.name}' counts no tokens: "
+                         "use truncate=0 (suite|task|fewshot|0), or give the backend a tokenizer")
 
 
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
@@ -38,6 +47,7 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     model args set (`BackendConfig.run_defaults`) fill those the flags left unset."""
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
+    _refuse_truncation(backend, params.tasks)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,

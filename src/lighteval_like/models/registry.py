@@ -42,13 +42,16 @@ def _nothing(*_) -> None:
 @dataclass(frozen=True)
 class Backend:
     """`load(config, context)` makes the model (called once the data is ready); `close(model)`
-    runs after the run, whatever its end; `check()` refuses what is missing before data loads."""
+    runs after the run, whatever its end; `check()` refuses what is missing before data loads.
+    `counts_tokens` False: its prompt encoder counts no tokens (no tokenizer), so a task asking for
+    few-shot truncation (truncate=1) is refused at start-up."""
 
     name: str
     config_class: type[BackendConfig]
     load: Callable[[BackendConfig, LoadContext], LanguageModel]
     close: Callable[[LanguageModel], None] = _nothing
     check: Callable[[], None] = _nothing
+    counts_tokens: bool = True
 
 
 def _load_transformers(config: TransformersModelConfig, context: LoadContext) -> LanguageModel:
