@@ -5,6 +5,8 @@ above it, and `torch.distributed` imported only in `runtime/`."""
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,31 @@ def test_no_import_runs_back_up_the_stages():
     upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
                     if _layer(d) is not None and _layer(m) is not None and _layer(d) > _layer(m))
     assert upward == []
+
+
+def _layout_rows() -> dict[str, str]:
+    """The README's layout table: package (`models/vllm/`) -> what its row says it owns."""
+    text = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if len(cells) >= 2 and cells[0].startswith("`") and cells[0].endswith("/`"):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_readme_layout_table_matches_the_packages():
+    """Every package has a row (or is named in its parent's), every module of a package is named in
+    its row, and every module a row names exists."""
+    rows, root = _layout_rows(), SRC / PACKAGE
+    for package in sorted(p.parent for p in root.rglob("__init__.py") if p.parent != root):
+        rel = package.relative_to(root).as_posix() + "/"
+        if rel not in rows:
+            parent = package.parent.relative_to(root).as_posix() + "/"
+            assert f"`{package.name}/`" in rows.get(parent, ""), f"README layout: no row for {rel}"
+            continue
+        named = re.findall(r"`([\w*]+\.py)`", rows[rel])
+        modules = sorted(m.name for m in package.glob("*.py") if m.name != "__init__.py")
+        assert [m for m in modules if not any(fnmatch.fnmatch(m, n) for n in named)] == [], rel
+        assert [n for n in named if not any(fnmatch.fnmatch(m, n) for m in modules)] == [], rel
