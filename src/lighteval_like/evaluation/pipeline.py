@@ -1,7 +1,8 @@
 """The evaluation pipeline shared by every entry point: it runs the stages in order.
 
 task specs -> tasks and docs (docs.py) -> samples and requests (samples.py) -> execution
-(execution.py) -> scores (scoring.py) -> the run report (results.py) -> files (outputs.py).
+(execution.py) -> scores (scoring.py) -> the run report (results/record.py) -> files
+(results/outputs.py).
 Each process runs the same pipeline; its `ProcessContext` decides which requests it computes,
 and the main process alone scores and writes results.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from tqdm.auto import tqdm
@@ -19,9 +21,16 @@ from lighteval_like.evaluation.execution import CacheSettings, Execution, execut
 from lighteval_like.evaluation.parameters import PipelineParameters
 from lighteval_like.evaluation.reasoning import remove_reasoning
 from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples
-from lighteval_like.evaluation.scoring import cleanup_failures, metric_info, permit_code_execution, score_run
-from lighteval_like.metrics.sandbox import Isolation
-from lighteval_like.models.base import LanguageModel
+from lighteval_like.evaluation.scoring import (
+    ScoringContext,
+    TaskMetrics,
+    cleanup_failures,
+    metric_info,
+    permit_code_execution,
+    score_run,
+    task_metrics,
+)
+from lighteval_like.models.base import LanguageModel, ModelInfo
 from lighteval_like.results import outputs
 from lighteval_like.results.outputs import EvaluationResult
 from lighteval_like.results.record import GeneralSummary, RunReport, general_config, text_hash
@@ -34,6 +43,17 @@ from lighteval_like.tasks.registry import Registry, ResolvedTask
 from lighteval_like.tasks.specs import parse_task_specs
 
 
+@dataclass
+class Answered:
+    """What the model produced: the samples with their responses, its execution and its facts
+    (taken before it was released; the main process's alone)."""
+
+    samples: list[Sample]
+    execution: Execution
+    model_info: ModelInfo | None
+    model_stats: dict
+
+
 class Pipeline:
     def __init__(self, params: PipelineParameters, model_factory: Callable[[], LanguageModel],
                  process: ProcessContext | None = None, model_args: dict | None = None):
@@ -42,7 +62,8 @@ class Pipeline:
         self.process = process or ProcessContext()
         self.model_args = model_args or {}
         self.timings: dict[str, float] = {}
-        self.isolation: Isolation | None = None  # how model-written programs run (None: no code task)
+        self.metrics: TaskMetrics = {}  # each task's, resolved once by the preflight
+        self.scoring = ScoringContext()  # what metrics get beyond the responses
         self.start_time = time.time()
         self.timestamp = datetime.now().isoformat().replace(":", "-")
         self.groups: list[TaskGroup] = []  # the registry's, set with the tasks, averaged at scoring
@@ -62,10 +83,13 @@ class Pipeline:
         return registry.resolve(parse_task_specs(self.params.tasks))
 
     def preflight(self, tasks: list[ResolvedTask]) -> None:
-        """What can be refused is refused before any data or model loads: code execution without
-        consent, a missing tensorboard package, an output folder that cannot be written."""
+        """What can be refused is refused before any data or model loads: a metric that is unknown
+        or that the samples cannot give, code execution without consent, a missing tensorboard
+        package, an output folder that cannot be written."""
         p = self.params
-        self.isolation = permit_code_execution(tasks, p.allow_code_execution, p.allow_weaker_isolation)
+        self.metrics = task_metrics(tasks, p.generation or GenerationParameters())
+        isolation = permit_code_execution(tasks, self.metrics, p.allow_code_execution, p.allow_weaker_isolation)
+        self.scoring = ScoringContext(isolation)
         if p.push_to_tensorboard:
             check_available()
         if self.process.is_main:
@@ -89,39 +113,48 @@ class Pipeline:
         )
         return [s for td in self._progress(data, "building requests") for s in build_samples(td, options)]
 
-    def evaluate(self) -> EvaluationResult | None:
-        """Run every stage; returns the results on the main process, None elsewhere."""
-        tasks = self._timed("resolve_tasks", self.resolve_tasks)
-        self.preflight(tasks)
-        data = self._timed("load_data", self.load_data, tasks)
+    def answer(self, data: list[TaskData]) -> Answered:
+        """The evaluated model loaded, its responses to every sample's requests (on the main
+        process), its facts taken; returning releases it (the pipeline keeps no reference)."""
         model = self._timed("load_model", self.model_factory)
         samples = self._timed("build_requests", self.build_samples, data, model)
         settings = CacheSettings(self.model_args, self.params.cache_dir, not self.params.no_cache)
         execution = execute([r for s in samples for r in s.requests], model, self.process, settings)
         self.timings.update(execution.timings)
-        if execution.answers is None:
-            return None
+        if execution.answers is None:  # not the main process: it neither scores nor reports
+            return Answered(samples, execution, None, {})
         for sample in samples:
             sample.responses = [execution.answers[r] for r in sample.requests]
         if self.params.reasoning_tags:
             remove_reasoning(samples, self.params.reasoning_tags, model.count_tokens)
-        report = self._timed("metrics", self.report, data, samples, model, execution)
-        details = [td.task.key for td in data] if self.params.save_details else []
-        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, samples, details,
-                           not self.params.no_cache, self.params.push_to_tensorboard)
+        return Answered(samples, execution, model.info(), model.stats())
 
-    def report(self, data: list[TaskData], samples: list[Sample], model: LanguageModel, execution: Execution) -> RunReport:
-        results, summaries = score_run(data, samples, self.groups, self.isolation)
+    def evaluate(self) -> EvaluationResult | None:
+        """Run every stage; returns the results on the main process, None elsewhere."""
+        tasks = self._timed("resolve_tasks", self.resolve_tasks)
+        self.preflight(tasks)
+        data = self._timed("load_data", self.load_data, tasks)
+        answered = self.answer(data)
+        if not self.process.is_main:
+            return None
+        report = self._timed("metrics", self.report, data, answered)
+        details = [td.task.key for td in data] if self.params.save_details else []
+        return self._timed("save", outputs.save_run, self.params.output_dir, self.timestamp, report, answered.samples,
+                           details, not self.params.no_cache, self.params.push_to_tensorboard)
+
+    def report(self, data: list[TaskData], answered: Answered) -> RunReport:
+        samples, execution = answered.samples, answered.execution
+        results, summaries = score_run(data, samples, self.groups, self.metrics, self.scoring)
         scoring = sum(v for k, v in self.timings.items() if k.startswith("scoring_"))
         general = GeneralSummary(
             text_hash(c for s in samples for c in s.contexts), len(samples), execution.num_requests,
             sum(s.fewshot_truncated for s in samples), dict(self.timings),
-            round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, model.stats(),
+            round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, answered.model_stats,
         )
-        config = general_config(self.params, self.process.dp_size, self.start_time, model.info(), self.model_args,
-                                self.isolation, cleanup_failures(samples))
+        config = general_config(self.params, self.process.dp_size, self.start_time, answered.model_info,
+                                self.model_args, self.scoring.isolation, cleanup_failures(samples))
         config_tasks = {td.task.config.full_name: td.task.config.to_dict() for td in data}
-        for name, info in metric_info(data, samples, results).items():
+        for name, info in metric_info(data, self.metrics, results).items():
             config_tasks[name]["metric_info"] = info  # how compare and report read each metric
         return RunReport(
             config, results, {td.task.key: td.task.config.version for td in data}, config_tasks, summaries, general,

@@ -30,18 +30,22 @@ SampleValue = float | tuple[float, float]
 BOOTSTRAP_ITERS = 1000
 
 
+CODE_EXECUTION = "code_execution"  # runs model-written programs: the user's consent and a sandbox level
+
+
 @dataclass(frozen=True)
 class Metric:
     """A metric of one sample (`sample_fn`), or of all a task's samples at once (`batch_fn`, for
-    work that runs in parallel, such as executing programs); `executes_code` metrics need the
-    user's consent (`--allow_code_execution`) and get the sandbox's isolation level."""
+    work that runs in parallel, such as executing programs). `needs`
+    names what scoring must provide beyond the responses (`CODE_EXECUTION`): the pipeline
+    refuses a run that lacks it before anything loads; `batch_fn` finds it in its scoring context."""
 
     name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue] | None = None
     aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte | pooled_mean
     higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
-    batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, isolation) -> one value each
-    executes_code: bool = False
+    batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, scoring context) -> one value each
+    needs: frozenset[str] = frozenset()
 
 
 def _logprobs(responses: list[LoglikelihoodResponse]) -> np.ndarray:

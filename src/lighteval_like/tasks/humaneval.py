@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lighteval_like.metrics.library import Metric, pass_at_k
+from lighteval_like.metrics.library import CODE_EXECUTION, Metric, pass_at_k
 from lighteval_like.metrics.sandbox import Isolation, run_programs
 from lighteval_like.tasks.config import Doc
 
@@ -86,8 +86,9 @@ def execute_completions(samples: list, isolation: Isolation) -> list[list[bool]]
     return [s.extras["passed"] for s in samples]
 
 
-def _pass_at(k: int, samples: list, isolation: Isolation) -> list[float]:
-    return [pass_at_k(len(p), sum(p), k) for p in execute_completions(samples, isolation)]
+def _pass_at(k: int, samples: list, context) -> list[float]:
+    """pass@k of each sample, its completions run at the scoring context's isolation level."""
+    return [pass_at_k(len(p), sum(p), k) for p in execute_completions(samples, context.isolation)]
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class PassAtK:
         """Any n serves: the k above it are left out, as lm-eval does."""
 
     def metrics(self, n: int) -> list[Metric]:
-        return [Metric(f"pass@{k}", batch_fn=functools.partial(_pass_at, k), executes_code=True) for k in self.ks if k <= n]
+        return [Metric(f"pass@{k}", batch_fn=functools.partial(_pass_at, k), needs=frozenset({CODE_EXECUTION}))
+                for k in self.ks if k <= n]
 
 
 PASS_AT_K = PassAtK()

@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 
 from lighteval_like.api.errors import TaskSpecError, UsageError
-from lighteval_like.metrics.library import resolve_metrics
 from lighteval_like.tasks.config import TaskConfig, TaskGroup
 from lighteval_like.tasks.default_tasks import GROUPS, TASKS_TABLE
 from lighteval_like.tasks.specs import TaskSpec, visible
@@ -58,8 +57,6 @@ class Registry:
             tasks, groups = load_custom_tasks(custom_tasks_path)
             self.tasks.update((t.full_name, t) for t in tasks)
             self.groups.update((g.full_name, g) for g in groups)
-        for task in self.tasks.values():  # a misspelt metric stops the run before anything loads
-            resolve_metrics(task)
 
     def names(self, suite: str | None = None) -> list[str]:
         return sorted(n for n in self.tasks if suite is None or n.split("|", 1)[0] == suite)
