@@ -1,14 +1,16 @@
 """The evaluation pipeline shared by every entry point: it runs the stages in order.
 
 task specs -> tasks and docs (docs.py) -> samples and requests (samples.py) -> execution
-(execution.py) -> scores (scoring.py) -> the run report (results/record.py) -> files
-(results/outputs.py).
+(execution.py) -> [judge requests, executed by the judge model (metrics/judge.py)] -> scores
+(scoring.py) -> the run report (results/record.py) -> files (results/outputs.py).
 Each process runs the same pipeline; its `ProcessContext` decides which requests it computes,
 and the main process alone scores and writes results.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +26,16 @@ from lighteval_like.evaluation.samples import PromptOptions, Sample, build_sampl
 from lighteval_like.evaluation.scoring import (
     ScoringContext,
     TaskMetrics,
+    by_task,
     cleanup_failures,
     metric_info,
     permit_code_execution,
+    require_judge,
     score_run,
     task_metrics,
 )
+from lighteval_like.metrics.judge import JudgeAnswers, JudgeModel, collect_judge_requests
+from lighteval_like.metrics.library import JUDGE
 from lighteval_like.models.base import LanguageModel, ModelInfo
 from lighteval_like.results import outputs
 from lighteval_like.results.outputs import EvaluationResult
@@ -45,25 +51,37 @@ from lighteval_like.tasks.specs import parse_task_specs
 
 @dataclass
 class Answered:
-    """What the model produced: the samples with their responses, its execution and its facts
-    (taken before it was released; the main process's alone)."""
+    """What the models produced: the samples with their responses, the evaluated model's execution
+    and facts (taken before it was released; the main process's alone), and the judge pass's
+    execution (None: no judge metric in the run)."""
 
     samples: list[Sample]
     execution: Execution
     model_info: ModelInfo | None
     model_stats: dict
+    judge: Execution | None = None
+
+
+def _judge_summary(judge: JudgeModel | None, execution: Execution | None) -> dict | None:
+    """`summary_general.judge`: the judge's model args, requests and response cache (None: no judge pass)."""
+    if execution is None:
+        return None
+    return {"model_args": judge.model_args, "num_requests": execution.num_requests,
+            "response_cache": dataclasses.asdict(execution.cache)}
 
 
 class Pipeline:
     def __init__(self, params: PipelineParameters, model_factory: Callable[[], LanguageModel],
-                 process: ProcessContext | None = None, model_args: dict | None = None):
+                 process: ProcessContext | None = None, model_args: dict | None = None,
+                 judge: JudgeModel | None = None):
         self.params = params
         self.model_factory = model_factory
         self.process = process or ProcessContext()
         self.model_args = model_args or {}
+        self.judge = judge  # the model judge metrics ask (None: a run with one is refused)
         self.timings: dict[str, float] = {}
         self.metrics: TaskMetrics = {}  # each task's, resolved once by the preflight
-        self.scoring = ScoringContext()  # what metrics get beyond the responses
+        self.scoring = ScoringContext()  # what metrics get beyond the responses (the judge's answers added later)
         self.start_time = time.time()
         self.timestamp = datetime.now().isoformat().replace(":", "-")
         self.groups: list[TaskGroup] = []  # the registry's, set with the tasks, averaged at scoring
@@ -84,11 +102,12 @@ class Pipeline:
 
     def preflight(self, tasks: list[ResolvedTask]) -> None:
         """What can be refused is refused before any data or model loads: a metric that is unknown
-        or that the samples cannot give, code execution without consent, a missing tensorboard
-        package, an output folder that cannot be written."""
+        or that the samples cannot give, code execution without consent, a judge metric without a
+        judge, a missing tensorboard package, an output folder that cannot be written."""
         p = self.params
         self.metrics = task_metrics(tasks, p.generation or GenerationParameters())
         isolation = permit_code_execution(tasks, self.metrics, p.allow_code_execution, p.allow_weaker_isolation)
+        require_judge(tasks, self.metrics, self.judge is not None)
         self.scoring = ScoringContext(isolation)
         if p.push_to_tensorboard:
             check_available()
@@ -129,12 +148,29 @@ class Pipeline:
             remove_reasoning(samples, self.params.reasoning_tags, model.count_tokens)
         return Answered(samples, execution, model.info(), model.stats())
 
+    def ask_judge(self, data: list[TaskData], answered: Answered) -> None:
+        """Every judge request of the run, built on the main process from the responses, answered
+        in one pass by the judge model through the executor and the response cache (under the
+        judge's fingerprint), once the evaluated model is released. Nothing without judge metrics."""
+        if not any(JUDGE in m.needs for task in self.metrics.values() for m in task):
+            return
+        mine = collect_judge_requests(self.metrics, by_task(data, answered.samples)) if self.process.is_main else None
+        requests = self.process.broadcast_from_main(mine)
+        gc.collect()  # the evaluated model's memory is free before the judge loads
+        judge = self._timed("load_judge", self.judge.load)
+        settings = CacheSettings(self.judge.model_args, self.params.cache_dir, not self.params.no_cache)
+        answered.judge = execute(requests, judge, self.process, settings)
+        self.timings.update({k.replace("scoring_", "judge_", 1): v for k, v in answered.judge.timings.items()})
+        if answered.judge.answers is not None:
+            self.scoring = dataclasses.replace(self.scoring, judge=JudgeAnswers(answered.judge.answers))
+
     def evaluate(self) -> EvaluationResult | None:
         """Run every stage; returns the results on the main process, None elsewhere."""
         tasks = self._timed("resolve_tasks", self.resolve_tasks)
         self.preflight(tasks)
         data = self._timed("load_data", self.load_data, tasks)
         answered = self.answer(data)
+        self.ask_judge(data, answered)
         if not self.process.is_main:
             return None
         report = self._timed("metrics", self.report, data, answered)
@@ -150,6 +186,7 @@ class Pipeline:
             text_hash(c for s in samples for c in s.contexts), len(samples), execution.num_requests,
             sum(s.fewshot_truncated for s in samples), dict(self.timings),
             round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, answered.model_stats,
+            _judge_summary(self.judge, answered.judge),
         )
         config = general_config(self.params, self.process.dp_size, self.start_time, answered.model_info,
                                 self.model_args, self.scoring.isolation, cleanup_failures(samples))

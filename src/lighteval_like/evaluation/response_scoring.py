@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lighteval_like.api.errors import UsageError
 from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.evaluation.samples import PromptOptions, Sample, build_samples
-from lighteval_like.evaluation.scoring import ScoringContext, needing, score_task, task_metrics
+from lighteval_like.evaluation.scoring import ScoringContext, needing, require_judge, score_task, task_metrics
 from lighteval_like.metrics.library import CODE_EXECUTION
 from lighteval_like.models.base import GenerationResponse
 from lighteval_like.results.record import TaskScores
@@ -104,6 +104,7 @@ def score_responses(tasks: str, path: str, dataset_dir: str | None = None, custo
     if running_code:
         raise UsageError(f"tasks score runs no model-written code; score {', '.join(running_code)} with "
                          "`accelerate ... --allow_code_execution`, which runs it sandboxed")
+    require_judge(resolved, metrics, False, "tasks score asks no judge; score it with `accelerate` and a judge model")
     source = DataSource.from_env(dataset_dir)
     scored = ScoredResponses({}, {t.key: t.config.version for t in resolved}, {}, [])
     for task in resolved:

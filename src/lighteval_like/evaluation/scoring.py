@@ -3,7 +3,7 @@ averages of task groups (`leaderboard|mmlu:_average|5`, `bigbench|_average|0`) a
 `all` average.
 
 Each task's metrics are resolved once (`task_metrics`), before anything loads: what they need
-(`Metric.needs`) is checked then (`permit_code_execution`), and scoring hands
+(`Metric.needs`) is checked then (`permit_code_execution`, `require_judge`), and scoring hands
 them a `ScoringContext` holding it."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from lighteval_like.api.errors import UsageError
 from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.evaluation.reasoning import unclosed_count
 from lighteval_like.evaluation.samples import Sample, samples_per_doc
-from lighteval_like.metrics.library import CODE_EXECUTION, Metric, aggregate, resolve_metrics
+from lighteval_like.metrics.judge import JudgeAnswers
+from lighteval_like.metrics.library import CODE_EXECUTION, JUDGE, Metric, aggregate, resolve_metrics
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.tasks.config import TaskGroup
@@ -28,9 +29,10 @@ TaskMetrics = dict[str, list[Metric]]  # task key -> its metrics, resolved once
 @dataclass(frozen=True)
 class ScoringContext:
     """What metrics may use beyond the responses: the isolation level model-written programs run
-    at (None: the run runs no code)."""
+    at (None: the run runs no code) and the judge's answers (None: the run has no judge)."""
 
     isolation: Isolation | None = None
+    judge: JudgeAnswers | None = None
 
 
 def task_metrics(tasks: list[ResolvedTask], generation: GenerationParameters) -> TaskMetrics:
@@ -165,3 +167,15 @@ def permit_code_execution(tasks: list[ResolvedTask], metrics: TaskMetrics, allow
         )
     return require_isolation(allow_weaker)
 
+
+PIPELINE_JUDGE_FIX = ("give the pipeline one, Pipeline(..., judge=JudgeModel(load, model_args)) (the CLI has no "
+                      "--judge_model_args yet), or leave the task out")
+
+
+def require_judge(tasks: list[ResolvedTask], metrics: TaskMetrics, has_judge: bool, fix: str = PIPELINE_JUDGE_FIX) -> None:
+    """Before anything loads: one line naming the first task and metric that need a judge model,
+    and `fix`, when the run has none."""
+    judged = needing(tasks, metrics, JUDGE)
+    if judged and not has_judge:
+        task, metric = judged[0]
+        raise UsageError(f"task {task.config.full_name} metric {metric.name} needs a judge model and this run has none: {fix}")

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from lighteval_like.api.errors import TaskSpecError
-from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
+from lighteval_like.models.base import GenerationRequest, GenerationResponse, LoglikelihoodResponse
 from lighteval_like.tasks.config import Doc, TaskConfig
 
 SampleValue = float | tuple[float, float]
@@ -31,13 +31,14 @@ BOOTSTRAP_ITERS = 1000
 
 
 CODE_EXECUTION = "code_execution"  # runs model-written programs: the user's consent and a sandbox level
+JUDGE = "judge"  # asks a judge model (metrics/judge.py): the run must have one
 
 
 @dataclass(frozen=True)
 class Metric:
     """A metric of one sample (`sample_fn`), or of all a task's samples at once (`batch_fn`, for
-    work that runs in parallel, such as executing programs). `needs`
-    names what scoring must provide beyond the responses (`CODE_EXECUTION`): the pipeline
+    work that runs in parallel, such as executing programs, or reads a judge's answers). `needs`
+    names what scoring must provide beyond the responses (`CODE_EXECUTION`, `JUDGE`): the pipeline
     refuses a run that lacks it before anything loads; `batch_fn` finds it in its scoring context."""
 
     name: str  # the key in the results
@@ -46,6 +47,7 @@ class Metric:
     higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
     batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, scoring context) -> one value each
     needs: frozenset[str] = frozenset()
+    judge_requests: Callable[[list], list[GenerationRequest]] | None = None  # what it asks the judge (judge.py)
 
 
 def _logprobs(responses: list[LoglikelihoodResponse]) -> np.ndarray:

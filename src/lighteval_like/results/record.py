@@ -120,6 +120,7 @@ class GeneralSummary:
     requests_per_second: float | None
     response_cache: CacheSummary  # hits and computed requests over all ranks
     scoring: dict  # counters of the main process's model (its shard, under data parallelism)
+    judge: dict | None = None  # the judge pass of judge metrics: model args, requests, response cache
 
     def record(self) -> dict:
         return {
@@ -132,6 +133,7 @@ class GeneralSummary:
             "requests_per_second": self.requests_per_second,
             "response_cache": asdict(self.response_cache),
             "scoring": self.scoring,
+            **({"judge": self.judge} if self.judge is not None else {}),
         }
 
 
