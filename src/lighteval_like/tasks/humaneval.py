@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lighteval_like.metrics.library import CODE_EXECUTION, Metric, pass_at_k
@@ -51,13 +50,6 @@ def assemble_program(doc: Doc, completion: str) -> str:
     and `check(<entry point>)`."""
     spec = doc.specific
     return f"{spec['prompt']}{completion}\n{spec['test']}\ncheck({spec['entry_point']})"
-
-
-def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
-    """pass@k for one problem from its samples' outcomes, for each k <= number of samples
-    (larger k are left out, as lm-eval does)."""
-    n, c = len(passed), sum(bool(p) for p in passed)
-    return {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
 
 
 def _record(program: str, result) -> dict:

@@ -579,38 +579,6 @@ def build_model(ckpt: NanotronCheckpoint, dtype: str | None = None, vocab_size: 
     return model
 
 
-# ------------------------------------------------------------------ tokenizer, export
-def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as e:  # hub / IO / format errors have many types
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelLoadError(f"cannot load the tokenizer '{name}': {type(e).__name__}: {first}") from e
-
-
-def export_transformers_folder(
-    ckpt: NanotronCheckpoint, out_dir: str | os.PathLike, tokenizer: str | None = None, dtype: str | None = None
-) -> str:
-    """Write the checkpoint as a plain transformers folder (config.json + safetensors), plus the
-    tokenizer (`tokenizer`, else config.yaml's) when it can be loaded; the vocabulary padding is
-    dropped when the tokenizer explains it. Returns `out_dir`."""
-    name = tokenizer or ckpt.tokenizer
-    tok = None
-    if name:
-        try:
-            tok = load_tokenizer(name)
-        except ModelLoadError as e:
-            logger.warning("%s; the folder is written without a tokenizer", e)
-    vocab = ckpt.unpadded_vocab_size(len(tok)) if tok is not None else None
-    model = build_model(ckpt, dtype=dtype, vocab_size=vocab)
-    model.save_pretrained(str(out_dir))
-    if tok is not None:
-        tok.save_pretrained(str(out_dir))
-    return str(out_dir)
-
-
 # ------------------------------------------------------------------ inspect
 def parameter_count(ckpt: NanotronCheckpoint) -> int:
     """Parameters as saved (padded vocabulary, a tied head counted once), from the files'
