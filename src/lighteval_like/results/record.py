@@ -13,9 +13,9 @@ from typing import Any
 
 from lighteval_like import __version__
 from lighteval_like.evaluation.cache import CacheSummary
-from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse, ModelInfo
 from lighteval_like.evaluation.samples import Sample
 from lighteval_like.metrics.sandbox import Isolation, describe
+from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse, ModelInfo
 
 
 @dataclass
