@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from lighteval_like.metrics.library import METRICS, aggregate, resolve_metrics
+from lighteval_like.metrics.library import METRICS, aggregate
 from lighteval_like.models.base import GenerationResponse, LoglikelihoodResponse
 from lighteval_like.tasks.config import Doc
-from lighteval_like.tasks.registry import Registry
+from lighteval_like.tasks.registry import Registry, resolve_metrics
 
 
 def lls(*values, greedy=None):

@@ -16,12 +16,12 @@ from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.evaluation.reasoning import unclosed_count
 from lighteval_like.evaluation.samples import Sample, samples_per_doc
 from lighteval_like.metrics.judge import JudgeAnswers
-from lighteval_like.metrics.library import CODE_EXECUTION, JUDGE, Metric, aggregate, resolve_metrics
+from lighteval_like.metrics.library import CODE_EXECUTION, JUDGE, Metric, aggregate
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.docs import TaskData
-from lighteval_like.tasks.registry import ResolvedTask
+from lighteval_like.tasks.registry import ResolvedTask, resolve_metrics
 
 TaskMetrics = dict[str, list[Metric]]  # task key -> its metrics, resolved once
 

@@ -10,7 +10,6 @@ own (gsm8k's two answer extractions report as `exact_match` and `qem`, as lm-eva
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -24,7 +23,7 @@ import numpy as np
 
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.models.base import GenerationRequest, GenerationResponse, LoglikelihoodResponse
-from lighteval_like.tasks.config import Doc, TaskConfig
+from lighteval_like.tasks.config import Doc
 
 SampleValue = float | tuple[float, float]
 BOOTSTRAP_ITERS = 1000
@@ -276,30 +275,6 @@ GSM8K_FLEXIBLE = Metric("qem", gsm8k_flexible)
 GSM8K_COT_STRICT = Metric("exact_match", gsm8k_cot_strict)
 # BIG-bench generation's metric, named as lm-eval reports it.
 EXACT_MATCH_IGNORE_PUNCTUATION = Metric("exact_match", exact_match_ignore_punctuation)
-
-
-def resolve_metrics(task: TaskConfig, num_samples: int | None = None) -> list[Metric]:
-    """The task's metrics as objects, those over samples for `num_samples` generations per doc
-    (checked; default: the task's own number); an unknown name is a usage error naming the task."""
-    default = (task.generation_parameters.num_samples if task.generation_parameters else None) or 1
-    out = []
-    for metric in task.metrics:
-        if isinstance(metric, Metric):
-            out.append(metric)
-        elif isinstance(metric, SampledMetrics):
-            if num_samples is not None:
-                metric.check(task.full_name, num_samples)
-            out += metric.metrics(num_samples or default)
-        elif metric in METRICS:
-            out.append(METRICS[metric])
-        else:
-            close = difflib.get_close_matches(str(metric), list(METRICS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TaskSpecError(
-                f"task {task.full_name}: unknown metric {metric!r}{hint}; valid metrics are {', '.join(METRICS)} "
-                "(or a lighteval_like.metrics.library.Metric object)"
-            )
-    return out
 
 
 def _aggregate_once(aggregation: str, values: np.ndarray) -> float:

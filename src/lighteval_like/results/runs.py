@@ -124,8 +124,7 @@ def task_name(task_key: str) -> str:
 @functools.cache
 def _declared_metrics(name: str) -> dict:
     """The metrics a built-in task declares, by name (none for an unknown or custom task)."""
-    from lighteval_like.metrics.library import resolve_metrics
-    from lighteval_like.tasks.registry import Registry
+    from lighteval_like.tasks.registry import Registry, resolve_metrics
 
     registry = Registry()
     if name not in registry.tasks:
