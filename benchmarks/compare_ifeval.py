@@ -113,15 +113,12 @@ def run_pairs(args, work: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
 
 
 def read_ours(out_dir: str) -> Side:
-    import pyarrow.parquet as pq
+    from lighteval_like.results.runs import load_one
 
-    (results_path,) = glob.glob(os.path.join(out_dir, "results", "*", "results_*.json"))
-    with open(results_path, encoding="utf-8") as f:
-        results = json.load(f)["results"]
+    run = load_one(out_dir)
     key = OUR_TASK.rsplit("|", 1)[0]
-    side = Side(metrics={m: results[key][m] for m in METRICS})
-    (details,) = glob.glob(os.path.join(out_dir, "details", "*", "*", f"details_{key}_*.parquet"))
-    for row in pq.read_table(details).to_pylist():
+    side = Side(metrics={m: run.scores[key][m] for m in METRICS})
+    for row in run.details(key):
         i = int(row["doc_index"])
         side.prompts[i], side.generations[i] = row["prompt"], row["generation"]
         found = json.loads(row["extras"])["instructions"]

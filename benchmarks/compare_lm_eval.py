@@ -37,8 +37,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 LL_TOLERANCE = 1e-4
 METRIC_TOLERANCE = 1e-4
@@ -195,23 +193,26 @@ def run_logged(command: list[str], env: dict | None = None) -> None:
 def run_ours(command: list[str], out_dir: str, reuse: bool = False) -> dict[str, TaskRun]:
     """Run our CLI (unless `reuse` and `out_dir` holds a finished run) and read back its results
     file and details parquet files, keyed `suite|name|k`."""
-    if reuse and glob.glob(os.path.join(out_dir, "results", "*", "results_*.json")):
+    from lighteval_like.results.layout import results_path
+
+    if reuse and glob.glob(results_path(glob.escape(out_dir), "*", "*")):
         return read_our_outputs(out_dir)
     run_logged(command, {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     return read_our_outputs(out_dir)
 
 
 def read_our_outputs(out_dir: str) -> dict[str, TaskRun]:
-    (results_path,) = glob.glob(os.path.join(out_dir, "results", "*", "results_*.json"))
-    with open(results_path, encoding="utf-8") as f:
-        results = json.load(f)["results"]
+    """The one run in `out_dir`: each task with details, its metrics and per-doc rows."""
+    from lighteval_like.results.runs import load_one
+
+    ours = load_one(out_dir)
     runs: dict[str, TaskRun] = {}
-    for path in glob.glob(os.path.join(out_dir, "details", "*", "*", "details_*.parquet")):
-        timestamp = os.path.basename(os.path.dirname(path))
-        key = os.path.basename(path)[len("details_") : -len(f"_{timestamp}.parquet")]
-        run = TaskRun(metrics={m: v for m, v in results[key].items() if not m.endswith("_stderr")})
-        for row in pq.read_table(path).to_pylist():
-            run.doc_metrics[row["doc_index"]] = json.loads(row["metrics"])
+    for key, scores in ours.scores.items():
+        if not ours.has_details(key):  # group averages
+            continue
+        run = TaskRun(metrics={m: v for m, v in scores.items() if not m.endswith("_stderr")})
+        for row in ours.details(key):
+            run.doc_metrics[row["doc_index"]] = row["metrics"]
             run.prompts[row["doc_index"]] = row["prompt"]
             if row["generation"] is not None:
                 run.generations[row["doc_index"]] = row["generation"]

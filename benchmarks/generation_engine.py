@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from lighteval_like.models.base import GenerationRequest  # noqa: E402
+from lighteval_like.api.requests import GenerationRequest  # noqa: E402
 from lighteval_like.models.model_args import parse_model_args  # noqa: E402
 from lighteval_like.models.transformers.model import TransformersModel  # noqa: E402
 from lighteval_like.tasks.gsm8k_cot import EXEMPLARS  # noqa: E402

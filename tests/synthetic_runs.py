@@ -7,7 +7,7 @@ import json
 import math
 
 from lighteval_like.metrics.library import METRICS, Metric, aggregate
-from lighteval_like.results import outputs
+from lighteval_like.results import layout, outputs
 
 
 def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny", timestamp: str = "2025-01-01T00-00-00.000000",
@@ -42,7 +42,7 @@ def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny",
                     "metrics": json.dumps(sample), "num_fewshot": int(key.rsplit("|", 1)[1]), "fewshot_truncated": False,
                     "input_truncated": False,
                 })
-            outputs.save_details(outputs.details_dir(output_dir, model_name, timestamp), key, timestamp, rows)
+            outputs.save_details(layout.details_dir(output_dir, model_name, timestamp), key, timestamp, rows)
     groups: dict[str, list[str]] = {}
     for key in tasks:
         suite, name, fewshot = key.split("|")
@@ -68,7 +68,7 @@ def write_run(output_dir: str, tasks: dict[str, dict], model_name: str = "tiny",
         "summary_tasks": {k: {"num_docs": len(next(iter(v.values())))} for k, v in tasks.items()},
         "summary_general": {},
     }
-    path = outputs.results_path(output_dir, model_name, timestamp)
+    path = layout.results_path(output_dir, model_name, timestamp)
     outputs.save_results(path, data)
     return path
 

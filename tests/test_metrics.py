@@ -8,8 +8,8 @@ import pytest
 
 from lighteval_like.api.doc import Doc
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
-from lighteval_like.metrics.library import METRICS, aggregate, resolve_metrics
-from lighteval_like.tasks.registry import Registry
+from lighteval_like.metrics.library import METRICS, aggregate
+from lighteval_like.tasks.registry import Registry, resolve_metrics
 
 
 def lls(*values, greedy=None):

@@ -45,6 +45,20 @@ def max_logit_error(model, ref, columns: int | None = None) -> float:
     return (logits - ref["logits"][..., :columns]).abs().max().item()
 
 
+def export_transformers_folder(ckpt, out_dir, tokenizer: str | None = None) -> str:
+    """The checkpoint written as a plain transformers folder (config.json + safetensors), with
+    `tokenizer` when one is given (the vocabulary padding dropped where its size explains it)."""
+    from transformers import AutoTokenizer
+
+    from lighteval_like.models.nanotron.checkpoint import build_model
+
+    tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
+    build_model(ckpt, vocab_size=ckpt.unpadded_vocab_size(len(tok)) if tok is not None else None).save_pretrained(str(out_dir))
+    if tok is not None:
+        tok.save_pretrained(str(out_dir))
+    return str(out_dir)
+
+
 def one_line_error(excinfo, *needles: str) -> str:
     message = str(excinfo.value)
     assert "\n" not in message, message
@@ -271,7 +285,7 @@ def test_describe_reads_no_weights(monkeypatch):
 def test_export_folder_loads_with_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(fixture("tiny_tp2_gqa_pad_tied"))
     out = export_transformers_folder(ckpt, tmp_path / "hf")
@@ -298,7 +312,7 @@ def test_backend_in_memory_equals_exported_folder(tmp_path):
     on the exported folder, with the padding row dropped by the tokenizer's size."""
     from lighteval_like.api.requests import LoglikelihoodRequest
     from lighteval_like.models.model_args import TransformersModelConfig
-    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
     from lighteval_like.models.nanotron.model import NanotronCheckpointModel, model_config_for
     from lighteval_like.models.transformers.model import TransformersModel
 
@@ -427,7 +441,7 @@ def test_smol_vocab_seed_command_equals_accelerate_on_the_exported_folder(smollm
     import pyarrow.parquet as pq
 
     from lighteval_like.cli.entrypoints import run_accelerate
-    from lighteval_like.models.nanotron.checkpoint import export_transformers_folder, resolve_checkpoint
+    from lighteval_like.models.nanotron.checkpoint import resolve_checkpoint
 
     hub = os.environ.get("LIGHTEVAL_LIKE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "hub")
     if not os.path.isdir(hub):

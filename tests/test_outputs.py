@@ -8,17 +8,20 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from lighteval_like.results import outputs
+from lighteval_like.results import layout, outputs
 from lighteval_like.results.record import MetricScore
 
 
 def test_layout_of_results_and_details(tmp_path):
-    """Results go to <out>/results/<model>/results_<ts>.json, details to <out>/details/<model>/<ts>/."""
+    """Results go to <out>/results/<model>/results_<ts>.json, details to
+    <out>/details/<model>/<ts>/details_<task key>_<ts>.parquet; a results file leads back to both."""
     out = str(tmp_path)
-    assert outputs.results_path(out, "my-model", "2024-01-01T00-00-00") == os.path.join(
-        out, "results", "my-model", "results_2024-01-01T00-00-00.json"
-    )
-    assert outputs.details_dir(out, "org/model", "ts") == os.path.join(out, "details", "org/model", "ts")
+    results = layout.results_path(out, "org/model", "2024-01-01T00-00-00")
+    assert results == os.path.join(out, "results", "org/model", "results_2024-01-01T00-00-00.json")
+    assert layout.details_dir(out, "org/model", "ts") == os.path.join(out, "details", "org/model", "ts")
+    assert layout.details_file("leaderboard|arc:challenge|0", "ts") == "details_leaderboard|arc:challenge|0_ts.parquet"
+    assert layout.timestamp_of(results) == "2024-01-01T00-00-00" and layout.timestamp_of("notes.json") is None
+    assert layout.output_dir_of(results, "org/model") == out
 
 
 def test_save_results_round_trip(tmp_path):

@@ -24,9 +24,9 @@ from lighteval_like.api.errors import ConfigError, TaskSpecError
 from lighteval_like.api.generation import GenerationParameters, parse_gen_kwargs, sample_seed
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse, SamplingParams
 from lighteval_like.cli.entrypoints import run_accelerate
-from lighteval_like.metrics.library import OverSamples, majority, pass_at_k, resolve_metrics
+from lighteval_like.metrics.library import OverSamples, majority, pass_at_k
 from lighteval_like.models.model_args import parse_model_args
-from lighteval_like.tasks.registry import Registry
+from lighteval_like.tasks.registry import Registry, resolve_metrics
 
 GOLD = Doc("q", ["work\n#### 42"], 0)
 

@@ -202,9 +202,8 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     """Config, dataset and one rendered prompt (when the data can be loaded)."""
     from lighteval_like.api.errors import DatasetUnavailableError
     from lighteval_like.evaluation.samples import PromptOptions, build_samples
-    from lighteval_like.metrics.library import resolve_metrics
     from lighteval_like.tasks.data import DataSource
-    from lighteval_like.tasks.registry import Registry, ResolvedTask
+    from lighteval_like.tasks.registry import Registry, ResolvedTask, resolve_metrics
     from lighteval_like.tasks.specs import TaskSpec
 
     registry = Registry(custom_tasks)

@@ -15,11 +15,12 @@ import logging
 from dataclasses import dataclass
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.samples import PromptOptions, build_samples
-from lighteval_like.evaluation.scoring import score_task
-from lighteval_like.metrics.library import resolve_metrics
+from lighteval_like.evaluation.scoring import ScoringContext, needing, require_judge, score_task, task_metrics
+from lighteval_like.metrics.library import CODE_EXECUTION
 from lighteval_like.results.record import TaskScores
 from lighteval_like.tasks.config import RequestType
 from lighteval_like.tasks.data import DataSource
@@ -99,16 +100,18 @@ def score_responses(tasks: str, path: str, dataset_dir: str | None = None, custo
     not_generative = [t.key for t in resolved if t.config.request_type != RequestType.GENERATIVE]
     if not_generative:
         raise UsageError(f"tasks score takes generative tasks only; {', '.join(not_generative)} score loglikelihoods")
-    running_code = [t.key for t in resolved if any(m.executes_code for m in resolve_metrics(t.config))]
+    metrics = task_metrics(resolved, GenerationParameters())
+    running_code = list(dict.fromkeys(t.key for t, _ in needing(resolved, metrics, CODE_EXECUTION)))
     if running_code:
         raise UsageError(f"tasks score runs no model-written code; score {', '.join(running_code)} with "
                          "`accelerate ... --allow_code_execution`, which runs it sandboxed")
+    require_judge(resolved, metrics, False, "tasks score asks no judge; score it with `accelerate` and a judge model")
     source = DataSource.from_env(dataset_dir)
     scored = ScoredResponses({}, {t.key: t.config.version for t in resolved}, {}, [])
     for task in resolved:
         data = load_task_data(source, task, None, skip_bad_samples)
         paired = _pair(data, responses, path)
-        scored.results[task.key] = score_task(data, paired)
+        scored.results[task.key] = score_task(paired, metrics[task.key], ScoringContext())
         scored.skipped[task.key] = data.skipped
         scored.samples += paired
     return scored

@@ -13,7 +13,6 @@ from lighteval_like.api.generation import GenerationParameters, sample_seed
 from lighteval_like.api.prompt import Prompt
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 from lighteval_like.api.sample import Sample
-from lighteval_like.metrics.library import resolve_metrics
 from lighteval_like.models.prompt_encoder import PromptEncoder
 from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.docs import TaskData
@@ -121,17 +120,24 @@ def _requests(task: TaskConfig, doc: Doc, prompts: list[Prompt], chat: bool) -> 
     return [RollingRequest(doc.choices[0])]
 
 
+def samples_per_doc(task: TaskConfig, generation: GenerationParameters) -> int:
+    """Generations per doc of a generative task (the user's `num_samples` over the task's; one
+    by default), 1 for the other tasks: the n its metrics are resolved for."""
+    if task.request_type != RequestType.GENERATIVE:
+        return 1
+    return generation.over(task.generation_parameters).num_samples or 1
+
+
 def generation_settings(task: TaskConfig, options: PromptOptions) -> GenerationParameters:
     """What a generative task runs with: the user's values over the task's defaults, every
     field filled (sampling defaults, the task's token limit, one sample, the run seed)."""
     chosen = options.generation.over(task.generation_parameters)
     sampling = chosen.sampling()
-    samples = chosen.num_samples or 1
+    samples = samples_per_doc(task, options.generation)
     if sampling.greedy and samples > 1:
         raise TaskSpecError(
             f"task {task.full_name}: num_samples={samples} needs temperature > 0 (greedy samples are all the same)"
         )
-    resolve_metrics(task, samples)  # a metric the samples cannot give (pass@k with fewer) fails now
     return GenerationParameters(
         **dataclasses.asdict(sampling), max_new_tokens=chosen.max_new_tokens or task.generation_size,
         seed=None if sampling.greedy else (chosen.seed if chosen.seed is not None else options.seed),

@@ -1,31 +1,53 @@
 """Responses -> scores: each task's metrics per sample, their aggregation with a stderr, the
 averages of task groups (`leaderboard|mmlu:_average|5`, `bigbench|_average|0`) and the overall
-`all` average."""
+`all` average.
+
+Each task's metrics are resolved once (`task_metrics`), before anything loads: what they need
+(`Metric.needs`) is checked then (`permit_code_execution`, `require_judge`), and scoring hands
+them a `ScoringContext` holding it."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.api.requests import request_identity
 from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.reasoning import unclosed_count
-from lighteval_like.evaluation.samples import prompt_texts
-from lighteval_like.metrics.library import aggregate, resolve_metrics
+from lighteval_like.evaluation.samples import prompt_texts, samples_per_doc
+from lighteval_like.metrics.judge import JudgeAnswers
+from lighteval_like.metrics.library import CODE_EXECUTION, JUDGE, Metric, aggregate
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
 from lighteval_like.tasks.config import TaskGroup
 from lighteval_like.tasks.docs import TaskData
+from lighteval_like.tasks.registry import ResolvedTask, resolve_metrics
+
+TaskMetrics = dict[str, list[Metric]]  # task key -> its metrics, resolved once
 
 
-def score_task(data: TaskData, samples: list[Sample], isolation: Isolation | None = None) -> TaskScores:
+@dataclass(frozen=True)
+class ScoringContext:
+    """What metrics may use beyond the responses: the isolation level model-written programs run
+    at (None: the run runs no code) and the judge's answers (None: the run has no judge)."""
+
+    isolation: Isolation | None = None
+    judge: JudgeAnswers | None = None
+
+
+def task_metrics(tasks: list[ResolvedTask], generation: GenerationParameters) -> TaskMetrics:
+    """Each task's metrics for the number of samples it runs with (`generation`: the user's), by
+    task key; an unknown metric, or one the samples cannot give (pass@k with fewer), fails now."""
+    return {t.key: resolve_metrics(t.config, samples_per_doc(t.config, generation)) for t in tasks}
+
+
+def score_task(samples: list[Sample], metrics: list[Metric], context: ScoringContext) -> TaskScores:
     """Fill each sample's `metrics` and aggregate them (metrics no sample has are left out)."""
-    settings = samples[0].generation if samples else None
-    metrics = resolve_metrics(data.task.config, settings.num_samples if settings else 1)
     for m in metrics:
         if m.batch_fn is not None:
-            values = m.batch_fn(samples, isolation) if samples else []
+            values = m.batch_fn(samples, context) if samples else []
         else:
             values = [m.sample_fn(s.doc, s.responses) for s in samples]
         for s, value in zip(samples, values):
@@ -89,16 +111,20 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
     )
 
 
-def score_run(
-    data: list[TaskData], samples: list[Sample], groups: list[TaskGroup], isolation: Isolation | None = None
-) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
-    """Scores of every task, the averages of `groups` and `all`; and each task's summary. Programs
-    of code tasks run at `isolation` (the level `permit_code_execution` chose)."""
-    by_task: dict[str, list[Sample]] = {td.task.key: [] for td in data}
+def by_task(data: list[TaskData], samples: list[Sample]) -> dict[str, list[Sample]]:
+    """The samples of each task, by task key (every task of `data`, those with none included)."""
+    out: dict[str, list[Sample]] = {td.task.key: [] for td in data}
     for s in samples:
-        by_task[s.task_key].append(s)
-    results = {td.task.key: score_task(td, by_task[td.task.key], isolation) for td in data}
-    summaries = {td.task.key: summarise_task(td, by_task[td.task.key]) for td in data}
+        out[s.task_key].append(s)
+    return out
+
+
+def score_run(data: list[TaskData], samples: list[Sample], groups: list[TaskGroup], metrics: TaskMetrics,
+              context: ScoringContext) -> tuple[dict[str, TaskScores], dict[str, TaskSummary]]:
+    """Scores of every task, the averages of `groups` and `all`; and each task's summary."""
+    grouped = by_task(data, samples)
+    results = {key: score_task(task_samples, metrics[key], context) for key, task_samples in grouped.items()}
+    summaries = {td.task.key: summarise_task(td, grouped[td.task.key]) for td in data}
     averages = group_averages(groups, data, results)
     everything = overall(results)
     results.update(averages)
@@ -106,17 +132,13 @@ def score_run(
     return results, summaries
 
 
-def metric_info(data: list[TaskData], samples: list[Sample], results: dict[str, TaskScores]) -> dict[str, dict]:
+def metric_info(data: list[TaskData], metrics: TaskMetrics, results: dict[str, TaskScores]) -> dict[str, dict]:
     """{task full name: {metric: {"aggregation", "higher_is_better"}}} for every metric the task
     reports (`config_tasks.<task>.metric_info`: how `compare` and `report` read its results)."""
-    settings = {}
-    for s in samples:
-        settings.setdefault(s.task_key, s.generation)
     out: dict[str, dict] = {}
     for td in data:
-        generation = settings.get(td.task.key)
         info = out.setdefault(td.task.config.full_name, {})
-        for m in resolve_metrics(td.task.config, generation.num_samples if generation else 1):
+        for m in metrics[td.task.key]:
             if m.name in results.get(td.task.key, {}):
                 info[m.name] = {"aggregation": m.aggregation, "higher_is_better": m.higher_is_better}
     return out
@@ -128,10 +150,16 @@ def cleanup_failures(samples: list[Sample]) -> int:
     return sum(1 for r in runs if r.get("cleanup"))
 
 
-def permit_code_execution(tasks: list, allowed: bool, allow_weaker: bool) -> Isolation | None:
+def needing(tasks: list[ResolvedTask], metrics: TaskMetrics, need: str) -> list[tuple[ResolvedTask, Metric]]:
+    """The (task, metric) pairs whose metric needs `need`."""
+    return [(t, m) for t in tasks for m in metrics[t.key] if need in m.needs]
+
+
+def permit_code_execution(tasks: list[ResolvedTask], metrics: TaskMetrics, allowed: bool,
+                          allow_weaker: bool) -> Isolation | None:
     """Before anything loads: the isolation level for the given tasks' programs (None when no
     task runs code), or one line saying what to pass when the user has not opted in."""
-    running = [t.config.full_name for t in tasks if any(m.executes_code for m in resolve_metrics(t.config))]
+    running = list(dict.fromkeys(t.config.full_name for t, _ in needing(tasks, metrics, CODE_EXECUTION)))
     if not running:
         return None
     if not allowed:
@@ -140,3 +168,16 @@ def permit_code_execution(tasks: list, allowed: bool, allow_weaker: bool) -> Iso
             "--allow_code_execution to allow it (each program runs sandboxed; see the README)"
         )
     return require_isolation(allow_weaker)
+
+
+PIPELINE_JUDGE_FIX = ("give the pipeline one, Pipeline(..., judge=JudgeModel(load, model_args)) (the CLI has no "
+                      "--judge_model_args yet), or leave the task out")
+
+
+def require_judge(tasks: list[ResolvedTask], metrics: TaskMetrics, has_judge: bool, fix: str = PIPELINE_JUDGE_FIX) -> None:
+    """Before anything loads: one line naming the first task and metric that need a judge model,
+    and `fix`, when the run has none."""
+    judged = needing(tasks, metrics, JUDGE)
+    if judged and not has_judge:
+        task, metric = judged[0]
+        raise UsageError(f"task {task.config.full_name} metric {metric.name} needs a judge model and this run has none: {fix}")

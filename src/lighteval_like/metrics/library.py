@@ -10,7 +10,6 @@ own (gsm8k's two answer extractions report as `exact_match` and `qem`, as lm-eva
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -24,25 +23,30 @@ import numpy as np
 
 from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
-from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
+from lighteval_like.api.requests import GenerationRequest, GenerationResponse, LoglikelihoodResponse
 from lighteval_like.api.sample import SampleValue
-from lighteval_like.tasks.config import TaskConfig
 
 BOOTSTRAP_ITERS = 1000
+
+
+CODE_EXECUTION = "code_execution"  # runs model-written programs: the user's consent and a sandbox level
+JUDGE = "judge"  # asks a judge model (metrics/judge.py): the run must have one
 
 
 @dataclass(frozen=True)
 class Metric:
     """A metric of one sample (`sample_fn`), or of all a task's samples at once (`batch_fn`, for
-    work that runs in parallel, such as executing programs); `executes_code` metrics need the
-    user's consent (`--allow_code_execution`) and get the sandbox's isolation level."""
+    work that runs in parallel, such as executing programs, or reads a judge's answers). `needs`
+    names what scoring must provide beyond the responses (`CODE_EXECUTION`, `JUDGE`): the pipeline
+    refuses a run that lacks it before anything loads; `batch_fn` finds it in its scoring context."""
 
     name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue] | None = None
     aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte | pooled_mean
     higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
-    batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, isolation) -> one value each
-    executes_code: bool = False
+    batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, scoring context) -> one value each
+    needs: frozenset[str] = frozenset()
+    judge_requests: Callable[[list], list[GenerationRequest]] | None = None  # what it asks the judge (judge.py)
 
 
 def _logprobs(responses: list[LoglikelihoodResponse]) -> np.ndarray:
@@ -271,30 +275,6 @@ GSM8K_FLEXIBLE = Metric("qem", gsm8k_flexible)
 GSM8K_COT_STRICT = Metric("exact_match", gsm8k_cot_strict)
 # BIG-bench generation's metric, named as lm-eval reports it.
 EXACT_MATCH_IGNORE_PUNCTUATION = Metric("exact_match", exact_match_ignore_punctuation)
-
-
-def resolve_metrics(task: TaskConfig, num_samples: int | None = None) -> list[Metric]:
-    """The task's metrics as objects, those over samples for `num_samples` generations per doc
-    (checked; default: the task's own number); an unknown name is a usage error naming the task."""
-    default = (task.generation_parameters.num_samples if task.generation_parameters else None) or 1
-    out = []
-    for metric in task.metrics:
-        if isinstance(metric, Metric):
-            out.append(metric)
-        elif isinstance(metric, SampledMetrics):
-            if num_samples is not None:
-                metric.check(task.full_name, num_samples)
-            out += metric.metrics(num_samples or default)
-        elif metric in METRICS:
-            out.append(METRICS[metric])
-        else:
-            close = difflib.get_close_matches(str(metric), list(METRICS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TaskSpecError(
-                f"task {task.full_name}: unknown metric {metric!r}{hint}; valid metrics are {', '.join(METRICS)} "
-                "(or a lighteval_like.metrics.library.Metric object)"
-            )
-    return out
 
 
 def _aggregate_once(aggregation: str, values: np.ndarray) -> float:

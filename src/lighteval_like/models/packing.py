@@ -15,6 +15,7 @@ every row of the group, instead of being repeated at the root of each row.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,15 @@ class PackedRow:
 Scores = dict[ScoreItem, tuple[float, bool]]  # (loglikelihood, greedy) of each scored item
 
 
+def owner_map(owned: Iterable[tuple[ScoreItem, int]]) -> dict[ScoreItem, list[int]]:
+    """Each distinct item with the indices (of requests, or of their places) that hold it, in
+    order: an item several requests share is scored once and its score given to each owner."""
+    owners: dict[ScoreItem, list[int]] = {}
+    for item, i in owned:
+        owners.setdefault(item, []).append(i)
+    return owners
+
+
 class RollingWindows:
     """Rolling loglikelihood requests as the scored windows they are made of (a window several
     requests share is scored once); a request's total is reported as soon as its last window is
@@ -72,10 +82,7 @@ class RollingWindows:
 
     def __init__(self, windows: list[list[ScoreItem]]):
         self.windows = windows
-        self.owners: dict[ScoreItem, set[int]] = {}
-        for i, items in enumerate(windows):
-            for item in items:
-                self.owners.setdefault(item, set()).add(i)
+        self.owners = owner_map((item, i) for i, items in enumerate(windows) for item in items)
         self.scored: Scores = {}
 
     @property

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lighteval_like.api.errors import OutputError
-from lighteval_like.results.record import RunReport, TaskScores, details_rows
 from lighteval_like.api.sample import Sample
+from lighteval_like.results import layout
+from lighteval_like.results.record import RunReport, TaskScores, details_rows
 
 
 @dataclass
@@ -66,20 +67,12 @@ def _write_json(data: dict) -> Callable[[str], None]:
     return write
 
 
-def results_path(output_dir: str, model_name: str, timestamp: str) -> str:
-    return os.path.join(output_dir, "results", model_name, f"results_{timestamp}.json")
-
-
-def details_dir(output_dir: str, model_name: str, timestamp: str) -> str:
-    return os.path.join(output_dir, "details", model_name, timestamp)
-
-
 def save_results(path: str, results: dict) -> None:
     atomic_write(path, _write_json(results))
 
 
 def save_details(folder: str, task_key: str, timestamp: str, rows: list[dict[str, Any]]) -> str:
-    path = os.path.join(folder, f"details_{task_key}_{timestamp}.parquet")
+    path = os.path.join(folder, layout.details_file(task_key, timestamp))
     table = pa.Table.from_pylist(rows)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
@@ -116,25 +109,27 @@ def save_run(output_dir: str, timestamp: str, report: RunReport, samples: list[S
     `cached` says whether the response cache lets a rerun recompute nothing.
     """
     model_name = report.config_general.model_name
-    final_details, final_results = details_dir(output_dir, model_name, timestamp), results_path(output_dir, model_name, timestamp)
+    final_details = layout.details_dir(output_dir, model_name, timestamp)
+    final_results = layout.results_path(output_dir, model_name, timestamp)
     stage = moved = None
     try:
         os.makedirs(output_dir, exist_ok=True)
         stage = tempfile.mkdtemp(dir=output_dir, prefix=".tmp-run-")
-        staged_details = details_dir(stage, model_name, timestamp)
+        staged_details = layout.details_dir(stage, model_name, timestamp)
         paths = []
         for key in detail_tasks:
             rows = details_rows([s for s in samples if s.task_key == key])
             save_details(staged_details, key, timestamp, rows)
-            paths.append(os.path.join(final_details, f"details_{key}_{timestamp}.parquet"))
+            paths.append(os.path.join(final_details, layout.details_file(key, timestamp)))
         document = report.to_json()
-        save_results(results_path(stage, model_name, timestamp), document)
+        staged_results = layout.results_path(stage, model_name, timestamp)
+        save_results(staged_results, document)
         if paths:
             os.makedirs(os.path.dirname(final_details), exist_ok=True)
             os.rename(staged_details, final_details)
             moved = final_details
         os.makedirs(os.path.dirname(final_results), exist_ok=True)
-        os.replace(results_path(stage, model_name, timestamp), final_results)
+        os.replace(staged_results, final_results)
     except OSError as e:
         if moved:
             shutil.rmtree(moved, ignore_errors=True)

@@ -13,9 +13,9 @@ from typing import Any
 
 from lighteval_like import __version__
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
-from lighteval_like.models.base import ModelInfo
 from lighteval_like.api.sample import Sample
 from lighteval_like.metrics.sandbox import Isolation, describe
+from lighteval_like.models.base import ModelInfo
 
 
 @dataclass
@@ -130,6 +130,7 @@ class GeneralSummary:
     requests_per_second: float | None
     response_cache: CacheSummary  # hits and computed requests over all ranks
     scoring: dict  # counters of the main process's model (its shard, under data parallelism)
+    judge: dict | None = None  # the judge pass of judge metrics: model args, requests, response cache
 
     def record(self) -> dict:
         return {
@@ -142,6 +143,7 @@ class GeneralSummary:
             "requests_per_second": self.requests_per_second,
             "response_cache": asdict(self.response_cache),
             "scoring": self.scoring,
+            **({"judge": self.judge} if self.judge is not None else {}),
         }
 
 

@@ -1,10 +1,8 @@
 """A finished run as `compare` and `report` read it: its results JSON and, where it was saved
 with `--save_details`, its per-sample details parquet files.
 
-Layout (written by `outputs.py` / `Pipeline.save`):
-`<output_dir>/results/<model_name>/results_<timestamp>.json` and
-`<output_dir>/details/<model_name>/<timestamp>/details_<task_key>_<timestamp>.parquet`.
-A run is named by its results file or by an output directory holding results files.
+Where its files lie is `layout.py`'s. A run is named by its results file or by an output
+directory holding results files.
 
 How to read a metric (its aggregation, and whether higher is better) comes from the results file,
 `config_tasks.<task>.metric_info`, which the pipeline writes for every metric a task reports (a
@@ -18,11 +16,11 @@ import glob
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.results import layout
 
 
 class RunNotFoundError(UsageError):
@@ -31,9 +29,6 @@ class RunNotFoundError(UsageError):
 
 class MissingDetailsError(UsageError):
     """A run was saved without `--save_details`, and per-sample details are needed."""
-
-
-_RESULTS_RE = re.compile(r"^results_(?P<timestamp>.+)\.json$")
 
 
 @dataclass
@@ -55,19 +50,15 @@ class Run:
 
     @property
     def output_dir(self) -> str:
-        """The folder the run was written to: the results path less `results/<model_name>/<file>`."""
-        folder = os.path.dirname(os.path.abspath(self.results_path))
-        suffix = os.path.join("results", self.model_name)
-        if folder.endswith(os.sep + suffix):
-            return folder[: -len(suffix) - 1]
-        return os.path.dirname(os.path.dirname(folder))
+        """The folder the run was written to."""
+        return layout.output_dir_of(self.results_path, self.model_name)
 
     @property
     def details_dir(self) -> str:
-        return os.path.join(self.output_dir, "details", self.model_name, self.timestamp)
+        return layout.details_dir(self.output_dir, self.model_name, self.timestamp)
 
     def details_path(self, task_key: str) -> str:
-        return os.path.join(self.details_dir, f"details_{task_key}_{self.timestamp}.parquet")
+        return os.path.join(self.details_dir, layout.details_file(task_key, self.timestamp))
 
     def has_details(self, task_key: str) -> bool:
         return task_key in self._details or os.path.exists(self.details_path(task_key))
@@ -133,8 +124,7 @@ def task_name(task_key: str) -> str:
 @functools.cache
 def _declared_metrics(name: str) -> dict:
     """The metrics a built-in task declares, by name (none for an unknown or custom task)."""
-    from lighteval_like.metrics.library import resolve_metrics
-    from lighteval_like.tasks.registry import Registry
+    from lighteval_like.tasks.registry import Registry, resolve_metrics
 
     registry = Registry()
     if name not in registry.tasks:
@@ -157,14 +147,14 @@ def find_results(path: str) -> list[str]:
     """Results files named by `path`: the file itself, or every results_*.json under a directory
     (oldest first: the timestamp in the name sorts in time order)."""
     if os.path.isfile(path):
-        if not _RESULTS_RE.match(os.path.basename(path)):
+        if layout.timestamp_of(path) is None:
             raise RunNotFoundError(f"{path} is not a results file (results_<timestamp>.json)")
         return [path]
     if not os.path.isdir(path):
         raise RunNotFoundError(f"{path}: no such results file or output directory")
     found = [
-        p for p in glob.glob(os.path.join(glob.escape(path), "**", "results_*.json"), recursive=True)
-        if _RESULTS_RE.match(os.path.basename(p))
+        p for p in glob.glob(os.path.join(glob.escape(path), "**", layout.RESULTS_FILE_GLOB), recursive=True)
+        if layout.timestamp_of(p) is not None
     ]
     if not found:
         raise RunNotFoundError(f"{path} holds no results_<timestamp>.json (is it a run's --output_dir?)")
@@ -179,7 +169,7 @@ def load_run(results_path: str, label: str | None = None) -> Run:
         raise RunNotFoundError(f"cannot read results file {results_path}: {e}") from None
     if not isinstance(data, dict) or "results" not in data:
         raise RunNotFoundError(f"{results_path} is not a lighteval-like results file (no 'results' key)")
-    timestamp = _RESULTS_RE.match(os.path.basename(results_path)).group("timestamp")
+    timestamp = layout.timestamp_of(results_path)
     run = Run(results_path=results_path, data=data, timestamp=timestamp)
     run.label = label or f"{run.model_name}@{timestamp[:19]}"
     return run

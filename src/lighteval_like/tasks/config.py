@@ -43,7 +43,7 @@ class TaskConfig:
     hf_subset: str | None
     evaluation_split: str
     few_shots_split: str | None
-    metrics: tuple  # names of metrics.METRICS, or metrics.Metric objects (checked when the table loads)
+    metrics: tuple  # names of metrics.METRICS, or metrics.Metric objects (checked before a run loads anything)
     request_type: RequestType = RequestType.MULTIPLE_CHOICE
     few_shots_select: str = "random"  # "random" (lm-eval's seeded draws) or "first_n"
     # lm-eval draws n + 1 examples and drops the evaluated doc where its task's fewshot_split

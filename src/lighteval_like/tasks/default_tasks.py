@@ -26,8 +26,6 @@ MMLU_SUBJECTS = (
     "world_religions"
 ).split()
 
-MC = RequestType.MULTIPLE_CHOICE
-
 TASKS_TABLE: list[TaskConfig] = [
     TaskConfig(
         name="truthfulqa:mc", suite="leaderboard", prompt_function=prompts.truthfulqa_mc,

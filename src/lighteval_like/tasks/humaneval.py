@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lighteval_like.api.doc import Doc
-from lighteval_like.metrics.library import Metric, pass_at_k
+from lighteval_like.metrics.library import CODE_EXECUTION, Metric, pass_at_k
 from lighteval_like.metrics.sandbox import Isolation, run_programs
 
 logger = logging.getLogger(__name__)
@@ -53,13 +52,6 @@ def assemble_program(doc: Doc, completion: str) -> str:
     return f"{spec['prompt']}{completion}\n{spec['test']}\ncheck({spec['entry_point']})"
 
 
-def pass_at_k_scores(passed: Sequence[bool], ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
-    """pass@k for one problem from its samples' outcomes, for each k <= number of samples
-    (larger k are left out, as lm-eval does)."""
-    n, c = len(passed), sum(bool(p) for p in passed)
-    return {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
-
-
 def _record(program: str, result) -> dict:
     return {"program": program, "outcome": result.outcome, "detail": result.detail,
             "output_tail": result.output_tail, "isolation": result.isolation, "cleanup": result.cleanup}
@@ -86,8 +78,9 @@ def execute_completions(samples: list, isolation: Isolation) -> list[list[bool]]
     return [s.extras["passed"] for s in samples]
 
 
-def _pass_at(k: int, samples: list, isolation: Isolation) -> list[float]:
-    return [pass_at_k(len(p), sum(p), k) for p in execute_completions(samples, isolation)]
+def _pass_at(k: int, samples: list, context) -> list[float]:
+    """pass@k of each sample, its completions run at the scoring context's isolation level."""
+    return [pass_at_k(len(p), sum(p), k) for p in execute_completions(samples, context.isolation)]
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,8 @@ class PassAtK:
         """Any n serves: the k above it are left out, as lm-eval does."""
 
     def metrics(self, n: int) -> list[Metric]:
-        return [Metric(f"pass@{k}", batch_fn=functools.partial(_pass_at, k), executes_code=True) for k in self.ks if k <= n]
+        return [Metric(f"pass@{k}", batch_fn=functools.partial(_pass_at, k), needs=frozenset({CODE_EXECUTION}))
+                for k in self.ks if k <= n]
 
 
 PASS_AT_K = PassAtK()

@@ -67,11 +67,11 @@ def sample_verdicts(samples: list) -> list[list[dict]]:
     return [s.extras["instructions"] for s in samples]
 
 
-def _prompt_level(mode: str, samples: list, isolation: object = None) -> list[float]:
+def _prompt_level(mode: str, samples: list, context: object) -> list[float]:
     return [float(all(v[mode] for v in found)) for found in sample_verdicts(samples)]
 
 
-def _instruction_level(mode: str, samples: list, isolation: object = None) -> list[tuple[float, float]]:
+def _instruction_level(mode: str, samples: list, context: object) -> list[tuple[float, float]]:
     return [(float(sum(v[mode] for v in found)), float(len(found))) for found in sample_verdicts(samples)]
 
 

@@ -1,4 +1,5 @@
-"""Look tasks up by `suite|name`, expand groups, and load custom task files."""
+"""Look tasks up by `suite|name`, expand groups, load custom task files, and resolve a task's
+metric names and specs into `Metric` objects."""
 
 from __future__ import annotations
 
@@ -8,10 +9,34 @@ import os
 from dataclasses import dataclass
 
 from lighteval_like.api.errors import TaskSpecError, UsageError
-from lighteval_like.metrics.library import resolve_metrics
+from lighteval_like.metrics.library import METRICS, Metric, SampledMetrics
 from lighteval_like.tasks.config import TaskConfig, TaskGroup
 from lighteval_like.tasks.default_tasks import GROUPS, TASKS_TABLE
 from lighteval_like.tasks.specs import TaskSpec, visible
+
+
+def resolve_metrics(task: TaskConfig, num_samples: int | None = None) -> list[Metric]:
+    """The task's metrics as objects, those over samples for `num_samples` generations per doc
+    (checked; default: the task's own number); an unknown name is a usage error naming the task."""
+    default = (task.generation_parameters.num_samples if task.generation_parameters else None) or 1
+    out = []
+    for metric in task.metrics:
+        if isinstance(metric, Metric):
+            out.append(metric)
+        elif isinstance(metric, SampledMetrics):
+            if num_samples is not None:
+                metric.check(task.full_name, num_samples)
+            out += metric.metrics(num_samples or default)
+        elif metric in METRICS:
+            out.append(METRICS[metric])
+        else:
+            close = difflib.get_close_matches(str(metric), list(METRICS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise TaskSpecError(
+                f"task {task.full_name}: unknown metric {metric!r}{hint}; valid metrics are {', '.join(METRICS)} "
+                "(or a lighteval_like.metrics.library.Metric object)"
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -58,8 +83,6 @@ class Registry:
             tasks, groups = load_custom_tasks(custom_tasks_path)
             self.tasks.update((t.full_name, t) for t in tasks)
             self.groups.update((g.full_name, g) for g in groups)
-        for task in self.tasks.values():  # a misspelt metric stops the run before anything loads
-            resolve_metrics(task)
 
     def names(self, suite: str | None = None) -> list[str]:
         return sorted(n for n in self.tasks if suite is None or n.split("|", 1)[0] == suite)

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lighteval_like.api.errors import ModelLoadError, UsageError
+from lighteval_like.api.errors import ConfigError, ModelLoadError, UsageError
+from lighteval_like.api.typed_config import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ _SHARD_NAME = re.compile(r"^model_weight_pp-rank-(\d+)-of-(\d+)_tp-rank-(\d+)-of
 
 
 # ------------------------------------------------------------------------ resolving
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except OSError as e:
-        raise UsageError(f"cannot read '{path}': {e.strerror}") from e
-    except (yaml.YAMLError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"'{path}' is not valid YAML: {first}") from e
-
-
 def _looks_nanotron(data: Any) -> bool:
     return (
         isinstance(data, dict)
@@ -93,7 +81,7 @@ def is_nanotron_config(path: str | os.PathLike) -> bool:
     if not p.is_file():
         return False
     try:
-        return _looks_nanotron(_read_yaml(p))
+        return _looks_nanotron(read_yaml(str(p), "nanotron config", ConfigError))
     except UsageError:
         return False
 
@@ -239,7 +227,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> NanotronCheckpoint:
     `path`: the config.yaml, its step folder, or a trainer run folder with latest.txt."""
     root = _step_folder(Path(path).expanduser())
     config_path = root / CONFIG_FILE
-    data = _read_yaml(config_path)
+    data = read_yaml(str(config_path), "nanotron config", ConfigError)
     if not _looks_nanotron(data):
         raise UsageError(
             f"{config_path}: not a nanotron config.yaml (it needs the sections "
@@ -577,38 +565,6 @@ def build_model(ckpt: NanotronCheckpoint, dtype: str | None = None, vocab_size: 
     model.to(target)
     model.eval()
     return model
-
-
-# ------------------------------------------------------------------ tokenizer, export
-def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as e:  # hub / IO / format errors have many types
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelLoadError(f"cannot load the tokenizer '{name}': {type(e).__name__}: {first}") from e
-
-
-def export_transformers_folder(
-    ckpt: NanotronCheckpoint, out_dir: str | os.PathLike, tokenizer: str | None = None, dtype: str | None = None
-) -> str:
-    """Write the checkpoint as a plain transformers folder (config.json + safetensors), plus the
-    tokenizer (`tokenizer`, else config.yaml's) when it can be loaded; the vocabulary padding is
-    dropped when the tokenizer explains it. Returns `out_dir`."""
-    name = tokenizer or ckpt.tokenizer
-    tok = None
-    if name:
-        try:
-            tok = load_tokenizer(name)
-        except ModelLoadError as e:
-            logger.warning("%s; the folder is written without a tokenizer", e)
-    vocab = ckpt.unpadded_vocab_size(len(tok)) if tok is not None else None
-    model = build_model(ckpt, dtype=dtype, vocab_size=vocab)
-    model.save_pretrained(str(out_dir))
-    if tok is not None:
-        tok.save_pretrained(str(out_dir))
-    return str(out_dir)
 
 
 # ------------------------------------------------------------------ inspect

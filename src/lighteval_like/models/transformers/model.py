@@ -35,6 +35,7 @@ from lighteval_like.models.packing import (
     Scores,
     batch_inputs,
     group_by_prefix,
+    owner_map,
     pack_rows,
     unique_tokens,
 )
@@ -226,9 +227,7 @@ class TransformersModel(LanguageModel):
         items = {requests[i]: self.encoder.request_item(requests[i]) for i in scored}
         unique = list(dict.fromkeys(item for item, _ in items.values()))
         groups = self._group(unique)
-        owners: dict[ScoreItem, list[int]] = {}
-        for i in scored:
-            owners.setdefault(items[requests[i]][0], []).append(i)
+        owners = owner_map((items[requests[i]][0], i) for i in scored)
 
         def unit(rows: list[PackedRow]) -> list[int]:
             return [i for row in rows for index, _ in row.predictions for i in owners[unique[index]]]
@@ -270,9 +269,7 @@ class TransformersModel(LanguageModel):
     def loglikelihood(self, requests: list[LoglikelihoodRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
         packing = (plan.prepared if plan is not None else None) or self.plan(requests).prepared
         items = [packing.items[req][0] for req in requests]
-        positions: dict[ScoreItem, list[int]] = {}
-        for j, item in enumerate(items):
-            positions.setdefault(item, []).append(j)
+        positions = owner_map((item, j) for j, item in enumerate(items))
 
         def respond(j: int, score: tuple[float, bool]) -> LoglikelihoodResponse:
             return LoglikelihoodResponse(score[0], score[1], len(items[j].targets), packing.items[requests[j]][1])

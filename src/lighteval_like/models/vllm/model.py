@@ -27,7 +27,7 @@ from lighteval_like.api.requests import (
     RollingRequest,
 )
 from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.packing import RollingWindows, ScoreItem, unique_tokens
+from lighteval_like.models.packing import RollingWindows, ScoreItem, owner_map, unique_tokens
 from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
 from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.models.vllm.replicas import GenerateJob, Job, ReplicaPool, ScoreJob
@@ -227,9 +227,7 @@ class VLLMModel(LanguageModel):
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
         items = (plan.prepared if plan is not None else None) or self.plan(requests).prepared
-        owners: dict[ScoreItem, list[int]] = {}
-        for i, request in enumerate(requests):
-            owners.setdefault(items[request][0], []).append(i)
+        owners = owner_map((items[request][0], i) for i, request in enumerate(requests))
 
         def respond(i: int, score: tuple[float, bool]) -> LoglikelihoodResponse:
             item, truncated = items[requests[i]]
