@@ -38,6 +38,9 @@ CHANGED_ARGS = {
     "vllm": "pretrained=org/model,dtype=fp16,seed=7,gpu_memory_utilization=0.5,tensor_parallel_size=2,"
             "data_parallel_size=2,max_model_length=1024,swap_space=2.5,batch_size=8,enforce_eager,use_chat_template,"
             "max_gen_toks=32,quantization=awq,load_format=safetensors",
+    "endpoint": "base_url=http://127.0.0.1:8000/v1;http://127.0.0.1:8001/v1,model=served,tokenizer=tok,api_key_env=KEY,"
+                "concurrent_requests=4,prompts_per_request=2,timeout_s=5.0,max_retries=2,chat,max_length=512,"
+                "max_gen_toks=32,generation_parameters={temperature:0.5,seed:7}",
 }
 GENERATIVE_TASK = '''
 from lighteval_like.tasks import RequestType, TaskConfig, arithmetic, prompts

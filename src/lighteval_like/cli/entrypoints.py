@@ -20,8 +20,9 @@ from lighteval_like.models.model_args import ModelConfig, load_model_config, par
 from lighteval_like.models.registry import Backend, LoadContext, get_backend
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
-from lighteval_like.tasks.config import TaskConfig
+from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.docs import load_task_data
+from lighteval_like.tasks.registry import Registry
 from lighteval_like.tasks.specs import parse_task_specs
 
 if TYPE_CHECKING:
@@ -39,6 +40,19 @@ def _refuse_truncation(backend: Backend, tasks: str) -> None:
                          "use truncate=0 (suite|task|fewshot|0), or give the backend a tokenizer")
 
 
+def _refuse_scoring(backend: Backend, config: BackendConfig, params: PipelineParameters) -> None:
+    """Model args that give the backend no tokenizer: loglikelihood tasks (their token boundaries are
+    the tokenizer's) and truncation are refused before anything loads."""
+    if config.counts_tokens:
+        return
+    _refuse_truncation(dataclasses.replace(backend, counts_tokens=False), params.tasks)
+    tasks = Registry(params.custom_tasks).resolve(parse_task_specs(params.tasks))
+    scored = [t for t in tasks if t.config.request_type != RequestType.GENERATIVE]
+    if scored:
+        raise UsageError(f"task {scored[0].spec.key} scores loglikelihoods, but backend '{backend.name}' has no "
+                         "tokenizer to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>")
+
+
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
         gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
         reasoning_tags: str | None = None) -> EvaluationResult | None:
@@ -48,6 +62,7 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
     _refuse_truncation(backend, params.tasks)
+    _refuse_scoring(backend, config, params)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
@@ -101,6 +116,12 @@ def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: s
              **flags) -> EvaluationResult:
     """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
     return run_from_flags("vllm", one_process(), model_args, model_config_path, cache_dir, **flags)
+
+
+def run_endpoint(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+                 **flags) -> EvaluationResult:
+    """Evaluate a model behind an OpenAI-compatible server: this process sends the requests."""
+    return run_from_flags("endpoint", one_process(), model_args, model_config_path, cache_dir, **flags)
 
 
 @contextmanager
