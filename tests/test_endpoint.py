@@ -1,0 +1,197 @@
+"""The endpoint backend against a small OpenAI-style server built here (`endpoint_server.py`, a tiny
+transformers model in fp32): its numbers equal the transformers backend's on the same model, a
+misbehaving server is refused at load with one line, faults are retried to the same numbers, and a
+failed run's finished requests are reused by the rerun. A real vLLM server runs behind `vllm`."""
+
+from __future__ import annotations
+
+import json
+import random
+import os
+
+import pytest
+from endpoint_server import TinyServer
+
+from lighteval_like.api.errors import UsageError
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from lighteval_like.cli.entrypoints import model_args_record, model_config_from_flags, one_process, run
+from lighteval_like.evaluation.cache import model_fingerprint
+from lighteval_like.evaluation.pipeline import PipelineParameters
+from lighteval_like.models.endpoint import client as endpoint_client
+from lighteval_like.models.endpoint.client import EndpointError
+from lighteval_like.models.endpoint.config import EndpointModelConfig
+from lighteval_like.models.endpoint.model import EndpointModel
+from lighteval_like.models.model_args import parse_model_args
+from lighteval_like.models.transformers.config import TransformersModelConfig
+from lighteval_like.models.transformers.model import TransformersModel
+
+CONTEXT = "Question: What is the capital of France?\nAnswer:"
+REQUESTS = [
+    *(LoglikelihoodRequest(CONTEXT, c) for c in (" Paris", " water", " fire is hot")),
+    LoglikelihoodRequest("", "She walked to the store"),
+    LoglikelihoodRequest("A. water B. fire C. earth D. air Answer:", " A", single_token=True),
+]
+ROLLING = [RollingRequest("The following are multiple choice questions (with answers) about science. " * 6),
+           RollingRequest("She walked to the store because she needed milk")]
+GENERATIONS = [GenerationRequest(CONTEXT, ("\n",), 8), GenerationRequest("0 1 2 3 4 5", (), 6),
+               GenerationRequest("Natalia sold clips to 48 of her friends", (".",), 12)]
+MC_TASK = "leaderboard|arc:challenge|0|0"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    served = TinyServer(tiny_model)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def clean(server, monkeypatch):
+    """The module's server behaving, its counters at 0; retries wait 10 ms."""
+    server.faults, server.fault_rate, server.fail_after = set(), 0.0, None
+    server.completions = server.scored = 0
+    server.injected, server.rng = [], random.Random(2)  # a draw with each fault in the first 16
+    monkeypatch.setattr(endpoint_client, "BACKOFF_S", 0.01)
+    return server
+
+
+def endpoint_args(server, tiny_model, extra: str = "") -> str:
+    return f"base_url={server.url},model=tiny,tokenizer={tiny_model}{extra}"
+
+
+def endpoint(server, tiny_model, extra: str = "") -> EndpointModel:
+    return EndpointModel(parse_model_args(endpoint_args(server, tiny_model, extra), EndpointModelConfig), False)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    """The transformers backend on the same model (the endpoint's context length)."""
+    model = TransformersModel(parse_model_args(f"pretrained={tiny_model},dtype=float32,max_length=254"),
+                              device="cpu", show_progress=False)
+    return model.loglikelihood(REQUESTS), model.loglikelihood_rolling(ROLLING), model.greedy_until(GENERATIONS)
+
+
+def _same_scores(got, expected) -> None:
+    for a, b in zip(got, expected, strict=True):
+        # 1e-4, or a float32 sum's rounding over a long rolling window (1e-6 relative)
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4, rel=1e-6)
+        assert (a.is_greedy, a.num_tokens, a.input_truncated) == (b.is_greedy, b.num_tokens, b.input_truncated)
+
+
+def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, tiny_model, reference):
+    model = endpoint(clean, tiny_model, ",prompts_per_request=2,concurrent_requests=3")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    _same_scores(model.loglikelihood_rolling(ROLLING), reference[1])
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert model.stats()["requests"] == 3 + 1 + 3  # 5 items by 2, 2 windows by 2, one generation a request
+
+
+def _run(backend: str, args: str, tmp_path, mirror, tasks: str = MC_TASK, name: str = "out", **params):
+    config = model_config_from_flags(args, None, EndpointModelConfig if backend == "endpoint" else TransformersModelConfig)
+    pipeline = PipelineParameters(tasks=tasks, dataset_dir=mirror, output_dir=str(tmp_path / name), **params)
+    return run(backend, config, pipeline, one_process())
+
+
+def test_a_multiple_choice_run_scores_as_accelerate(clean, tiny_model, mirror, tmp_path):
+    ours = _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror, name="endpoint")
+    theirs = _run("transformers", f"pretrained={tiny_model},dtype=float32,max_length=254", tmp_path, mirror,
+                  name="accelerate")
+    for key, values in theirs.results["results"].items():
+        assert ours.results["results"][key] == pytest.approx(values, abs=1e-6)
+    with open(ours.results_path, encoding="utf-8") as f:
+        general = json.load(f)["config_general"]
+    assert general["model_name"] == "tiny" and general["endpoint"]["served"] == {"id": "tiny", "root": tiny_model}
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("shift", "not aligned to the tokens sent .* shifted by one\\?\\): use a server whose echo logprobs are aligned"),
+    ("no_echo", "did not echo the prompt .*: use a server whose completions honour echo=true"),
+    ("bos", "echoed other tokens than it was sent .* adds tokens \\(a BOS\\?\\) to token prompts; turn that off"),
+    ("text_bos", "tokenises text otherwise than tokenizer=.*an added BOS or another tokenizer\\): give tokenizer="),
+])
+def test_a_misbehaving_server_is_refused_at_load_with_one_line(clean, tiny_model, mirror, tmp_path, fault, message):
+    clean.faults = {fault}
+    with pytest.raises(EndpointError, match="endpoint self-check: the server.*" + message) as error:
+        _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror)
+    assert "\n" not in str(error.value)
+    assert clean.scored <= 2  # the self-check's own probes, nothing of the run
+    assert not list(tmp_path.rglob("results_*.json"))
+
+
+def test_injected_faults_are_retried_to_the_same_numbers(clean, tiny_model, reference):
+    clean.fault_rate = 0.2
+    model = endpoint(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=4,max_retries=8")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    _same_scores(model.loglikelihood_rolling(ROLLING), reference[1])
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert len(clean.injected) >= 2 and model.stats()["retries"] == len(clean.injected)
+
+
+def test_a_dead_base_url_is_left_out_of_the_rotation(clean, tiny_model, reference):
+    args = f"base_url={clean.url};http://127.0.0.1:9/v1,model=tiny,tokenizer={tiny_model},prompts_per_request=1"
+    model = EndpointModel(parse_model_args(args, EndpointModelConfig), False)
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    assert model.stats()["retries"] <= 2  # the dead one fails once or twice, then is benched
+
+
+def test_exhausted_retries_stop_the_run_in_one_line_and_the_rerun_reuses_what_finished(clean, tiny_model, mirror,
+                                                                                      tmp_path):
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1,max_retries=2")
+    clean.fail_after = 6  # the self-check's 3 requests, then 3 scored
+    with pytest.raises(EndpointError, match="still failing after 2 retries \\(HTTP 500\\): .* a rerun resumes") as error:
+        _run("endpoint", args, tmp_path, mirror)
+    assert "\n" not in str(error.value)
+    clean.fail_after, clean.scored = None, 0
+    rerun = _run("endpoint", args, tmp_path, mirror)
+    assert rerun.results["summary_general"]["response_cache"]["hits"] == 3
+    clean.scored = 0
+    fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
+    assert fresh.results["results"] == rerun.results["results"]
+    assert clean.scored == 6 * 4 + 2 * 0 + 2  # 6 docs x 4 choices, and the self-check's 2 echoes
+
+
+def test_without_a_tokenizer_loglikelihood_tasks_are_refused_before_anything_loads(clean, mirror, tmp_path):
+    args = f"base_url={clean.url},model=tiny"
+    with pytest.raises(UsageError, match=f"task {MC_TASK[:-2]} scores loglikelihoods, but backend 'endpoint' has no "
+                                         "tokenizer .*: pass tokenizer=") as error:
+        _run("endpoint", args, tmp_path, mirror)
+    assert "\n" not in str(error.value) and clean.completions == 0
+
+
+def test_generation_without_a_tokenizer_sends_text(clean, tiny_model, reference):
+    model = EndpointModel(parse_model_args(f"base_url={clean.url},model=tiny", EndpointModelConfig), False)
+    assert not model.encoder.counts_tokens
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+
+
+def test_the_api_key_is_sent_but_never_recorded(tiny_model, mirror, tmp_path, monkeypatch):
+    secret = "sk-test-never-written"
+    keyed = TinyServer(tiny_model, key=secret)
+    try:
+        args = f"base_url={keyed.url},model=tiny,tokenizer={tiny_model},api_key_env=TEST_ENDPOINT_KEY"
+        with pytest.raises(EndpointError, match="api_key_env=TEST_ENDPOINT_KEY names an unset environment variable"):
+            _run("endpoint", args, tmp_path, mirror)
+        monkeypatch.setenv("TEST_ENDPOINT_KEY", secret)
+        _run("endpoint", args, tmp_path, mirror, save_details=True)
+    finally:
+        keyed.close()
+    written = [p for root in (tmp_path, os.environ["LIGHTEVAL_LIKE_CACHE"]) for p in _files(root)]
+    assert written and not [p for p in written if secret.encode() in open(p, "rb").read()]
+
+
+def _files(root) -> list[str]:
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+
+
+def test_the_fingerprint_keys_the_url_and_the_served_model(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    identity = model.info().identity
+    assert identity.backend == "endpoint" and identity.model_sha == tiny_model
+
+    def fingerprint(args: str) -> str:
+        return model_fingerprint(model_args_record(parse_model_args(args, EndpointModelConfig)), identity)[0]
+
+    base = fingerprint(endpoint_args(clean, tiny_model))
+    assert fingerprint(endpoint_args(clean, tiny_model, ",concurrent_requests=2,api_key_env=K")) == base
+    assert fingerprint(f"base_url=http://127.0.0.1:1/v1,model=tiny,tokenizer={tiny_model}") != base
+    assert fingerprint(f"base_url={clean.url},model=other,tokenizer={tiny_model}") != base
