@@ -6,10 +6,15 @@ failed run's finished requests are reused by the rerun. A real vLLM server runs 
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
+from conftest import build_tiny_model, free_port
 from endpoint_server import TinyServer
 
 from lighteval_like.api.errors import UsageError
@@ -195,3 +200,71 @@ def test_the_fingerprint_keys_the_url_and_the_served_model(clean, tiny_model):
     assert fingerprint(endpoint_args(clean, tiny_model, ",concurrent_requests=2,api_key_env=K")) == base
     assert fingerprint(f"base_url=http://127.0.0.1:1/v1,model=tiny,tokenizer={tiny_model}") != base
     assert fingerprint(f"base_url={clean.url},model=other,tokenizer={tiny_model}") != base
+
+
+def test_the_endpoint_command(clean, tiny_model, mirror, tmp_path):
+    """`lighteval-like endpoint` runs as `accelerate` does; a refused run is one line on stderr."""
+    from click.testing import CliRunner
+
+    from lighteval_like.cli.commands import main
+
+    args = ["endpoint", "--tasks", MC_TASK, "--dataset_dir", mirror, "--output_dir", str(tmp_path)]
+    done = CliRunner().invoke(main, [*args, "--model_args", endpoint_args(clean, tiny_model)])
+    assert done.exit_code == 0, done.output
+    assert list(tmp_path.rglob("results_*.json"))
+    refused = CliRunner().invoke(main, [*args, "--model_args", f"base_url={clean.url},model=tiny"])
+    assert refused.exit_code != 0
+    assert refused.stderr.strip().splitlines() == [
+        f"lighteval-like: error: task {MC_TASK[:-2]} scores loglikelihoods, but backend 'endpoint' has no tokenizer "
+        "to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>"]
+
+# ------------------------------------------------------------------ a real vLLM server (marker vllm)
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """vLLM's OpenAI server (this interpreter's vllm, fp32, eager) on a tiny Llama with heads of 32
+    dimensions, healthy and warmed up; stopped after the module."""
+    pytest.importorskip("vllm")
+    folder = build_tiny_model(str(tmp_path_factory.mktemp("tiny-served")), "llama", hidden=128, heads=4, kv_heads=2)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("vllm-log") / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_healthy(proc, url, log.name)
+        yield url, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _wait_healthy(proc, url: str, log: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, open(log).read()[-3000:]
+        try:
+            urllib.request.urlopen(url + "/models", timeout=5).read()
+            body = json.dumps({"model": "tiny", "prompt": "warm up", "max_tokens": 2}).encode()
+            request = urllib.request.Request(url + "/completions", body, {"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=120).read()
+            return
+        except OSError:
+            time.sleep(2)
+    raise AssertionError("the vLLM server was not healthy in 300 s: " + open(log).read()[-3000:])
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_server_scores_and_generates_as_the_transformers_backend(vllm_server):
+    url, folder = vllm_server
+    model = EndpointModel(parse_model_args(f"base_url={url},model=tiny,tokenizer={folder}", EndpointModelConfig), False)
+    assert model.max_length == 254  # the server's max_model_len (256) less the scored and generated tokens
+    local = TransformersModel(parse_model_args(f"pretrained={folder},dtype=float32,max_length=254"), device="cpu",
+                              show_progress=False)
+    for ours, theirs in ((model.loglikelihood(REQUESTS), local.loglikelihood(REQUESTS)),
+                         (model.loglikelihood_rolling(ROLLING), local.loglikelihood_rolling(ROLLING))):
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and a.num_tokens == b.num_tokens
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in local.greedy_until(GENERATIONS)]

@@ -79,7 +79,7 @@ class EndpointModel(ItemScoringModel):
         check_tokenizer(self.client, config.model, self.encoder, config.tokenizer)
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)  # a request in flight ends on its own
 
     def info(self) -> ModelInfo:
         identity = ModelIdentity(
