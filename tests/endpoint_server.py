@@ -1,7 +1,7 @@
 """A small OpenAI-style completions server on 127.0.0.1 for the endpoint tests, backed by a tiny
 transformers model in fp32 (real prompt log-probabilities), which misbehaves on demand:
 `faults` holds what it does wrong on every request (shifted logprobs, no echo, a BOS added to every
-prompt or to text prompts only), `fault_rate` the share of requests answered 429, 500 or a reset."""
+prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset."""
 
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ class TinyServer:
 
     def complete(self, body: dict) -> dict:
         answers = [self.choice(i, p, body) for i, p in enumerate(self.prompts(body))]
+        if "empty" in self.faults:  # an answer refused or cut off: no text, another finish_reason
+            answers = [({**c, "text": None, "finish_reason": "abort"}, n) for c, n in answers]
         with self.lock:
             self.completions += 1
         return {"object": "text_completion", "model": body["model"], "choices": [c for c, _ in answers],

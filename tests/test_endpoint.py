@@ -18,7 +18,7 @@ from conftest import build_tiny_model, free_port
 from endpoint_server import TinyServer
 
 from lighteval_like.api.errors import UsageError
-from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, SamplingParams
 from lighteval_like.cli.entrypoints import model_args_record, model_config_from_flags, one_process, run
 from lighteval_like.evaluation.cache import model_fingerprint
 from lighteval_like.evaluation.pipeline import PipelineParameters
@@ -201,6 +201,20 @@ def test_the_fingerprint_keys_the_url_and_the_served_model(clean, tiny_model):
     assert fingerprint(f"base_url=http://127.0.0.1:1/v1,model=tiny,tokenizer={tiny_model}") != base
     assert fingerprint(f"base_url={clean.url},model=other,tokenizer={tiny_model}") != base
 
+
+def test_sampled_texts_follow_each_request_seed_whatever_the_concurrency(clean, tiny_model):
+    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(6)]
+    one = endpoint(clean, tiny_model, ",concurrent_requests=1").greedy_until(sampled)
+    many = endpoint(clean, tiny_model, ",concurrent_requests=6").greedy_until(sampled)
+    assert [g.text for g in one] == [g.text for g in many] and len({g.text for g in one}) > 1
+
+
+def test_an_answer_without_text_is_an_error_never_scored(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    clean.faults = {"empty"}
+    with pytest.raises(EndpointError, match="the server gave no answer \\(finish_reason 'abort'\\): an empty answer is "
+                                            "never scored"):
+        model.greedy_until(GENERATIONS[:1])
 
 def test_the_endpoint_command(clean, tiny_model, mirror, tmp_path):
     """`lighteval-like endpoint` runs as `accelerate` does; a refused run is one line on stderr."""

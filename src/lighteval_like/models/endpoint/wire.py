@@ -11,6 +11,8 @@ from lighteval_like.models.endpoint.client import EndpointError
 from lighteval_like.models.packing import ScoreItem
 
 ID_PREFIX = "token_id:"
+MISSING_LOGPROBS = ("the server left prompt log-probabilities out of its echo: use a server that returns token_logprobs "
+                    "and top_logprobs with echo=true (vLLM)")
 
 
 def scored_prompt(item: ScoreItem) -> list[int]:
@@ -64,8 +66,10 @@ def echoed(choice: dict, sent: list[int]) -> tuple[list[float | None], list[int]
                                 "use a server whose completions honour echo=true with logprobs (vLLM)")
         raise EndpointError(f"the server echoed other tokens than it was sent ({tokens[:4]}... for {sent[:4]}...): "
                             "it adds tokens (a BOS?) to token prompts; turn that off on the server")
-    tops = [top_id(t) for t in logprobs["top_logprobs"][: len(sent)]]
-    return logprobs["token_logprobs"][: len(sent)], tops
+    values, tops = (logprobs.get(k) or [] for k in ("token_logprobs", "top_logprobs"))
+    if len(values) < len(sent) or len(tops) < len(sent):
+        raise EndpointError(MISSING_LOGPROBS)
+    return values[: len(sent)], [top_id(t) for t in tops[: len(sent)]]
 
 
 def top_id(top: dict | None) -> int | None:
@@ -82,7 +86,7 @@ def item_score(choice: dict, item: ScoreItem) -> tuple[float, bool]:
     start = item.first_pred + 1
     picked = range(start, len(sent))
     if any(logprobs[p] is None for p in picked):
-        raise EndpointError("the server left prompt log-probabilities out: use a server that returns them with echo")
+        raise EndpointError(MISSING_LOGPROBS)
     return sum(logprobs[p] for p in picked), all(tops[p] == sent[p] for p in picked)
 
 
