@@ -10,6 +10,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -28,12 +29,14 @@ class TinyServer:
         self.key = key
         self.faults: set[str] = set()
         self.fault_rate = 0.0
+        self.fault_kinds = ["429", "500", "reset"]  # drawn from, with "slow" (2 s late) and "truncated"
         self.fail_after: int | None = None
         self.rng = random.Random(0)
         self.completions = self.scored = 0
+        self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
         self.injected: list[str] = []  # the faults injected, in order
         self.lock = threading.Lock()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), type("Bound", (Handler,), {"tiny": self}))
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
@@ -45,13 +48,17 @@ class TinyServer:
         self.http.shutdown()
         self.http.server_close()
 
+    def wait_idle(self) -> None:
+        while self.active:
+            time.sleep(0.05)
+
     def fault(self) -> str | None:
         """The fault this request gets (None: answered well)."""
         with self.lock:
             if self.fail_after is not None and self.completions >= self.fail_after:
                 return "500"
             if self.fault_rate and self.rng.random() < self.fault_rate:
-                self.injected.append(self.rng.choice(["429", "500", "reset"]))
+                self.injected.append(self.rng.choice(self.fault_kinds))
                 return self.injected[-1]
         return None
 
@@ -123,43 +130,61 @@ class TinyServer:
                 "usage": {"completion_tokens": sum(n for _, n in answers)}}
 
 
-def _handler(server: TinyServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            """Quiet."""
+class Handler(BaseHTTPRequestHandler):
+    """The server's requests, answered by its `TinyServer` (`tiny`, bound per server)."""
 
-        def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
-                self.send_header(k, v)
+    tiny: TinyServer
+
+    def log_message(self, *args) -> None:
+        """Quiet."""
+
+    def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        if self.tiny.key and self.headers.get("Authorization") != f"Bearer {self.tiny.key}":
+            self._send(401, {"error": "bad key"})
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        if self._authorised():
+            self._send(200, {"object": "list", "data": [self.tiny.entry]})
+
+    def do_POST(self) -> None:
+        with self.tiny.lock:
+            self.tiny.active += 1
+        try:
+            self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        finally:
+            with self.tiny.lock:
+                self.tiny.active -= 1
+
+    def _answer(self, body: dict) -> None:
+        if not self._authorised():
+            return
+        fault = self.tiny.fault()
+        if fault == "slow":
+            time.sleep(2.0)
+            self._send(200, self.tiny.complete(body))
+        elif fault == "truncated":  # a body cut short of its Content-Length
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
             self.end_headers()
-            self.wfile.write(data)
-
-        def _authorised(self) -> bool:
-            if server.key and self.headers.get("Authorization") != f"Bearer {server.key}":
-                self._send(401, {"error": "bad key"})
-                return False
-            return True
-
-        def do_GET(self) -> None:
-            if self._authorised():
-                self._send(200, {"object": "list", "data": [server.entry]})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if not self._authorised():
-                return
-            fault = server.fault()
-            if fault == "reset":  # an RST instead of an answer
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
-                self.close_connection = True
-            elif fault is not None:
-                self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
-            elif body.get("model") != server.entry["id"]:
-                self._send(404, {"error": f"model {body.get('model')} does not exist"})
-            else:
-                self._send(200, server.complete(body))
-
-    return Handler
+            self.wfile.write(b'{"choices": [')
+            self.close_connection = True
+        elif fault == "reset":  # an RST instead of an answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif fault is not None:
+            self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
+        elif body.get("model") != self.tiny.entry["id"]:
+            self._send(404, {"error": f"model {body.get('model')} does not exist"})
+        else:
+            self._send(200, self.tiny.complete(body))

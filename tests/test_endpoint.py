@@ -53,9 +53,11 @@ def server(tiny_model):
 @pytest.fixture
 def clean(server, monkeypatch):
     """The module's server behaving, its counters at 0; retries wait 10 ms."""
+    server.wait_idle()
     server.faults, server.fault_rate, server.fail_after = set(), 0.0, None
     server.completions = server.scored = 0
     server.injected, server.rng = [], random.Random(2)  # a draw with each fault in the first 16
+    server.fault_kinds = ["429", "500", "reset"]
     monkeypatch.setattr(endpoint_client, "BACKOFF_S", 0.01)
     return server
 
@@ -131,6 +133,12 @@ def test_injected_faults_are_retried_to_the_same_numbers(clean, tiny_model, refe
     assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
     assert len(clean.injected) >= 2 and model.stats()["retries"] == len(clean.injected)
 
+
+def test_timeouts_and_truncated_bodies_are_retried(clean, tiny_model, reference):
+    clean.fault_rate, clean.fault_kinds = 0.3, ["slow", "truncated"]
+    model = endpoint(clean, tiny_model, ",prompts_per_request=1,timeout_s=0.5,max_retries=8")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    assert set(clean.injected) == {"slow", "truncated"} and model.stats()["retries"] == len(clean.injected)
 
 def test_a_dead_base_url_is_left_out_of_the_rotation(clean, tiny_model, reference):
     args = f"base_url={clean.url};http://127.0.0.1:9/v1,model=tiny,tokenizer={tiny_model},prompts_per_request=1"
