@@ -120,6 +120,14 @@ class TinyServer:
         return {"tokens": [f"token_id:{t}" for t in seq[start:]], "token_logprobs": values[start:],
                 "top_logprobs": top[start:]}
 
+    def chat(self, body: dict) -> dict:
+        """A chat completion: the messages' contents joined by newlines stand for a chat template."""
+        text = "\n".join(m["content"] for m in body["messages"])
+        choice, n = self.choice(0, self.ids(text), {**body, "logprobs": None})
+        choice["message"] = {"role": "assistant", "content": choice.pop("text")}
+        return {"object": "chat.completion", "model": body["model"], "choices": [choice],
+                "usage": {"completion_tokens": n}}
+
     def complete(self, body: dict) -> dict:
         answers = [self.choice(i, p, body) for i, p in enumerate(self.prompts(body))]
         if "empty" in self.faults:  # an answer refused or cut off: no text, another finish_reason
@@ -186,5 +194,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
         elif body.get("model") != self.tiny.entry["id"]:
             self._send(404, {"error": f"model {body.get('model')} does not exist"})
+        elif self.path.endswith("/chat/completions"):
+            self._send(200, self.tiny.chat(body))
         else:
             self._send(200, self.tiny.complete(body))

@@ -217,6 +217,11 @@ def test_sampled_texts_follow_each_request_seed_whatever_the_concurrency(clean, 
     assert [g.text for g in one] == [g.text for g in many] and len({g.text for g in one}) > 1
 
 
+def test_chat_generates_through_chat_completions(clean, tiny_model, reference):
+    model = endpoint(clean, tiny_model, ",chat")
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert clean.completions == 3  # the self-check's; the generations went to /chat/completions
+
 def test_an_answer_without_text_is_an_error_never_scored(clean, tiny_model):
     model = endpoint(clean, tiny_model)
     clean.faults = {"empty"}
