@@ -17,7 +17,7 @@ import pytest
 from conftest import build_tiny_model, free_port
 from endpoint_server import TinyServer
 
-from lighteval_like.api.errors import UsageError
+from lighteval_like.api.errors import ModelLoadError, UsageError
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, SamplingParams
 from lighteval_like.cli.entrypoints import model_args_record, model_config_from_flags, one_process, run
 from lighteval_like.evaluation.cache import model_fingerprint
@@ -209,6 +209,11 @@ def test_the_fingerprint_keys_the_url_and_the_served_model(clean, tiny_model):
     assert fingerprint(f"base_url=http://127.0.0.1:1/v1,model=tiny,tokenizer={tiny_model}") != base
     assert fingerprint(f"base_url={clean.url},model=other,tokenizer={tiny_model}") != base
 
+
+def test_a_model_the_server_does_not_serve_is_one_line_naming_those_it_does(clean, tiny_model):
+    with pytest.raises(ModelLoadError, match="^the server does not serve model 'other' \\(it serves: tiny\\): pass "
+                                             "model=<one of them>$"):
+        EndpointModel(parse_model_args(f"base_url={clean.url},model=other", EndpointModelConfig), False)
 
 def test_sampled_texts_follow_each_request_seed_whatever_the_concurrency(clean, tiny_model):
     sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(6)]

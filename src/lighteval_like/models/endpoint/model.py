@@ -56,6 +56,8 @@ def served_entry(client: Client, model: str) -> dict:
 
 
 class EndpointModel(ItemScoringModel):
+    """A served model: loading asks the server what it serves and, with a tokenizer, self-checks it."""
+
     label = "endpoint"
 
     def __init__(self, config: EndpointModelConfig, show_progress: bool = True):
