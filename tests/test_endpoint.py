@@ -298,5 +298,18 @@ def test_a_real_vllm_server_scores_and_generates_as_the_transformers_backend(vll
     for ours, theirs in ((model.loglikelihood(REQUESTS), local.loglikelihood(REQUESTS)),
                          (model.loglikelihood_rolling(ROLLING), local.loglikelihood_rolling(ROLLING))):
         for a, b in zip(ours, theirs, strict=True):
-            assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and a.num_tokens == b.num_tokens
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            assert (a.is_greedy, a.num_tokens) == (b.is_greedy, b.num_tokens)
     assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in local.greedy_until(GENERATIONS)]
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_server_honours_each_request_seed_whatever_the_concurrency(vllm_server):
+    url, folder = vllm_server
+    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(8)]
+    texts = []
+    for concurrency in (1, 8):
+        args = f"base_url={url},model=tiny,tokenizer={folder},concurrent_requests={concurrency}"
+        texts.append([g.text for g in EndpointModel(parse_model_args(args, EndpointModelConfig), False)
+                      .greedy_until(sampled)])
+    assert texts[0] == texts[1] and len(set(texts[0])) > 1
