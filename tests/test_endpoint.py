@@ -313,3 +313,15 @@ def test_a_real_vllm_server_honours_each_request_seed_whatever_the_concurrency(v
         texts.append([g.text for g in EndpointModel(parse_model_args(args, EndpointModelConfig), False)
                       .greedy_until(sampled)])
     assert texts[0] == texts[1] and len(set(texts[0])) > 1
+
+
+@pytest.mark.vllm
+def test_a_run_through_a_real_vllm_server_scores_as_accelerate(vllm_server, mirror, tmp_path):
+    """Multiple choice, perplexity and gsm8k through the server: accelerate's numbers."""
+    url, folder = vllm_server
+    tasks = f"{MC_TASK},lighteval|wikitext:2|0|0,leaderboard|gsm8k|0|0"
+    ours = _run("endpoint", f"base_url={url},model=tiny,tokenizer={folder}", tmp_path, mirror, tasks, "endpoint")
+    theirs = _run("transformers", f"pretrained={folder},dtype=float32,max_length=254", tmp_path, mirror, tasks,
+                  "accelerate")
+    for key, values in theirs.results["results"].items():
+        assert ours.results["results"][key] == pytest.approx(values, rel=1e-4), key
