@@ -79,4 +79,4 @@ vllm-bench-env: vllm-env
 
 # The real engine on tiny models built at test time (marker vllm; deselected by `make test`).
 test-vllm: vllm-env
-	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm.py
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm.py tests/test_endpoint.py

@@ -3,7 +3,6 @@ round-tripping its model args, and a backend registered here running through `ru
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass, fields
@@ -38,6 +37,9 @@ CHANGED_ARGS = {
     "vllm": "pretrained=org/model,dtype=fp16,seed=7,gpu_memory_utilization=0.5,tensor_parallel_size=2,"
             "data_parallel_size=2,max_model_length=1024,swap_space=2.5,batch_size=8,enforce_eager,use_chat_template,"
             "max_gen_toks=32,quantization=awq,load_format=safetensors",
+    "endpoint": "base_url=http://127.0.0.1:8000/v1;http://127.0.0.1:8001/v1,model=served,tokenizer=tok,api_key_env=KEY,"
+                "concurrent_requests=4,prompts_per_request=2,timeout_s=5.0,max_retries=2,chat,max_length=512,"
+                "max_gen_toks=32,generation_parameters={temperature:0.5,seed:7}",
 }
 GENERATIVE_TASK = '''
 from lighteval_like.tasks import RequestType, TaskConfig, arithmetic, prompts
@@ -177,14 +179,17 @@ def test_a_failed_run_still_closes_the_model(fake_backend, tmp_path):
     assert not list((tmp_path / "out").rglob("results_*.json"))
 
 
-def test_a_backend_that_counts_no_tokens_refuses_truncation_before_anything_loads(fake_backend, monkeypatch, tmp_path):
-    monkeypatch.setitem(registry.BACKENDS, "fake", dataclasses.replace(registry.BACKENDS["fake"], counts_tokens=False))
-    config = model_config_from_flags("pretrained=org/fake", None, FakeConfig)
+def test_a_backend_that_counts_no_tokens_refuses_truncation_before_anything_loads(fake_backend, tmp_path):
+    @dataclass
+    class TokenlessConfig(FakeConfig):
+        @property
+        def counts_tokens(self) -> bool:
+            return False
+
+    config = model_config_from_flags("pretrained=org/fake", None, TokenlessConfig)
     params = PipelineParameters(tasks="lighteval|arithmetic_generated:2da|3|1", max_samples=2,
                                 output_dir=str(tmp_path / "out"))
     with pytest.raises(UsageError, match=r"lighteval\|arithmetic_generated:2da\|3 asks for truncate=1, but backend "
                                          r"'fake' counts no tokens: use truncate=0"):
         run("fake", config, params, one_process())
     assert fake_backend == [("check",)]  # nothing loaded
-    assert run("fake", config, dataclasses.replace(params, tasks="lighteval|arithmetic_generated:2da|0|0"),
-               one_process()).results["results"]

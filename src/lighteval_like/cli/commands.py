@@ -1,4 +1,4 @@
-"""Command line: `lighteval-like accelerate|vllm|distributed|tasks ...` (thin shells over the pipeline)."""
+"""Command line: `lighteval-like accelerate|vllm|endpoint|distributed|tasks ...` (thin shells over the pipeline)."""
 
 from __future__ import annotations
 
@@ -173,6 +173,18 @@ def vllm_command(**kwargs) -> None:
 
     kwargs.pop("debug")  # read by reports_errors
     _print_summary(run_vllm(**kwargs))
+
+
+@main.command("endpoint")
+@_run_options
+@reports_errors
+def endpoint_command(**kwargs) -> None:
+    """Evaluate a model behind an OpenAI-compatible server (vLLM, SGLang, ...): model args base_url
+    (several separated by ';'), model, tokenizer (needed for loglikelihood tasks), api_key_env, ..."""
+    from lighteval_like.cli.entrypoints import run_endpoint
+
+    kwargs.pop("debug")  # read by reports_errors
+    _print_summary(run_endpoint(**kwargs))
 
 
 def _distributed_options(fn):

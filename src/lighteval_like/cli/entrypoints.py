@@ -20,8 +20,9 @@ from lighteval_like.models.model_args import ModelConfig, load_model_config, par
 from lighteval_like.models.registry import Backend, LoadContext, get_backend
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
-from lighteval_like.tasks.config import TaskConfig
+from lighteval_like.tasks.config import RequestType, TaskConfig
 from lighteval_like.tasks.docs import load_task_data
+from lighteval_like.tasks.registry import Registry
 from lighteval_like.tasks.specs import parse_task_specs
 
 if TYPE_CHECKING:
@@ -31,12 +32,21 @@ if TYPE_CHECKING:
 Launch = AbstractContextManager[LoadContext]
 
 
-def _refuse_truncation(backend: Backend, tasks: str) -> None:
-    """truncate=1 counts tokens: with a backend that cannot, the run stops before anything loads."""
-    cut = [] if backend.counts_tokens else [s for s in parse_task_specs(tasks) if s.truncate_fewshot]
+def _refuse_without_tokens(backend: Backend, config: BackendConfig, params: PipelineParameters) -> None:
+    """Model args that give the backend no tokenizer (`BackendConfig.counts_tokens`): truncation and
+    loglikelihood tasks (their token boundaries are the tokenizer's) are refused before anything loads."""
+    if config.counts_tokens:
+        return
+    specs = parse_task_specs(params.tasks)
+    cut = [s for s in specs if s.truncate_fewshot]
     if cut:
         raise UsageError(f"task {cut[0].key} asks for truncate=1, but backend '{backend.name}' counts no tokens: "
                          "use truncate=0 (suite|task|fewshot|0), or give the backend a tokenizer")
+    tasks = Registry(params.custom_tasks).resolve(specs)
+    scored = [t for t in tasks if t.config.request_type != RequestType.GENERATIVE]
+    if scored:
+        raise UsageError(f"task {scored[0].spec.key} scores loglikelihoods, but backend '{backend.name}' has no "
+                         "tokenizer to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>")
 
 
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
@@ -47,7 +57,7 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     model args set (`BackendConfig.run_defaults`) fill those the flags left unset."""
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
-    _refuse_truncation(backend, params.tasks)
+    _refuse_without_tokens(backend, config, params)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
@@ -101,6 +111,12 @@ def run_vllm(model_args: str | None, model_config_path: str | None, cache_dir: s
              **flags) -> EvaluationResult:
     """Evaluate with vLLM in this process: the engine replicas are the backend's worker processes."""
     return run_from_flags("vllm", one_process(), model_args, model_config_path, cache_dir, **flags)
+
+
+def run_endpoint(model_args: str | None, model_config_path: str | None, cache_dir: str | None,
+                 **flags) -> EvaluationResult:
+    """Evaluate a model behind an OpenAI-compatible server: this process sends the requests."""
+    return run_from_flags("endpoint", one_process(), model_args, model_config_path, cache_dir, **flags)
 
 
 @contextmanager

@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # part of the fingerprint: a new format never reads old files
 # Model args that say where the model runs, not what it computes (and the generation parameters,
-# which every generation request carries: its key has them).
-PLACEMENT_ARGS = frozenset({"device", "model_parallel", "generation_parameters"})
+# which every generation request carries: its key has them), and an endpoint's concurrency,
+# patience and the name of its key's variable.
+PLACEMENT_ARGS = frozenset({"device", "model_parallel", "generation_parameters", "concurrent_requests",
+                            "prompts_per_request", "timeout_s", "max_retries", "api_key_env"})
 RESPONSE_TYPES: dict[str, type] = {t.__name__: t for t in (LoglikelihoodResponse, GenerationResponse)}
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's variable limit
 

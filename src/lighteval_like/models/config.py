@@ -62,6 +62,11 @@ class BackendConfig:
             )
 
     @property
+    def counts_tokens(self) -> bool:
+        """False: these args give the backend no tokenizer (it counts no tokens, scores no loglikelihoods)."""
+        return True
+
+    @property
     def model_name(self) -> str:
         """Name used for the results folder: hub ids as given, local paths by their last part."""
         path = self.pretrained.rstrip("/")

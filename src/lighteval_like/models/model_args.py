@@ -4,6 +4,7 @@ no class is named, as for `accelerate` and `distributed`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from typing import Any, TypeVar
 
@@ -27,7 +28,8 @@ def _bool_keys(cls: type) -> list[str]:
 
 
 def build_config(values: dict[str, Any], cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
-    if "pretrained" not in values and not [k for k in values if k not in _valid_keys(cls)]:
+    needs_pretrained = cls.__dataclass_fields__["pretrained"].default is dataclasses.MISSING
+    if needs_pretrained and "pretrained" not in values and not [k for k in values if k not in _valid_keys(cls)]:
         raise ModelArgsError("model args must include pretrained=<hub id or local model directory>")
     return build(cls, values, MODEL_ARGS)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lighteval_like.api.errors import UsageError
 from lighteval_like.models.config import BackendConfig
+from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.nanotron.config import NanotronModelConfig
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.vllm.config import VLLMModelConfig
@@ -42,16 +43,13 @@ def _nothing(*_) -> None:
 @dataclass(frozen=True)
 class Backend:
     """`load(config, context)` makes the model (called once the data is ready); `close(model)`
-    runs after the run, whatever its end; `check()` refuses what is missing before data loads.
-    `counts_tokens` False: its prompt encoder counts no tokens (no tokenizer), so a task asking for
-    few-shot truncation (truncate=1) is refused at start-up."""
+    runs after the run, whatever its end; `check()` refuses what is missing before data loads."""
 
     name: str
     config_class: type[BackendConfig]
     load: Callable[[BackendConfig, LoadContext], LanguageModel]
     close: Callable[[LanguageModel], None] = _nothing
     check: Callable[[], None] = _nothing
-    counts_tokens: bool = True
 
 
 def _load_transformers(config: TransformersModelConfig, context: LoadContext) -> LanguageModel:
@@ -83,10 +81,21 @@ def _close_vllm(model) -> None:
     model.close()  # its engine replicas are processes of their own
 
 
+def _load_endpoint(config: EndpointModelConfig, context: LoadContext) -> LanguageModel:
+    from lighteval_like.models.endpoint.model import EndpointModel
+
+    return EndpointModel(config, context.show_progress)
+
+
+def _close_endpoint(model) -> None:
+    model.close()  # its request threads
+
+
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("transformers", TransformersModelConfig, _load_transformers),
     Backend("nanotron", NanotronModelConfig, _load_nanotron),
     Backend("vllm", VLLMModelConfig, _load_vllm, close=_close_vllm, check=_check_vllm),
+    Backend("endpoint", EndpointModelConfig, _load_endpoint, close=_close_endpoint),
 )}
 
 

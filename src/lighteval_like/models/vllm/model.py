@@ -22,12 +22,10 @@ from lighteval_like.api.errors import ModelLoadError, UsageError
 from lighteval_like.api.requests import (
     GenerationRequest,
     GenerationResponse,
-    LoglikelihoodRequest,
-    LoglikelihoodResponse,
-    RollingRequest,
 )
-from lighteval_like.models.base import LanguageModel, ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.packing import RollingWindows, ScoreItem, owner_map, unique_tokens
+from lighteval_like.models.base import ModelIdentity, ModelInfo, WorkPlan
+from lighteval_like.models.item_scoring import ItemScoringModel, context_units
+from lighteval_like.models.packing import ScoreItem, unique_tokens
 from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenizer
 from lighteval_like.models.vllm.config import VLLMModelConfig
 from lighteval_like.models.vllm.replicas import GenerateJob, Job, ReplicaPool, ScoreJob
@@ -127,14 +125,6 @@ def score_job(item: ScoreItem) -> ScoreJob:
     return ScoreJob(item.tokens + item.targets[-1:], item.first_pred + 1)
 
 
-def context_units(items: Sequence[ScoreItem]) -> list[list[int]]:
-    """Indices of `items` (in token order) grouped by context: replicas never split a context."""
-    units: dict[tuple[int, ...], list[int]] = {}
-    for j, item in enumerate(items):
-        units.setdefault(item.tokens[: item.first_pred + 1], []).append(j)
-    return list(units.values())
-
-
 @dataclass
 class VLLMStats:
     """`summary_general.scoring`: prompt tokens sent, those vLLM read from its prefix cache, the
@@ -146,7 +136,9 @@ class VLLMStats:
     generated_tokens: int = 0
 
 
-class VLLMModel(LanguageModel):
+class VLLMModel(ItemScoringModel):
+    label = "vllm"
+
     def __init__(self, config: VLLMModelConfig, show_progress: bool = True):
         require_vllm()
         self.config = config
@@ -182,15 +174,6 @@ class VLLMModel(LanguageModel):
     def stats(self) -> dict:
         return asdict(self.counters)
 
-    def plan(self, requests: list) -> WorkPlan:
-        """Loglikelihood requests tokenised once, units grouped by context in token order (so
-        replicas and ranks keep a shared prefix together); one unit per other request."""
-        scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
-        items = {requests[i]: self.encoder.request_item(requests[i]) for i in scored}
-        order = sorted(scored, key=lambda i: items[requests[i]][0].tokens)
-        units = [[order[j] for j in unit] for unit in context_units([items[requests[i]][0] for i in order])]
-        return WorkPlan(units + [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)], items)
-
     def _compute(self, jobs: list[Job], units: list[list[int]], label: str,
                  report: Callable[[list[int]], None], results: list) -> None:
         """Fill `results[j]` for every job over the replicas; `report(indices)` as chunks finish."""
@@ -224,31 +207,6 @@ class VLLMModel(LanguageModel):
 
         self._compute([score_job(it) for it in unique], context_units(unique), label, scored, results)
         return {item: result[:2] for item, result in zip(unique, results)}
-
-    def loglikelihood(self, requests: list[LoglikelihoodRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
-        items = (plan.prepared if plan is not None else None) or self.plan(requests).prepared
-        owners = owner_map((items[request][0], i) for i, request in enumerate(requests))
-
-        def respond(i: int, score: tuple[float, bool]) -> LoglikelihoodResponse:
-            item, truncated = items[requests[i]]
-            return LoglikelihoodResponse(score[0], score[1], len(item.targets), truncated)
-
-        def report(scores: dict) -> None:
-            done = [(i, score) for item, score in scores.items() for i in owners[item]]
-            self._batch_done([requests[i] for i, _ in done], [respond(i, s) for i, s in done])
-
-        scores = self._score_items(list(owners), "loglikelihood (vllm)", report)
-        return [respond(i, scores[items[r][0]]) for i, r in enumerate(requests)]
-
-    def loglikelihood_rolling(self, requests: list[RollingRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
-        rolling = RollingWindows([self.encoder.rolling_windows(req.text) for req in requests])
-
-        def report(batch: dict) -> None:
-            ready = rolling.add(batch)
-            self._batch_done([requests[i] for i in ready], [LoglikelihoodResponse(*rolling.total(i)) for i in ready])
-
-        rolling.add(self._score_items(rolling.items, "rolling loglikelihood (vllm)", report))
-        return [LoglikelihoodResponse(*rolling.total(i)) for i in range(len(requests))]
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
         jobs, truncated = [], []

@@ -1,0 +1,57 @@
+"""The self-check run at load, before any request of the run: the server's numbers are proven
+aligned to the tokens sent, or the run stops with one line naming the problem and the fix.
+
+(a) A few tokens generated greedily from a fixed prompt, then the prompt and the generation scored
+    with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
+    top-1 at its own position (log-probabilities shifted by one).
+(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer)."""
+
+from __future__ import annotations
+
+from lighteval_like.models.endpoint.client import Client, EndpointError
+from lighteval_like.models.endpoint.wire import choices, echoed, score_body, token_id
+from lighteval_like.models.prompt_encoder import TokenizerEncoder
+
+PROBE = "The following are multiple choice questions (with answers) about science."
+PROBE_TOKENS = 4
+
+
+def _greedy_tokens(client: Client, model: str, prompt: list[int]) -> list[int]:
+    body = {"model": model, "prompt": prompt, "max_tokens": PROBE_TOKENS, "temperature": 0.0, "logprobs": 1,
+            "return_tokens_as_token_ids": True}
+    choice = choices(client.request("/completions", body), 1)[0]
+    tokens = [token_id(t) for t in (choice.get("logprobs") or {}).get("tokens") or []]
+    if not tokens:
+        raise EndpointError("endpoint self-check: the server returned no generated tokens with logprobs=1: use a "
+                            "server that returns token log-probabilities (vLLM)")
+    return tokens[-PROBE_TOKENS:]
+
+
+def check_alignment(client: Client, model: str, encoder: TokenizerEncoder) -> None:
+    """(a): the generation scored with echo; each generated token is the top-1 where it stands."""
+    prompt = encoder.encode(PROBE)
+    generated = _greedy_tokens(client, model, prompt)
+    sent = prompt + generated
+    choice = choices(client.request("/completions", score_body(model, [sent])), 1)[0]
+    try:
+        _, tops = echoed(choice, sent)
+    except EndpointError as e:
+        raise EndpointError(f"endpoint self-check: {e}") from e
+    wrong = [p for p in range(len(prompt), len(sent)) if tops[p] != sent[p]]
+    if wrong:
+        raise EndpointError(
+            f"endpoint self-check: the server's prompt log-probabilities are not aligned to the tokens sent (a token "
+            f"it generated greedily is not the top-1 at its own position {wrong[0]}; shifted by one?): use a server "
+            "whose echo logprobs are aligned (vLLM; with llama.cpp, a model that adds a BOS)")
+
+
+def check_tokenizer(client: Client, model: str, encoder: TokenizerEncoder, tokenizer_name: str) -> None:
+    """(b): the server tokenises a text as the local tokenizer does."""
+    local = encoder.encode(PROBE)
+    choice = choices(client.request("/completions", score_body(model, PROBE)), 1)[0]
+    served = [token_id(t) for t in (choice.get("logprobs") or {}).get("tokens") or []][: len(local) + 2]
+    if served[: len(local)] != local or len(served) != len(local) + 1:
+        raise EndpointError(
+            f"endpoint self-check: the server tokenises text otherwise than tokenizer={tokenizer_name} "
+            f"({served[:6]}... against {local[:6]}...; an added BOS or another tokenizer): give tokenizer= the served "
+            "model's own tokenizer folder (and add_special_tokens= as the server encodes)")

@@ -1,0 +1,200 @@
+"""A small OpenAI-style completions server on 127.0.0.1 for the endpoint tests, backed by a tiny
+transformers model in fp32 (real prompt log-probabilities), which misbehaves on demand:
+`faults` holds what it does wrong on every request (shifted logprobs, no echo, a BOS added to every
+prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+
+class TinyServer:
+    """`url` is its base URL; `completions` counts the completion requests it answered, `scored`
+    the echoed (scoring) prompts; `fail_after` fails every request after that many answers."""
+
+    def __init__(self, folder: str, model_id: str = "tiny", max_model_len: int = 256, key: str | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.entry = {"id": model_id, "object": "model", "root": folder, "max_model_len": max_model_len}
+        self.key = key
+        self.faults: set[str] = set()
+        self.fault_rate = 0.0
+        self.fault_kinds = ["429", "500", "reset"]  # drawn from, with "slow" (2 s late) and "truncated"
+        self.fail_after: int | None = None
+        self.rng = random.Random(0)
+        self.completions = self.scored = 0
+        self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
+        self.injected: list[str] = []  # the faults injected, in order
+        self.lock = threading.Lock()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), type("Bound", (Handler,), {"tiny": self}))
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def wait_idle(self) -> None:
+        while self.active:
+            time.sleep(0.05)
+
+    def fault(self) -> str | None:
+        """The fault this request gets (None: answered well)."""
+        with self.lock:
+            if self.fail_after is not None and self.completions >= self.fail_after:
+                return "500"
+            if self.fault_rate and self.rng.random() < self.fault_rate:
+                self.injected.append(self.rng.choice(self.fault_kinds))
+                return self.injected[-1]
+        return None
+
+    def ids(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            return [self.tokenizer.bos_token_id, *ids] if "text_bos" in self.faults else ids
+        return list(prompt)
+
+    def prompts(self, body: dict) -> list[list[int]]:
+        prompt = body["prompt"]
+        many = isinstance(prompt, list) and prompt and not isinstance(prompt[0], int)
+        prompts = [self.ids(p) for p in (prompt if many else [prompt])]
+        return [[self.tokenizer.bos_token_id, *p] for p in prompts] if "bos" in self.faults else prompts
+
+    @torch.no_grad()
+    def logprobs(self, seq: list[int]) -> torch.Tensor:
+        with self.lock:  # one forward at a time
+            return torch.log_softmax(self.model(torch.tensor([seq])).logits[0].float(), -1)
+
+    def generate(self, prompt: list[int], body: dict) -> tuple[list[int], str, str]:
+        """(new ids, text cut at a stop sequence, finish_reason)."""
+        new: list[int] = []
+        stops = body.get("stop") or []
+        temperature = body.get("temperature", 1.0)
+        generator = torch.Generator().manual_seed(body.get("seed", 0))
+        while len(new) < body.get("max_tokens", 16):
+            row = self.logprobs(prompt + new)[-1]
+            if temperature > 0:
+                token = int(torch.multinomial(torch.softmax(row / temperature, -1), 1, generator=generator))
+            else:
+                token = int(row.argmax())
+            if token == self.tokenizer.eos_token_id:
+                return new, self.tokenizer.decode(new, skip_special_tokens=True), "stop"
+            new.append(token)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            cut = [text.find(s) for s in stops if s in text]
+            if cut:
+                return new, text[: min(cut)], "stop"
+        return new, self.tokenizer.decode(new, skip_special_tokens=True), "length"
+
+    def choice(self, index: int, prompt: list[int], body: dict) -> tuple[dict, int]:
+        new, text, finish = self.generate(prompt, body) if body.get("max_tokens", 16) else ([], "", "length")
+        choice = {"index": index, "text": text, "finish_reason": finish}
+        if body.get("logprobs") is not None:
+            echo = body.get("echo") and "no_echo" not in self.faults
+            choice["logprobs"] = self.token_logprobs(prompt + new, 0 if echo else len(prompt))
+            if echo:
+                self.scored += 1
+        return choice, len(new)
+
+    def token_logprobs(self, seq: list[int], start: int) -> dict:
+        rows = self.logprobs(seq)
+        values = [None] + [float(rows[p - 1, seq[p]]) for p in range(1, len(seq))]
+        tops = [None] + [int(rows[p - 1].argmax()) for p in range(1, len(seq))]
+        if "shift" in self.faults:  # llama.cpp without a BOS: each position reports the next one's
+            values, tops = values[1:] + values[-1:], tops[1:] + tops[-1:]
+        top = [None if t is None else {f"token_id:{t}": float(rows[p - 1, t])} for p, t in enumerate(tops)]
+        return {"tokens": [f"token_id:{t}" for t in seq[start:]], "token_logprobs": values[start:],
+                "top_logprobs": top[start:]}
+
+    def chat(self, body: dict) -> dict:
+        """A chat completion: the messages' contents joined by newlines stand for a chat template."""
+        text = "\n".join(m["content"] for m in body["messages"])
+        choice, n = self.choice(0, self.ids(text), {**body, "logprobs": None})
+        choice["message"] = {"role": "assistant", "content": choice.pop("text")}
+        return {"object": "chat.completion", "model": body["model"], "choices": [choice],
+                "usage": {"completion_tokens": n}}
+
+    def complete(self, body: dict) -> dict:
+        answers = [self.choice(i, p, body) for i, p in enumerate(self.prompts(body))]
+        if "empty" in self.faults:  # an answer refused or cut off: no text, another finish_reason
+            answers = [({**c, "text": None, "finish_reason": "abort"}, n) for c, n in answers]
+        with self.lock:
+            self.completions += 1
+        return {"object": "text_completion", "model": body["model"], "choices": [c for c, _ in answers],
+                "usage": {"completion_tokens": sum(n for _, n in answers)}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The server's requests, answered by its `TinyServer` (`tiny`, bound per server)."""
+
+    tiny: TinyServer
+
+    def log_message(self, *args) -> None:
+        """Quiet."""
+
+    def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        if self.tiny.key and self.headers.get("Authorization") != f"Bearer {self.tiny.key}":
+            self._send(401, {"error": "bad key"})
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        if self._authorised():
+            self._send(200, {"object": "list", "data": [self.tiny.entry]})
+
+    def do_POST(self) -> None:
+        with self.tiny.lock:
+            self.tiny.active += 1
+        try:
+            self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        finally:
+            with self.tiny.lock:
+                self.tiny.active -= 1
+
+    def _answer(self, body: dict) -> None:
+        if not self._authorised():
+            return
+        fault = self.tiny.fault()
+        if fault == "slow":
+            time.sleep(2.0)
+            self._send(200, self.tiny.complete(body))
+        elif fault == "truncated":  # a body cut short of its Content-Length
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"choices": [')
+            self.close_connection = True
+        elif fault == "reset":  # an RST instead of an answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif fault is not None:
+            self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
+        elif body.get("model") != self.tiny.entry["id"]:
+            self._send(404, {"error": f"model {body.get('model')} does not exist"})
+        elif self.path.endswith("/chat/completions"):
+            self._send(200, self.tiny.chat(body))
+        else:
+            self._send(200, self.tiny.complete(body))

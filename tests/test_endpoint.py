@@ -1,0 +1,327 @@
+"""The endpoint backend against a small OpenAI-style server built here (`endpoint_server.py`, a tiny
+transformers model in fp32): its numbers equal the transformers backend's on the same model, a
+misbehaving server is refused at load with one line, faults are retried to the same numbers, and a
+failed run's finished requests are reused by the rerun. A real vLLM server runs behind `vllm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import build_tiny_model, free_port
+from endpoint_server import TinyServer
+
+from lighteval_like.api.errors import ModelLoadError, UsageError
+from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, SamplingParams
+from lighteval_like.cli.entrypoints import model_args_record, model_config_from_flags, one_process, run
+from lighteval_like.evaluation.cache import model_fingerprint
+from lighteval_like.evaluation.pipeline import PipelineParameters
+from lighteval_like.models.endpoint import client as endpoint_client
+from lighteval_like.models.endpoint.client import EndpointError
+from lighteval_like.models.endpoint.config import EndpointModelConfig
+from lighteval_like.models.endpoint.model import EndpointModel
+from lighteval_like.models.model_args import parse_model_args
+from lighteval_like.models.transformers.config import TransformersModelConfig
+from lighteval_like.models.transformers.model import TransformersModel
+
+CONTEXT = "Question: What is the capital of France?\nAnswer:"
+REQUESTS = [
+    *(LoglikelihoodRequest(CONTEXT, c) for c in (" Paris", " water", " fire is hot")),
+    LoglikelihoodRequest("", "She walked to the store"),
+    LoglikelihoodRequest("A. water B. fire C. earth D. air Answer:", " A", single_token=True),
+]
+ROLLING = [RollingRequest("The following are multiple choice questions (with answers) about science. " * 6),
+           RollingRequest("She walked to the store because she needed milk")]
+GENERATIONS = [GenerationRequest(CONTEXT, ("\n",), 8), GenerationRequest("0 1 2 3 4 5", (), 6),
+               GenerationRequest("Natalia sold clips to 48 of her friends", (".",), 12)]
+MC_TASK = "leaderboard|arc:challenge|0|0"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    served = TinyServer(tiny_model)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def clean(server, monkeypatch):
+    """The module's server behaving, its counters at 0; retries wait 10 ms."""
+    server.wait_idle()
+    server.faults, server.fault_rate, server.fail_after = set(), 0.0, None
+    server.completions = server.scored = 0
+    server.injected, server.rng = [], random.Random(2)  # a draw with each fault in the first 16
+    server.fault_kinds = ["429", "500", "reset"]
+    monkeypatch.setattr(endpoint_client, "BACKOFF_S", 0.01)
+    return server
+
+
+def endpoint_args(server, tiny_model, extra: str = "") -> str:
+    return f"base_url={server.url},model=tiny,tokenizer={tiny_model}{extra}"
+
+
+def endpoint(server, tiny_model, extra: str = "") -> EndpointModel:
+    return EndpointModel(parse_model_args(endpoint_args(server, tiny_model, extra), EndpointModelConfig), False)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    """The transformers backend on the same model (the endpoint's context length)."""
+    model = TransformersModel(parse_model_args(f"pretrained={tiny_model},dtype=float32,max_length=254"),
+                              device="cpu", show_progress=False)
+    return model.loglikelihood(REQUESTS), model.loglikelihood_rolling(ROLLING), model.greedy_until(GENERATIONS)
+
+
+def _same_scores(got, expected) -> None:
+    for a, b in zip(got, expected, strict=True):
+        # 1e-4, or a float32 sum's rounding over a long rolling window (1e-6 relative)
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4, rel=1e-6)
+        assert (a.is_greedy, a.num_tokens, a.input_truncated) == (b.is_greedy, b.num_tokens, b.input_truncated)
+
+
+def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, tiny_model, reference):
+    model = endpoint(clean, tiny_model, ",prompts_per_request=2,concurrent_requests=3")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    _same_scores(model.loglikelihood_rolling(ROLLING), reference[1])
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert model.stats()["requests"] == 3 + 1 + 3  # 5 items by 2, 2 windows by 2, one generation a request
+
+
+def _run(backend: str, args: str, tmp_path, mirror, tasks: str = MC_TASK, name: str = "out", **params):
+    config = model_config_from_flags(args, None, EndpointModelConfig if backend == "endpoint" else TransformersModelConfig)
+    pipeline = PipelineParameters(tasks=tasks, dataset_dir=mirror, output_dir=str(tmp_path / name), **params)
+    return run(backend, config, pipeline, one_process())
+
+
+def test_a_multiple_choice_run_scores_as_accelerate(clean, tiny_model, mirror, tmp_path):
+    ours = _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror, name="endpoint")
+    theirs = _run("transformers", f"pretrained={tiny_model},dtype=float32,max_length=254", tmp_path, mirror,
+                  name="accelerate")
+    for key, values in theirs.results["results"].items():
+        assert ours.results["results"][key] == pytest.approx(values, abs=1e-6)
+    with open(ours.results_path, encoding="utf-8") as f:
+        general = json.load(f)["config_general"]
+    assert general["model_name"] == "tiny" and general["endpoint"]["served"] == {"id": "tiny", "root": tiny_model}
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("shift", "not aligned to the tokens sent .* shifted by one\\?\\): use a server whose echo logprobs are aligned"),
+    ("no_echo", "did not echo the prompt .*: use a server whose completions honour echo=true"),
+    ("bos", "echoed other tokens than it was sent .* adds tokens \\(a BOS\\?\\) to token prompts; turn that off"),
+    ("text_bos", "tokenises text otherwise than tokenizer=.*an added BOS or another tokenizer\\): give tokenizer="),
+])
+def test_a_misbehaving_server_is_refused_at_load_with_one_line(clean, tiny_model, mirror, tmp_path, fault, message):
+    clean.faults = {fault}
+    with pytest.raises(EndpointError, match="endpoint self-check: the server.*" + message) as error:
+        _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror)
+    assert "\n" not in str(error.value)
+    assert clean.scored <= 2  # the self-check's own probes, nothing of the run
+    assert not list(tmp_path.rglob("results_*.json"))
+
+
+def test_injected_faults_are_retried_to_the_same_numbers(clean, tiny_model, reference):
+    clean.fault_rate = 0.2
+    model = endpoint(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=4,max_retries=8")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    _same_scores(model.loglikelihood_rolling(ROLLING), reference[1])
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert len(clean.injected) >= 2 and model.stats()["retries"] == len(clean.injected)
+
+
+def test_timeouts_and_truncated_bodies_are_retried(clean, tiny_model, reference):
+    clean.fault_rate, clean.fault_kinds = 0.3, ["slow", "truncated"]
+    model = endpoint(clean, tiny_model, ",prompts_per_request=1,timeout_s=0.5,max_retries=8")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    assert set(clean.injected) == {"slow", "truncated"} and model.stats()["retries"] == len(clean.injected)
+
+def test_a_dead_base_url_is_left_out_of_the_rotation(clean, tiny_model, reference):
+    args = f"base_url={clean.url};http://127.0.0.1:9/v1,model=tiny,tokenizer={tiny_model},prompts_per_request=1"
+    model = EndpointModel(parse_model_args(args, EndpointModelConfig), False)
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    assert model.stats()["retries"] <= 2  # the dead one fails once or twice, then is benched
+
+
+def test_exhausted_retries_stop_the_run_in_one_line_and_the_rerun_reuses_what_finished(clean, tiny_model, mirror,
+                                                                                      tmp_path):
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1,max_retries=2")
+    clean.fail_after = 6  # the self-check's 3 requests, then 3 scored
+    with pytest.raises(EndpointError, match="still failing after 2 retries \\(HTTP 500\\): .* a rerun resumes") as error:
+        _run("endpoint", args, tmp_path, mirror)
+    assert "\n" not in str(error.value)
+    clean.fail_after, clean.scored = None, 0
+    rerun = _run("endpoint", args, tmp_path, mirror)
+    assert rerun.results["summary_general"]["response_cache"]["hits"] == 3
+    clean.scored = 0
+    fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
+    assert fresh.results["results"] == rerun.results["results"]
+    assert clean.scored == 6 * 4 + 2 * 0 + 2  # 6 docs x 4 choices, and the self-check's 2 echoes
+
+
+def test_without_a_tokenizer_loglikelihood_tasks_are_refused_before_anything_loads(clean, mirror, tmp_path):
+    args = f"base_url={clean.url},model=tiny"
+    with pytest.raises(UsageError, match=f"task {MC_TASK[:-2]} scores loglikelihoods, but backend 'endpoint' has no "
+                                         "tokenizer .*: pass tokenizer=") as error:
+        _run("endpoint", args, tmp_path, mirror)
+    assert "\n" not in str(error.value) and clean.completions == 0
+
+
+def test_generation_without_a_tokenizer_sends_text(clean, tiny_model, reference):
+    model = EndpointModel(parse_model_args(f"base_url={clean.url},model=tiny", EndpointModelConfig), False)
+    assert not model.encoder.counts_tokens
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+
+
+def test_the_api_key_is_sent_but_never_recorded(tiny_model, mirror, tmp_path, monkeypatch):
+    secret = "sk-test-never-written"
+    keyed = TinyServer(tiny_model, key=secret)
+    try:
+        args = f"base_url={keyed.url},model=tiny,tokenizer={tiny_model},api_key_env=TEST_ENDPOINT_KEY"
+        with pytest.raises(EndpointError, match="api_key_env=TEST_ENDPOINT_KEY names an unset environment variable"):
+            _run("endpoint", args, tmp_path, mirror)
+        monkeypatch.setenv("TEST_ENDPOINT_KEY", secret)
+        _run("endpoint", args, tmp_path, mirror, save_details=True)
+    finally:
+        keyed.close()
+    written = [p for root in (tmp_path, os.environ["LIGHTEVAL_LIKE_CACHE"]) for p in _files(root)]
+    assert written and not [p for p in written if secret.encode() in open(p, "rb").read()]
+
+
+def _files(root) -> list[str]:
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+
+
+def test_the_fingerprint_keys_the_url_and_the_served_model(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    identity = model.info().identity
+    assert identity.backend == "endpoint" and identity.model_sha == tiny_model
+
+    def fingerprint(args: str) -> str:
+        return model_fingerprint(model_args_record(parse_model_args(args, EndpointModelConfig)), identity)[0]
+
+    base = fingerprint(endpoint_args(clean, tiny_model))
+    assert fingerprint(endpoint_args(clean, tiny_model, ",concurrent_requests=2,api_key_env=K")) == base
+    assert fingerprint(f"base_url=http://127.0.0.1:1/v1,model=tiny,tokenizer={tiny_model}") != base
+    assert fingerprint(f"base_url={clean.url},model=other,tokenizer={tiny_model}") != base
+
+
+def test_a_model_the_server_does_not_serve_is_one_line_naming_those_it_does(clean, tiny_model):
+    with pytest.raises(ModelLoadError, match="^the server does not serve model 'other' \\(it serves: tiny\\): pass "
+                                             "model=<one of them>$"):
+        EndpointModel(parse_model_args(f"base_url={clean.url},model=other", EndpointModelConfig), False)
+
+def test_sampled_texts_follow_each_request_seed_whatever_the_concurrency(clean, tiny_model):
+    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(6)]
+    one = endpoint(clean, tiny_model, ",concurrent_requests=1").greedy_until(sampled)
+    many = endpoint(clean, tiny_model, ",concurrent_requests=6").greedy_until(sampled)
+    assert [g.text for g in one] == [g.text for g in many] and len({g.text for g in one}) > 1
+
+
+def test_chat_generates_through_chat_completions(clean, tiny_model, reference):
+    model = endpoint(clean, tiny_model, ",chat")
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+    assert clean.completions == 3  # the self-check's; the generations went to /chat/completions
+
+def test_an_answer_without_text_is_an_error_never_scored(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    clean.faults = {"empty"}
+    with pytest.raises(EndpointError, match="the server gave no answer \\(finish_reason 'abort'\\): an empty answer is "
+                                            "never scored"):
+        model.greedy_until(GENERATIONS[:1])
+
+def test_the_endpoint_command(clean, tiny_model, mirror, tmp_path):
+    """`lighteval-like endpoint` runs as `accelerate` does; a refused run is one line on stderr."""
+    from click.testing import CliRunner
+
+    from lighteval_like.cli.commands import main
+
+    args = ["endpoint", "--tasks", MC_TASK, "--dataset_dir", mirror, "--output_dir", str(tmp_path)]
+    done = CliRunner().invoke(main, [*args, "--model_args", endpoint_args(clean, tiny_model)])
+    assert done.exit_code == 0, done.output
+    assert list(tmp_path.rglob("results_*.json"))
+    refused = CliRunner().invoke(main, [*args, "--model_args", f"base_url={clean.url},model=tiny"])
+    assert refused.exit_code != 0
+    assert refused.stderr.strip().splitlines() == [
+        f"lighteval-like: error: task {MC_TASK[:-2]} scores loglikelihoods, but backend 'endpoint' has no tokenizer "
+        "to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>"]
+
+# ------------------------------------------------------------------ a real vLLM server (marker vllm)
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """vLLM's OpenAI server (this interpreter's vllm, fp32, eager) on a tiny Llama with heads of 32
+    dimensions, healthy and warmed up; stopped after the module."""
+    pytest.importorskip("vllm")
+    folder = build_tiny_model(str(tmp_path_factory.mktemp("tiny-served")), "llama", hidden=128, heads=4, kv_heads=2)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("vllm-log") / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_healthy(proc, url, log.name)
+        yield url, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _wait_healthy(proc, url: str, log: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, open(log).read()[-3000:]
+        try:
+            urllib.request.urlopen(url + "/models", timeout=5).read()
+            body = json.dumps({"model": "tiny", "prompt": "warm up", "max_tokens": 2}).encode()
+            request = urllib.request.Request(url + "/completions", body, {"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=120).read()
+            return
+        except OSError:
+            time.sleep(2)
+    raise AssertionError("the vLLM server was not healthy in 300 s: " + open(log).read()[-3000:])
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_server_scores_and_generates_as_the_transformers_backend(vllm_server):
+    url, folder = vllm_server
+    model = EndpointModel(parse_model_args(f"base_url={url},model=tiny,tokenizer={folder}", EndpointModelConfig), False)
+    assert model.max_length == 254  # the server's max_model_len (256) less the scored and generated tokens
+    local = TransformersModel(parse_model_args(f"pretrained={folder},dtype=float32,max_length=254"), device="cpu",
+                              show_progress=False)
+    for ours, theirs in ((model.loglikelihood(REQUESTS), local.loglikelihood(REQUESTS)),
+                         (model.loglikelihood_rolling(ROLLING), local.loglikelihood_rolling(ROLLING))):
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            assert (a.is_greedy, a.num_tokens) == (b.is_greedy, b.num_tokens)
+    assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in local.greedy_until(GENERATIONS)]
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_server_honours_each_request_seed_whatever_the_concurrency(vllm_server):
+    url, folder = vllm_server
+    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(8)]
+    texts = []
+    for concurrency in (1, 8):
+        args = f"base_url={url},model=tiny,tokenizer={folder},concurrent_requests={concurrency}"
+        texts.append([g.text for g in EndpointModel(parse_model_args(args, EndpointModelConfig), False)
+                      .greedy_until(sampled)])
+    assert texts[0] == texts[1] and len(set(texts[0])) > 1
+
+
+@pytest.mark.vllm
+def test_a_run_through_a_real_vllm_server_scores_as_accelerate(vllm_server, mirror, tmp_path):
+    """Multiple choice, perplexity and gsm8k through the server: accelerate's numbers."""
+    url, folder = vllm_server
+    tasks = f"{MC_TASK},lighteval|wikitext:2|0|0,leaderboard|gsm8k|0|0"
+    ours = _run("endpoint", f"base_url={url},model=tiny,tokenizer={folder}", tmp_path, mirror, tasks, "endpoint")
+    theirs = _run("transformers", f"pretrained={folder},dtype=float32,max_length=254", tmp_path, mirror, tasks,
+                  "accelerate")
+    for key, values in theirs.results["results"].items():
+        assert ours.results["results"][key] == pytest.approx(values, rel=1e-4), key
