@@ -73,9 +73,10 @@ $(VLLM_VENV)/.installed: setup.py setup.cfg
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "datasets>=3.0" "pyarrow>=15" "scipy>=1.11" "accelerate>=1.0" "pytest>=8"
 	touch $@
 
-# lm-eval 0.4.13 beside vLLM, for benchmarks/compare_harnesses.py --vllm_python (vLLM's pins kept).
+# lm-eval 0.4.13 beside vLLM, for benchmarks/compare_harnesses.py --vllm_python and compare_endpoint.py
+# (its [api] extra: local-completions needs it; vLLM's pins kept).
 vllm-bench-env: vllm-env
-	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "lm-eval==0.4.13"
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "lm-eval[api]==0.4.13"
 
 # The real engine on tiny models built at test time (marker vllm; deselected by `make test`).
 test-vllm: vllm-env
