@@ -16,7 +16,7 @@ def context_units(items: Sequence[ScoreItem]) -> list[list[int]]:
     """Indices of `items` (in token order) grouped by context: replicas never split a context."""
     units: dict[tuple[int, ...], list[int]] = {}
     for j, item in enumerate(items):
-        units.setdefault(item.key[: item.first_pred + 1], []).append(j)
+        units.setdefault(item.tokens[: item.first_pred + 1], []).append(j)
     return list(units.values())
 
 
@@ -34,7 +34,7 @@ class ItemScoringModel(LanguageModel):
         unit per other request."""
         scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
         items = {requests[i]: self.encoder.request_item(requests[i]) for i in scored}
-        order = sorted(scored, key=lambda i: items[requests[i]][0].key)
+        order = sorted(scored, key=lambda i: items[requests[i]][0].tokens)
         units = [[order[j] for j in unit] for unit in context_units([items[requests[i]][0] for i in order])]
         return WorkPlan(units + [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)], items)
 
