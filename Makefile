@@ -11,7 +11,7 @@ DEMO_TASKS ?= lighteval|arithmetic_generated:2da|0|0,lighteval|arithmetic_genera
 DEMO_SAMPLES ?= 100
 LEADERBOARD_TASKS ?= leaderboard|truthfulqa:mc|0|0,leaderboard|arc:challenge|0|0,leaderboard|hellaswag|0|0
 
-.PHONY: install demo demo-leaderboard test test-slow test-browser lint vllm-env vllm-bench-env test-vllm
+.PHONY: install demo demo-leaderboard test test-slow test-browser lint vllm-env vllm-bench-env test-vllm lmms-env
 
 install: $(VENV)/.installed
 
@@ -81,3 +81,19 @@ vllm-bench-env: vllm-env
 # The real engine on tiny models built at test time (marker vllm; deselected by `make test`).
 test-vllm: vllm-env
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm.py tests/test_endpoint.py
+
+# lmms-eval 0.7.3 in its own environment, for benchmarks/compare_lmms_eval.py. It installs beside
+# torch 2.13 only with torchvision 0.28.0 pinned (whose registry build is CUDA-only: its operator
+# registrations are guarded so it imports on CPU), decord 0.6.0 and filelock < 4.
+LMMS_VENV ?= .venv-lmms
+LMMS_PY := $(LMMS_VENV)/bin/python
+
+lmms-env: $(LMMS_VENV)/.installed
+
+$(LMMS_VENV)/.installed:
+	$(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_PY) -m pip install -q --upgrade pip
+	$(LMMS_PY) -m pip install -q "torch==$(TORCH_VERSION)" "torchvision==0.28.0" "decord==0.6.0" "filelock<4" \
+		"lmms-eval==0.7.3" "qwen-vl-utils==0.0.14" "easy-vqa==1.0"
+	$(LMMS_PY) benchmarks/guard_torchvision.py $$($(LMMS_PY) -c "import importlib.util as u; print(u.find_spec('torchvision').origin)")
+	touch $@

@@ -165,7 +165,7 @@ class _AlphabetRunner:
     def encode(self, request: GenerationRequest) -> tuple[list[int], bool, int]:
         return [ord(c) - 97 for c in request.prompt.text], False, request.max_new_tokens
 
-    def forward(self, ids, positions, keep, cache) -> torch.Tensor:
+    def forward(self, ids, positions, keep, cache, images=()) -> torch.Tensor:
         self.rows.append(cache.rows)
         assert len(self.rows) < 100, "the engine does not end"
         if len(self.rows) == self.oom_at:

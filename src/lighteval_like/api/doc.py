@@ -13,7 +13,8 @@ class Doc:
     `query` is the text before the answer. For tasks whose choices change the context
     (Winogrande), `query_per_choice` holds one context per choice and `choices` the
     continuation scored after each. `fewshot_target` is the answer shown when the doc is
-    used as a few-shot example (defaults to the gold choice).
+    used as a few-shot example (defaults to the gold choice). `images` are the encoded images
+    (PNG, JPEG, ... bytes as the dataset stores them) shown before the query, in order.
     """
 
     query: str
@@ -24,6 +25,7 @@ class Doc:
     fewshot_target: str | None = None
     query_per_choice: list[str] | None = None
     specific: dict[str, Any] = field(default_factory=dict)
+    images: list[bytes] = field(default_factory=list)
 
     @property
     def gold_indices(self) -> list[int]:

@@ -10,7 +10,7 @@ from itertools import islice
 from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.generation import GenerationParameters, sample_seed
-from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.prompt import Prompt, TextPart, Turn
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, Request, RollingRequest
 from lighteval_like.api.sample import Sample
 from lighteval_like.models.prompt_encoder import PromptEncoder
@@ -85,7 +85,23 @@ def _join_blank(first: str | None, second: str) -> str:
     return first + (FEWSHOT_SEPARATOR if blank else "") + second
 
 
-def _prompt(doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> Prompt:
+def _image_prompt(task: TaskConfig, doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> Prompt:
+    """A doc with images: one user turn of its images (into the encoder's media store, by digest)
+    then its query, rendered by the model's chat template (as lmms-eval renders it)."""
+    encoder = options.encoder
+    if encoder is None or not encoder.reads_images:
+        raise TaskSpecError(f"task {task.full_name} shows images and this model reads text only: evaluate a "
+                            "vision-language model (a folder with an image processor), or leave the task out")
+    if examples:
+        raise TaskSpecError(f"task {task.full_name}: few-shot examples with images are not supported: use 0 shots")
+    parts = (*(encoder.media.put(data) for data in doc.images), TextPart(query))
+    system = (Turn("system", (TextPart(options.system_prompt),)),) if options.system_prompt else ()
+    return Prompt((*system, Turn("user", parts)), chat=True)
+
+
+def _prompt(task: TaskConfig, doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> Prompt:
+    if doc.images:
+        return _image_prompt(task, doc, query, examples, options)
     if options.chat:  # the instruction goes with the system prompt; each shot is a user/assistant pair
         system = _join_blank(options.system_prompt, doc.instruction)
         turns = [("system", system)] if system else []
@@ -173,7 +189,7 @@ def _fitting_examples(task: TaskConfig, doc: Doc, examples: list[Doc], options: 
     answer_room = task.generation_size or max(encoder.count_tokens(c) for c in doc.choices)
 
     def too_long(shots: list[Doc]) -> bool:
-        contexts = _render([_prompt(doc, q, shots, options) for q in queries], options)
+        contexts = _render([_prompt(task, doc, q, shots, options) for q in queries], options)
         return max(map(encoder.count_tokens, contexts)) + answer_room > encoder.max_length
 
     kept = examples
@@ -193,7 +209,7 @@ def build_samples(data: TaskData, options: PromptOptions) -> list[Sample]:
         drawn = fewshot_examples(data.fewshot_pool, num_fewshot, docs, data.same_split, task, seed)
         for doc_index, doc in docs:
             examples, truncated = _fitting_examples(task, doc, drawn[doc_index], options, truncate)
-            prompts = [_prompt(doc, q, examples, options) for q in doc.query_per_choice or [doc.query]]
+            prompts = [_prompt(task, doc, q, examples, options) for q in doc.query_per_choice or [doc.query]]
             if settings is not None:
                 requests = generation_requests(task, settings, prompts[0], task_key, doc_index)
             else:

@@ -25,6 +25,7 @@ from lighteval_like.api.doc import Doc
 from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse, LoglikelihoodResponse
 from lighteval_like.api.sample import SampleValue
+from lighteval_like.metrics.vision import AGGREGATIONS
 
 BOOTSTRAP_ITERS = 1000
 
@@ -42,7 +43,8 @@ class Metric:
 
     name: str  # the key in the results
     sample_fn: Callable[[Doc, list], SampleValue] | None = None
-    aggregation: str = "mean"  # mean | perplexity | weighted_perplexity | bits_per_byte | pooled_mean
+    # mean | perplexity | weighted_perplexity | bits_per_byte | pooled_mean | a name of vision.AGGREGATIONS
+    aggregation: str = "mean"
     higher_is_better: bool = True  # recorded in the results' metric_info: `compare` and `report` read it
     batch_fn: Callable[..., list[SampleValue]] | None = None  # (samples, scoring context) -> one value each
     needs: frozenset[str] = frozenset()
@@ -278,6 +280,8 @@ EXACT_MATCH_IGNORE_PUNCTUATION = Metric("exact_match", exact_match_ignore_punctu
 
 
 def _aggregate_once(aggregation: str, values: np.ndarray) -> float:
+    if aggregation in AGGREGATIONS:
+        return AGGREGATIONS[aggregation](values)
     if aggregation == "mean":
         return float(values.mean())
     if aggregation == "perplexity":

@@ -11,12 +11,13 @@ Also the tokenizer loading and chat rendering every backend shares.
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
-from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.prompt import MediaStore, Prompt
 from lighteval_like.api.requests import LoglikelihoodRequest
 from lighteval_like.models.packing import ScoreItem
 
@@ -26,6 +27,12 @@ class PromptEncoder(ABC):
 
     max_length: int | None = None
     counts_tokens: bool = True  # False: a backend that cannot count (truncate=1 is refused)
+    reads_images: bool = False  # True: prompts may hold images (their bytes in `media`)
+
+    @functools.cached_property
+    def media(self) -> MediaStore:
+        """The images of this run's prompts, by digest (the samples stage puts them here)."""
+        return MediaStore()
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:

@@ -1,6 +1,7 @@
 """Load a task's split: from a local hub mirror when configured (read by Arrow), else the hub (by `datasets`).
 
-Mirror layout (see the project README): `<root>/<hf_repo>/<hf_subset or default>/<split>.jsonl`.
+Mirror layout (see the project README): `<root>/<hf_repo>/<hf_subset or default>/<split>.jsonl`, or
+`<split>.parquet` with the hub's columns (image datasets: an image is a struct of `bytes` and `path`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,28 @@ def _has_partial_objects(array) -> bool:
     return False
 
 
+def _read_parquet(path: str, name: str) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetUnavailableError(f"{name}: mirror file {path} is not readable Parquet ({one_line(e)}); "
+                                      "repair or re-download that file") from e
+
+
+def _undecoded_images(dataset):
+    """A hub dataset whose image columns stay as stored (a struct of `bytes` and `path`), so a
+    doc's image is the dataset's own bytes, decoded once by the model that reads it."""
+    import datasets
+
+    for column, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
 def _os_error(error: BaseException) -> OSError | None:
     """The OSError behind `error` (`datasets` wraps a full disk in its own error types)."""
     while error is not None:
@@ -105,9 +128,12 @@ class DataSource:
         return cls(data_dir=data_dir or os.environ.get(DATA_DIR_ENV) or None, **kwargs)
 
     def mirror_path(self, hf_repo: str, hf_subset: str | None, split: str) -> str | None:
+        """The split's mirror file: its `.jsonl`, else its `.parquet` where only that exists."""
         if not self.data_dir:
             return None
-        return os.path.join(self.data_dir, hf_repo, hf_subset or "default", f"{split}.jsonl")
+        stem = os.path.join(self.data_dir, hf_repo, hf_subset or "default", split)
+        return stem + ".parquet" if os.path.isfile(stem + ".parquet") and not os.path.isfile(stem + ".jsonl") \
+            else stem + ".jsonl"
 
     def load_rows(self, task: TaskConfig, split: str, limit: int | None = None) -> list[dict]:
         """Rows of one split that pass the task's `row_filter`, the first `limit` only when given
@@ -146,6 +172,8 @@ class DataSource:
         path = self.mirror_path(task.hf_repo, task.hf_subset, split)
         name = f"dataset {task.hf_repo}/{task.hf_subset or 'default'} split '{split}' for task {task.full_name}"
         mirrored = self._mirror_has(task, split)
+        if mirrored and path.endswith(".parquet"):
+            return _read_parquet(path, name)
         rows = _read_json_lines(path) if mirrored else None
         if rows is not None:
             return rows
@@ -160,14 +188,14 @@ class DataSource:
                 raise self._unreadable(name, e, f"mirror file {path}", damaged_line(path)) from e
         where = f"no file {path} in the mirror, and " if path else ""
         fix = (f"Offline, set {DATA_DIR_ENV} (or --dataset_dir) to a mirror laid out as "
-               f"<root>/<hf_repo>/<subset or default>/<split>.jsonl")
+               f"<root>/<hf_repo>/<subset or default>/<split>.jsonl (or .parquet)")
         if hub_unreachable():
             raise DatasetUnavailableError(f"{name} is unavailable: {where}the hub is unreachable. {fix}")
         try:
-            return datasets.load_dataset(
+            return _undecoded_images(datasets.load_dataset(
                 task.hf_repo, task.hf_subset, split=split, revision=task.hf_revision,
                 cache_dir=self.cache_dir, num_proc=self.num_proc,
-            ).to_list()
+            )).to_list()
         except Exception as e:  # hub errors come in many types (connection, missing split, auth)
             if _os_error(e) is not None:
                 raise self._unreadable(name, e, "the hub", None) from e

@@ -14,6 +14,7 @@ from lighteval_like.api.typed_config import short
 from lighteval_like.models.config import BackendConfig
 
 ATTN_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+IMAGE_PIPELINES = ("chat", "simple")
 
 
 @dataclass
@@ -31,12 +32,20 @@ class TransformersModelConfig(BackendConfig):
     # Sampling settings, token limit, seed and samples per doc of generative tasks (the user's
     # values win over a task's defaults): generation_parameters={temperature:0.2,top_p:0.95}.
     generation_parameters: GenerationParameters | None = None
+    # Vision-language models: where the weights go (lmms-eval's name: auto = model_parallel, else
+    # a device), the pixel range images are resized into, and lmms-eval's image preparation to
+    # reproduce: chat (its qwen2_5_vl chat class, the default) or simple (its --force_simple class).
+    device_map: str | None = None
+    min_pixels: int = 256 * 28 * 28
+    max_pixels: int = 1605632
+    image_pipeline: str = "chat"
 
     DTYPES: ClassVar[tuple[str, ...]] = ("auto", "float32", "float16", "bfloat16", "4bit", "8bit")
     KEY_ORDER: ClassVar[tuple[str, ...]] = (
         "pretrained", "tokenizer", "multichoice_continuations_start_space", "subfolder", "revision", "max_gen_toks",
         "max_length", "add_special_tokens", "model_parallel", "dtype", "device", "quantization_config",
         "trust_remote_code", "attn_implementation", "gguf_file", "shared_prefix", "generation_parameters",
+        "device_map", "min_pixels", "max_pixels", "image_pipeline",
     )
 
     def __post_init__(self):
@@ -45,6 +54,7 @@ class TransformersModelConfig(BackendConfig):
             _check_quantization_keys(self.quantization_config)
 
     def check_args(self) -> None:
+        self._check_vision_args()
         if self.attn_implementation in ("None", "none", ""):
             self.attn_implementation = None
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -58,6 +68,17 @@ class TransformersModelConfig(BackendConfig):
             raise ModelArgsError(f"device '{self.device}' is not valid: use cpu, cuda, cuda:N or mps")
         if self.max_gen_toks <= 0 or (self.max_length is not None and self.max_length <= 0):
             raise ModelArgsError("max_gen_toks and max_length must be positive integers")
+
+    def _check_vision_args(self) -> None:
+        if self.image_pipeline not in IMAGE_PIPELINES:
+            raise ModelArgsError(f"image_pipeline '{self.image_pipeline}' is not one of {', '.join(IMAGE_PIPELINES)}")
+        if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
+            raise ModelArgsError(f"max_pixels ({self.max_pixels}) is below min_pixels ({self.min_pixels}): "
+                                 "give max_pixels >= min_pixels > 0")
+        if self.device_map == "auto":
+            self.model_parallel = True
+        elif self.device_map:
+            self.device = self.device_map
 
     def run_defaults(self) -> dict[str, Any]:
         return {"generation": self.generation_parameters}

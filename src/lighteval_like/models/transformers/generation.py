@@ -25,6 +25,7 @@ budget, counters and the finished-request callback.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -61,11 +62,32 @@ class Prompt:
     truncated: bool
     max_new: int
     media: tuple[tuple[int, int, str], ...] = ()  # image spans of `ids` (start, end, digest)
+    rope: torch.Tensor | None = None  # multimodal rotary positions [3, len(ids)] (Qwen-VL); None: 0..n-1
+    rope_shift: int = 0  # a generated token at index i sits at position i + rope_shift (with `rope`)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[int, ...]:
         """The ids as prefixes are shared: an image span stands for its image (`media_key`)."""
         return media_key(self.ids, self.media)
+
+    def positions(self, start: int, end: int) -> torch.Tensor:
+        """The model positions of indices start..end-1 (prompt, then generated tokens): [n], or
+        [3, n] with `rope`."""
+        if self.rope is None:
+            return torch.arange(start, end)
+        inside = self.rope[:, start : min(end, len(self.ids))]
+        after = torch.arange(max(start, len(self.ids)), max(end, len(self.ids))) + self.rope_shift
+        return torch.cat([inside, after.expand(3, -1)], dim=1)
+
+    def images(self, start: int, end: int, at: int) -> list[tuple[int, str, int, int]]:
+        """The image tokens among indices start..end-1 when they are forwarded from input `at`
+        on: (input, digest, first token of the image, count) per image span they cut."""
+        out = []
+        for first, last, digest in self.media:
+            lo, hi = max(first, start), min(last, end)
+            if lo < hi:
+                out.append((at + lo - start, digest, lo - first, hi - lo))
+        return out
 
 
 @dataclass
@@ -232,7 +254,9 @@ class Engine:
         if group.prefix and group.cache is None:
             cache = RowCache(1, len(group.prefix), self.runner.device)
             cache.prefill([len(group.prefix)])
-            self._forward(list(group.prefix), list(range(len(group.prefix))), 1, cache)
+            first = self.prompts[group.members[0]]
+            n = len(group.prefix)
+            self._forward(list(group.prefix), first.positions(0, n), 1, cache, first.images(0, n, 0))
             cache.advance()
             group.cache = Prefix(cache.keys, cache.values)
             self.counters.tokens_forwarded += len(group.prefix)
@@ -245,7 +269,10 @@ class Engine:
         prompts = [self.prompts[i].ids for i in indices]
         ends = torch.tensor([len(p) for p in prompts]).cumsum(0) - 1
         self.cache.prefill([len(p) for p in prompts])
-        logits = self._forward([t for p in prompts for t in p], [c for p in prompts for c in range(len(p))], ends)
+        starts = [int(e) - len(p) + 1 for e, p in zip(ends, prompts)]
+        positions = torch.cat([self.prompts[i].positions(0, len(p)) for i, p in zip(indices, prompts)], dim=-1)
+        images = [m for i, p, at in zip(indices, prompts, starts) for m in self.prompts[i].images(0, len(p), at)]
+        logits = self._forward([t for p in prompts for t in p], positions, ends, images=images)
         self.cache.advance()
         self.counters.tokens_forwarded += sum(map(len, prompts))
         rows = [self._row(i) for i in indices]
@@ -258,11 +285,12 @@ class Engine:
         return Row(index, self.prompts[index], _stops(request, self.eos), request.sampling, _generator(request),
                    IncrementalText(self.tokenizer))
 
-    def _forward(self, ids: list[int], positions: list[int], keep: int | torch.Tensor,
-                 cache: RowCache | None = None) -> torch.Tensor:
+    def _forward(self, ids: list[int], positions: torch.Tensor, keep: int | torch.Tensor,
+                 cache: RowCache | None = None, images: list[tuple[int, str, int, int]] = ()) -> torch.Tensor:
         """One packed sequence through the model; the logits of the inputs `keep` (indices, or
-        that many last ones). The cache (the batch's by default) takes the new columns."""
-        logits = self.runner.forward(ids, positions, keep, cache or self.cache)
+        that many last ones). The cache (the batch's by default) takes the new columns; `images`
+        say which inputs are image tokens (`Prompt.images`)."""
+        logits = self.runner.forward(ids, positions, keep, cache or self.cache, images)
         self.counters.forward_passes += 1
         return logits
 
@@ -272,24 +300,25 @@ class Engine:
         token and the draft tokens the model confirms, each joining row its first; finished rows
         leave."""
         drafts = [self._draft(row) for row in self.active]
-        ids, positions, counts = [], [], []
+        ids, positions, counts, images = [], [], [], []
         for row, draft in zip(self.active, drafts):
             start = len(row.prompt.ids) + len(row.text.tokens) - 1
             ids += [row.text.tokens[-1], *draft]
-            positions += range(start, start + 1 + len(draft))
+            positions.append(row.prompt.positions(start, start + 1 + len(draft)))
             counts.append(1 + len(draft))
         keep = list(range(len(ids)))
         prefixes = []
         for group, index in self.joining:
             prefixes.append(self._prefix(group))
-            shared = len(group.prefix)
-            ids += self.prompts[index].ids[shared:]
-            positions += range(shared, len(self.prompts[index].ids))
-            counts.append(len(self.prompts[index].ids) - shared)
+            shared, prompt = len(group.prefix), self.prompts[index]
+            images += prompt.images(shared, len(prompt.ids), len(ids))
+            ids += prompt.ids[shared:]
+            positions.append(prompt.positions(shared, len(prompt.ids)))
+            counts.append(len(prompt.ids) - shared)
             keep.append(len(ids) - 1)
             self.counters.prefix_tokens_reused += shared
         self.cache.decode(counts, prefixes)
-        logits = self._forward(ids, positions, torch.tensor(keep))
+        logits = self._forward(ids, torch.cat(positions, dim=-1), torch.tensor(keep), images=images)
         kept, at = [], 0
         for row, draft in zip(self.active, drafts):
             kept.append(self._accept(row, draft, logits[at : at + 1 + len(draft)]))

@@ -43,6 +43,7 @@ from lighteval_like.models.prompt_encoder import TokenizerEncoder, load_tokenize
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.generation import generate
 from lighteval_like.models.transformers.row_cache import RowCache, supports_row_cache
+from lighteval_like.models.transformers.vision import VisionEncoder, VisionFamily, load_image_processor, vision_family
 from lighteval_like.runtime.single_device import SingleDevice
 
 DEFAULT_MAX_LENGTH = 2048
@@ -65,6 +66,7 @@ class ScoringStats:
     generated_tokens: int = 0
     prefix_tokens_reused: int = 0  # prompt tokens of generation requests read from a shared prefix's cache
     draft_tokens_accepted: int = 0  # generated tokens confirmed in the step of the token before them
+    images_encoded: int = 0  # vision forwards: one per distinct image of a generation call
     generation_seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -129,13 +131,11 @@ class TransformersModel(LanguageModel):
         self.placement = placement or SingleDevice(torch.device(wanted))
         self.placement.check(config.quantized, config.model_parallel)
         self.device = self.placement.device
+        self.vision = self._vision_family()
         self.tokenizer = self._load_tokenizer()
         self.model = self._load_model()
         self.max_length = self._max_length()
-        self.encoder = TokenizerEncoder(
-            self.tokenizer, self.max_length, config.add_special_tokens, config.multichoice_continuations_start_space,
-            config.pretrained,
-        )
+        self.encoder = self._encoder()
         self.token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else GPU_TOKEN_BUDGET
         logits_budget = CPU_LOGITS_BUDGET if self.device.type == "cpu" else GPU_LOGITS_BUDGET
         vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
@@ -151,11 +151,36 @@ class TransformersModel(LanguageModel):
             kwargs["gguf_file"] = cfg.gguf_file
         return kwargs
 
+    def _vision_family(self) -> VisionFamily | None:
+        """The model's image+text family (None: a text-only model), read from its config."""
+        from transformers import AutoConfig
+
+        if self.config.gguf_file:
+            return None
+        try:
+            config = AutoConfig.from_pretrained(self.config.pretrained, **self._source_kwargs())
+        except Exception:  # noqa: BLE001 - the model load reports a missing or bad config with its fix
+            return None
+        self.vision_config = config
+        return vision_family(config)
+
+    def _encoder(self) -> TokenizerEncoder:
+        cfg = self.config
+        args = (self.tokenizer, self.max_length, cfg.add_special_tokens, cfg.multichoice_continuations_start_space,
+                cfg.pretrained)
+        if self.vision is None:
+            return TokenizerEncoder(*args)
+        processor = load_image_processor(cfg.pretrained, self.vision, cfg.min_pixels, cfg.max_pixels,
+                                         **self._source_kwargs())
+        return VisionEncoder(*args, family=self.vision, processor=processor, image_pipeline=cfg.image_pipeline,
+                             min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                             image_tokens=self.vision.fixed_tokens(self.vision_config))
+
     def _load_tokenizer(self):
         return load_tokenizer(self.config.pretrained, self.config.tokenizer, self._source_kwargs())
 
     def _load_model(self):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
         cfg = self.config
         kwargs = self._source_kwargs()
@@ -169,7 +194,8 @@ class TransformersModel(LanguageModel):
         if cfg.model_parallel:
             kwargs["device_map"] = "auto"
         try:
-            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained, **kwargs)
+            auto = AutoModelForCausalLM if self.vision is None else AutoModelForImageTextToText
+            model = auto.from_pretrained(cfg.pretrained, **kwargs)
         except Exception as e:  # hub/IO/format errors have many types
             raise ModelLoadError(
                 f"cannot load model '{cfg.pretrained}': {type(e).__name__}: {one_line(e)}"
@@ -187,9 +213,10 @@ class TransformersModel(LanguageModel):
     def _max_length(self) -> int:
         if self.config.max_length:
             return self.config.max_length
+        configs = (self.model.config, getattr(self.model.config, "text_config", None))
         for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-            value = getattr(self.model.config, attr, None)
-            if isinstance(value, int):
+            value = next((getattr(c, attr) for c in configs if isinstance(getattr(c, attr, None), int)), None)
+            if value is not None:
                 return value
         model_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(model_max, int) and model_max < 1_000_000:
@@ -431,6 +458,7 @@ class TransformersStepRunner:
         self._model = model
         self.tokenizer, self.device, self.counters = model.tokenizer, model.device, model.counters
         self.show_progress, self.batch_size = model.show_progress, model.batch_size
+        self._image_features: dict[str, torch.Tensor] = {}
         self.supports_row_cache = model.placement.reuses_prefix_cache and supports_row_cache(model.model)
         # transformers 5.2x renamed the forward's `past_key_values` to `cache`
         parameters = inspect.signature(model.model.forward).parameters
@@ -440,19 +468,46 @@ class TransformersStepRunner:
     def token_budget(self) -> int:
         return self._model.token_budget  # an out-of-memory halves it
 
-    def encode(self, request: GenerationRequest) -> tuple[list[int], bool, int]:
+    def encode(self, request: GenerationRequest) -> tuple:
         max_new = request.max_new_tokens or self._model.config.max_gen_toks
-        return (*self._model.encoder.generation_prompt(request.prompt, max_new), max_new)
+        encoder, vision = self._model.encoder, self._model.vision
+        if vision is None:
+            return (*encoder.generation_prompt(request.prompt, max_new), max_new)
+        ids, spans = encoder.image_prompt(request.prompt)
+        room = self._model.max_length - max_new
+        if len(ids) > room:
+            raise LightevalLikeError(f"a prompt with images is {len(ids)} tokens, over max_length {self._model.max_length} "
+                                     f"less {max_new} new tokens: lower max_pixels= or raise max_length=")
+        rope = vision.rope(self._model.model, ids, [(a, b, encoder.image(d)) for a, b, d in spans])
+        return (ids, False, max_new, tuple(spans), *(rope or ()))
 
-    def forward(self, ids: list[int], positions: list[int], keep: int | torch.Tensor, cache: RowCache) -> torch.Tensor:
+    def _features(self, digest: str) -> torch.Tensor:
+        """An image's embeddings, computed once per distinct image of this generation call."""
+        if digest not in self._image_features:
+            with torch.no_grad():
+                model = self._model
+                self._image_features[digest] = model.vision.features(model.model, model.encoder.image(digest))
+                self.counters.images_encoded += 1
+        return self._image_features[digest]
+
+    def _embeddings(self, ids: torch.Tensor, images: list[tuple[int, str, int, int]]) -> torch.Tensor:
+        """The inputs' embeddings, image tokens replaced by their image's features."""
+        embeds = self._model.model.get_input_embeddings()(ids)
+        for at, digest, first, count in images:
+            embeds[0, at : at + count] = self._features(digest)[first : first + count].to(embeds.dtype)
+        return embeds
+
+    def forward(self, ids: list[int], positions: torch.Tensor, keep: int | torch.Tensor, cache: RowCache,
+                images: list[tuple[int, str, int, int]] = ()) -> torch.Tensor:
         device, module = self.device, self._model.model
         if isinstance(keep, torch.Tensor):
             keep = keep.to(device)
+        tokens = torch.tensor([ids], device=device)
+        inputs = {"inputs_embeds": self._embeddings(tokens, images)} if images else {"input_ids": tokens}
+        position_ids = positions.to(device)[..., None, :]  # [1, n], or [3, 1, n] for multimodal rotary positions
         with cache.attending(module):
-            out = module(
-                input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
-                use_cache=True, logits_to_keep=keep, **{self._cache_keyword: cache},
-            )
+            out = module(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=keep,
+                         **{self._cache_keyword: cache})
         return out.logits[0]
 
     @torch.no_grad()

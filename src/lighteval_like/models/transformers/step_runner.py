@@ -57,14 +57,18 @@ class StepRunner(Protocol):
     def token_budget(self) -> int:
         """Tokens (rows x their prompt and new tokens) a batch may hold; an out-of-memory lowers it."""
 
-    def encode(self, request: GenerationRequest) -> tuple[list[int], bool, int]:
+    def encode(self, request: GenerationRequest) -> tuple:
         """The request's prompt ids (cut on the left to leave room for the new tokens), whether
-        they were cut, and its token limit (the model's default where the request sets none)."""
+        they were cut, its token limit (the model's default where the request sets none), and
+        for prompts with images their spans (start, end, digest), rotary positions and shift
+        (the fields of `generation.Prompt`)."""
 
-    def forward(self, ids: list[int], positions: list[int], keep: int | torch.Tensor, cache: RowCache) -> torch.Tensor:
-        """One packed sequence (`ids` at `positions`) through the model, its attention reading
-        and writing `cache` (whose `prefill` or `decode` says how); the logits [kept, vocabulary]
-        of the inputs `keep` (indices, or that many last ones)."""
+    def forward(self, ids: list[int], positions: torch.Tensor, keep: int | torch.Tensor, cache: RowCache,
+                images: list[tuple[int, str, int, int]] = ()) -> torch.Tensor:
+        """One packed sequence (`ids` at `positions`: [n], or [3, n] multimodal) through the
+        model, its attention reading and writing `cache` (whose `prefill` or `decode` says how);
+        the logits [kept, vocabulary] of the inputs `keep` (indices, or that many last ones).
+        `images`: (input, digest, first token, count): those inputs are that image's tokens."""
 
     def generate_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig,
                         stopping_criteria: StoppingCriteriaList) -> torch.Tensor:

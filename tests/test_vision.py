@@ -1,0 +1,131 @@
+"""Image benchmarks on tiny random vision-language models built here: lmms-eval 0.7.3's answers
+(golden files written by benchmarks/compare_lmms_eval.py), batch and process invariance, each
+image encoded once, and every bad input refused in one line."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import _train_tokenizer, run_cli
+
+from lighteval_like.demo_vision import build
+from lighteval_like.tasks.vision_mirror import write_mirror
+
+HERE = os.path.dirname(__file__)
+IMAGES = 6  # as the golden files were written
+
+
+@pytest.fixture(scope="session")
+def vision_tokenizer(tmp_path_factory) -> str:
+    folder = str(tmp_path_factory.mktemp("vision-tokenizer"))
+    _train_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_vl(tmp_path_factory, vision_tokenizer) -> str:
+    return build(str(tmp_path_factory.mktemp("tiny-qwen2_5_vl")), vision_tokenizer, "qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def vision_mirror(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("vision-mirror"))
+    write_mirror(root, IMAGES)
+    return root
+
+
+def _run(model: str, mirror: str, out, tasks: str = "lmms|mme|0|0,lmms|pope|0|0", extra_args: str = "",
+         flags: tuple[str, ...] = ()):
+    proc = run_cli(["accelerate", "--model_args", f"pretrained={model},dtype=float32{extra_args}", "--tasks", tasks,
+                    "--dataset_dir", mirror, "--output_dir", str(out), "--save_details", "--no_cache", *flags])
+    return proc
+
+
+def _outputs(out) -> tuple[dict, dict]:
+    """(results json, {task: {doc: generation}})."""
+    with open(glob.glob(os.path.join(str(out), "results", "*", "*.json"))[0], encoding="utf-8") as f:
+        results = json.load(f)
+    answers: dict[str, dict[int, str]] = {}
+    for path in glob.glob(os.path.join(str(out), "details", "*", "*", "*.parquet")):
+        task = os.path.basename(path)[len("details_") :].rsplit("_", 1)[0]
+        answers[task] = {int(r["doc_index"]): r["generation"] for r in pq.read_table(path).to_pylist()}
+    return results, answers
+
+
+@pytest.mark.parametrize("pipeline", ["chat", "simple"])
+def test_mme_and_pope_answers_equal_lmms_eval(tiny_qwen_vl, vision_mirror, tmp_path, pipeline):
+    with open(os.path.join(HERE, "data", f"lmms_eval_golden_{pipeline}.json"), encoding="utf-8") as f:
+        golden = json.load(f)
+    proc = _run(tiny_qwen_vl, vision_mirror, tmp_path, extra_args=f",image_pipeline={pipeline}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results, answers = _outputs(tmp_path)
+    for task, ours in (("mme", "lmms|mme|0"), ("pope", "lmms|pope|0")):
+        expected = {int(d): text for d, text in golden[task]["answers"].items()}
+        assert answers[ours] == expected, task
+        for metric, value in golden[task]["metrics"].items():
+            if value is not None:
+                assert results["results"][ours][metric] == pytest.approx(value, abs=1e-9), (task, metric)
+    assert any(t.strip().lower().startswith(("yes", "no")) for t in answers["lmms|mme|0"].values()), \
+        "the tiny model should answer yes or no to some questions, or the metrics compare nothing"
+
+
+def test_batch_sizes_give_the_same_answers_and_each_image_is_encoded_once(tiny_qwen_vl, vision_mirror, tmp_path):
+    runs = {}
+    for batch in ("1", "8"):
+        proc = _run(tiny_qwen_vl, vision_mirror, tmp_path / batch, "lmms|mme|0|0", flags=("--override_batch_size", batch))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[batch] = _outputs(tmp_path / batch)
+    assert runs["1"][1] == runs["8"][1] and len(runs["1"][1]["lmms|mme|0"]) == 2 * IMAGES
+    stats = runs["8"][0]["summary_general"]["model_stats"]
+    assert stats["images_encoded"] == IMAGES, stats  # two questions per image, one vision forward
+
+
+def test_an_image_task_on_a_text_only_model_is_refused_in_one_line(tiny_model, vision_mirror, tmp_path):
+    proc = _run(tiny_model, vision_mirror, tmp_path, "lmms|mme|0|0")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "reads text only" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_an_unreadable_image_names_its_doc_and_can_be_skipped(tiny_qwen_vl, vision_mirror, tmp_path):
+    import pyarrow as pa
+
+    root = tmp_path / "damaged"
+    shutil.copytree(vision_mirror, root)
+    path = root / "lmms-lab-encoder" / "MME" / "default" / "test.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[3]["image"] = {"bytes": b"\x89PNG not really", "path": "broken.png"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    proc = _run(tiny_qwen_vl, str(root), tmp_path / "out", "lmms|mme|0|0")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "row 3" in last and "image is not readable" in last and "--skip_bad_samples" in last, last
+    skipped = _run(tiny_qwen_vl, str(root), tmp_path / "skipped", "lmms|mme|0|0", flags=("--skip_bad_samples",))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    results, answers = _outputs(tmp_path / "skipped")
+    assert len(answers["lmms|mme|0"]) == 2 * IMAGES - 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (",max_pixels=1000,min_pixels=2000", "max_pixels (1000) is below min_pixels (2000)"),
+    (",image_pipeline=fancy", "image_pipeline 'fancy' is not one of chat, simple"),
+    (",attn_implementation=flash", "attn_implementation 'flash' is not allowed"),
+])
+def test_bad_vision_model_args_are_one_line(tiny_qwen_vl, vision_mirror, tmp_path, args, message):
+    proc = _run(tiny_qwen_vl, vision_mirror, tmp_path, "lmms|mme|0|0", extra_args=args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_model_folder_without_its_image_processor_is_refused(tiny_qwen_vl, vision_mirror, tmp_path):
+    folder = tmp_path / "no-processor"
+    shutil.copytree(tiny_qwen_vl, folder)
+    os.remove(folder / "preprocessor_config.json")
+    proc = _run(str(folder), vision_mirror, tmp_path / "out", "lmms|mme|0|0")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "has no image processor" in proc.stderr.strip().splitlines()[-1]
