@@ -81,7 +81,7 @@ def test_batch_sizes_give_the_same_answers_and_each_image_is_encoded_once(tiny_q
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[batch] = _outputs(tmp_path / batch)
     assert runs["1"][1] == runs["8"][1] and len(runs["1"][1]["lmms|mme|0"]) == 2 * IMAGES
-    stats = runs["8"][0]["summary_general"]["model_stats"]
+    stats = runs["8"][0]["summary_general"]["scoring"]
     assert stats["images_encoded"] == IMAGES, stats  # two questions per image, one vision forward
 
 
@@ -129,3 +129,51 @@ def test_a_model_folder_without_its_image_processor_is_refused(tiny_qwen_vl, vis
     proc = _run(str(folder), vision_mirror, tmp_path / "out", "lmms|mme|0|0")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "has no image processor" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory, vision_tokenizer) -> str:
+    return build(str(tmp_path_factory.mktemp("tiny-llava")), vision_tokenizer, "llava")
+
+
+def test_llava_answers_equal_transformers_generate(tiny_llava, vision_mirror, tmp_path):
+    """The second family: our engine's answers against transformers' own processor and `generate`."""
+    import io
+
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    proc = _run(tiny_llava, vision_mirror, tmp_path, "lmms|mme|0|0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = _outputs(tmp_path)[1]["lmms|mme|0"]
+    processor = AutoProcessor.from_pretrained(tiny_llava)
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava, dtype=torch.float32).eval()
+    rows = pq.read_table(os.path.join(vision_mirror, "lmms-lab-encoder", "MME", "default", "test.parquet")).to_pylist()
+    for index, row in enumerate(rows):
+        query = row["question"].replace(" Please answer yes or no.", "") + "\nAnswer the question using a single word or phrase."
+        text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}],
+                                             add_generation_prompt=True)
+        image = Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+        assert processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0] == ours[index]
+
+
+def test_details_keep_image_facts_and_the_report_shows_thumbnails(tiny_qwen_vl, vision_mirror, tmp_path):
+    import hashlib
+
+    proc = _run(tiny_qwen_vl, vision_mirror, tmp_path, "lmms|mme|0|0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = glob.glob(os.path.join(str(tmp_path), "details", "*", "*", "*.parquet"))[0]
+    rows = pq.read_table(path).to_pylist()
+    source = pq.read_table(os.path.join(vision_mirror, "lmms-lab-encoder", "MME", "default", "test.parquet")).to_pylist()
+    for row, original in zip(rows, source):
+        (facts,) = json.loads(row["images"])
+        assert facts["digest"] == hashlib.sha256(original["image"]["bytes"]).hexdigest()
+        assert (facts["width"], facts["height"], facts["format"]) == (64, 64, "PNG")
+        assert facts["thumbnail"].startswith("data:image/jpeg;base64,")
+    report = run_cli(["report", str(tmp_path), "-o", str(tmp_path / "report.html")])
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/jpeg;base64,") >= IMAGES and 'class: "thumb"' in html

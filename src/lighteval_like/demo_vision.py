@@ -42,6 +42,7 @@ LLAVA_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
+ANSWER_WORDS, ANSWER_LEAN = ("Yes", "No"), 6.0
 
 
 def _tokenizer(tokenizer_dir: str, extra: tuple[str, ...]):
@@ -51,6 +52,7 @@ def _tokenizer(tokenizer_dir: str, extra: tuple[str, ...]):
     missing = [t for t in extra if t not in tok.get_vocab()]
     if missing:
         tok.add_special_tokens({"additional_special_tokens": missing})
+    tok.add_tokens([w for w in ANSWER_WORDS if w not in tok.get_vocab()])  # one token each (see `build`)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -123,8 +125,8 @@ def build(out_dir: str, tokenizer_dir: str, family: str = "qwen2_5_vl", seed: in
         for p in model.parameters():
             p.mul_(3.0)
         head = model.get_output_embeddings().weight  # and lean to Yes / No, so yes-no benchmarks score something
-        for word in ("Yes", "No"):
-            head[tok.encode(word, add_special_tokens=False)[0]] *= 6.0
+        for word in ANSWER_WORDS:
+            head[tok.convert_tokens_to_ids(word)] *= ANSWER_LEAN
     model.save_pretrained(out_dir)
     if family == "llava":
         images = CLIPImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from lighteval_like import __version__
+from lighteval_like.api.prompt import media_digest
 from lighteval_like.api.requests import GenerationResponse, LoglikelihoodResponse
 from lighteval_like.api.sample import Sample
 from lighteval_like.metrics.sandbox import Isolation, describe
@@ -177,6 +178,27 @@ def _prediction(sample: Sample) -> tuple[str | None, str | None]:
     return None, None
 
 
+THUMBNAIL_PIXELS = 64  # the longer side of the thumbnail `report` shows
+
+
+def image_facts(data: bytes) -> dict:
+    """What the details keep of an image: its digest, format, size, bytes and a small JPEG
+    thumbnail for the report's sample browser, never its pixels."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    facts = {"digest": media_digest(data), "format": image.format, "width": image.width, "height": image.height,
+             "bytes": len(data)}
+    thumb = image.convert("RGB")
+    thumb.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=70)
+    return {**facts, "thumbnail": "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()}
+
+
 def details_rows(samples: list[Sample]) -> list[dict]:
     """One row per sample for the details parquet."""
     rows = []
@@ -200,6 +222,7 @@ def details_rows(samples: list[Sample]) -> list[dict]:
             "fewshot_truncated": s.fewshot_truncated,
             "input_truncated": any(r.input_truncated for r in s.responses),
             **({"extras": json.dumps(s.extras, default=str)} if s.extras else {}),
+            **({"images": json.dumps([image_facts(data) for data in s.doc.images])} if s.doc.images else {}),
             **({"generations": [r.text for r in s.responses]} if generation is not None and len(s.responses) > 1 else {}),
         })
     return rows

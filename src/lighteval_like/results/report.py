@@ -258,6 +258,8 @@ def sample_data(runs: list[Run], max_per_task: int) -> list[dict]:
             # A prompt shared by every run is stored once.
             shared = {json.dumps(v["prompts"]) for v in per_run.values()}
             doc = {"i": d, "c": first.get("choices") or [], "g": first.get("gold_index") or [], "r": per_run}
+            if first.get("images"):
+                doc["img"] = [image["thumbnail"] for image in json.loads(first["images"])]
             if len(shared) == 1:
                 doc["p"] = next(iter(per_run.values()))["prompts"]
                 for v in per_run.values():
@@ -426,6 +428,7 @@ td.path{font-size:11.5px;color:#666;word-break:break-all}
 #sample-table{width:100%}#sample-table tr.sample{cursor:pointer}#sample-table tr.sample:hover{background:#f7f9ff}
 .ok{color:#1a7f37;font-weight:700}.bad{color:#c62828;font-weight:700}
 .snippet{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;color:#333;max-width:520px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.thumb{width:64px;height:auto;margin:0 6px 6px 0;border:1px solid #ccc;image-rendering:pixelated}
 tr.detail td{background:#fafafa}pre{white-space:pre-wrap;word-break:break-word;font-size:12px;background:#f4f4f4;padding:8px;border-radius:4px;max-height:320px;overflow:auto;margin:4px 0}
 .choices td,.choices th{font-size:12px;padding:2px 8px}.gold{background:#e8f5e9}.argmax{font-weight:700;text-decoration:underline}
 button{margin-top:8px}
@@ -501,6 +504,7 @@ SCRIPT = r"""
   function detail(doc, task, ncols) {
     var cell = el("td", {colspan: String(ncols)});
     var ids = runIds(task).filter(function (r) { return doc.r[r]; });
+    (doc.img || []).forEach(function (src) { cell.appendChild(el("img", {src: src, class: "thumb", alt: "image of doc " + doc.i})); });
     if (doc.p) { cell.appendChild(el("div", {text: "Prompt"})); cell.appendChild(el("pre", {class: "prompt", text: doc.p.join("\n---\n")})); }
     ids.forEach(function (r) {
       if (doc.r[r].prompts) {
