@@ -177,3 +177,44 @@ def test_details_keep_image_facts_and_the_report_shows_thumbnails(tiny_qwen_vl, 
     assert report.returncode == 0, report.stderr[-2000:]
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/jpeg;base64,") >= IMAGES and 'class: "thumb"' in html
+
+
+def test_two_data_parallel_processes_give_one_process_answers(tiny_qwen_vl, vision_mirror, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    single = _run(tiny_qwen_vl, vision_mirror, tmp_path / "single", "lmms|mme|0|0")
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "lighteval_like", "accelerate", "--model_args",
+              f"pretrained={tiny_qwen_vl},dtype=float32", "--tasks", "lmms|mme|0|0", "--dataset_dir", vision_mirror,
+              "--output_dir", str(tmp_path / "dp"), "--save_details", "--no_cache"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    dp = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
+    assert dp.returncode == 0, dp.stderr[-3000:]
+    (single_results, single_answers), (dp_results, dp_answers) = _outputs(tmp_path / "single"), _outputs(tmp_path / "dp")
+    assert dp_results["config_general"]["num_processes"] == 2
+    assert dp_answers == single_answers and dp_results["results"] == single_results["results"]
+
+
+def test_a_killed_image_run_resumes_to_the_uninterrupted_answers(tiny_qwen_vl, vision_mirror, tmp_path):
+    import signal
+
+    from hooks import cache_rows, run_and_kill
+
+    cache_dir, out = str(tmp_path / "cache"), tmp_path / "out"
+    args = ["accelerate", "--model_args", f"pretrained={tiny_qwen_vl},dtype=float32", "--tasks", "lmms|mme|0|0",
+            "--dataset_dir", vision_mirror, "--override_batch_size", "1", "--save_details", "--output_dir", str(out),
+            "--cache_dir", cache_dir]
+    assert run_and_kill(args, cache_dir, rows=3, sleep_s=0.5, timeout_s=300) == -signal.SIGKILL
+    finished = cache_rows(cache_dir)
+    resumed = run_cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results, answers = _outputs(out)
+    assert 0 < finished < 2 * IMAGES and results["summary_general"]["response_cache"]["hits"] == finished
+    fresh = _run(tiny_qwen_vl, vision_mirror, tmp_path / "fresh", "lmms|mme|0|0")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert _outputs(tmp_path / "fresh")[1] == answers
