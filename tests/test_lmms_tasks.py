@@ -46,7 +46,7 @@ MMSTAR_QUESTION = ("Which option describes the object relationship in the image 
 
 
 def _mmstar_row(question: str = MMSTAR_QUESTION, answer: str = "B", l2: str = "localization") -> dict:
-    return {"index": 7, "image": _image(), "question": question, "answer": answer,
+    return {"image": _image(), "question": question, "answer": answer,
             "category": "fine-grained perception", "l2_category": l2}
 
 

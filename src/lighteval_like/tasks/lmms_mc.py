@@ -91,7 +91,7 @@ CHARTQA_METRICS = (Metric("relaxed_overall", chartqa_relaxed),
 
 TASKS = [
     generative("mmstar", mmstar, "Lin-Chen/MMStar", None, "val", MMSTAR_METRICS, 128,
-               columns=("index", "image", "question", "answer", "category", "l2_category")),
+               columns=("image", "question", "answer", "category", "l2_category")),
     generative("realworldqa", realworldqa, "lmms-lab-encoder/RealWorldQA", None, "test",
                (Metric("exact_match", realworldqa_match),), 16, columns=("image", "question", "answer")),
     generative("scienceqa_img", scienceqa_img, "lmms-lab-encoder/ScienceQA", "ScienceQA-IMG", "test",
