@@ -14,7 +14,9 @@ class Doc:
     (Winogrande), `query_per_choice` holds one context per choice and `choices` the
     continuation scored after each. `fewshot_target` is the answer shown when the doc is
     used as a few-shot example (defaults to the gold choice). `images` are the encoded images
-    (PNG, JPEG, ... bytes as the dataset stores them) shown before the query, in order.
+    (PNG, JPEG, ... bytes as the dataset stores them) shown before the query, in order;
+    `texts_before_images`, when set (one per image), interleaves them: each image follows its
+    text (an empty one shows nothing) and the query follows the last image (MMMU's `<image N>`).
     """
 
     query: str
@@ -26,6 +28,7 @@ class Doc:
     query_per_choice: list[str] | None = None
     specific: dict[str, Any] = field(default_factory=dict)
     images: list[bytes] = field(default_factory=list)
+    texts_before_images: list[str] = field(default_factory=list)
 
     @property
     def gold_indices(self) -> list[int]:

@@ -86,15 +86,18 @@ def _join_blank(first: str | None, second: str) -> str:
 
 
 def _image_prompt(task: TaskConfig, doc: Doc, query: str, examples: list[Doc], options: PromptOptions) -> Prompt:
-    """A doc with images: one user turn of its images (into the encoder's media store, by digest)
-    then its query, rendered by the model's chat template (as lmms-eval renders it)."""
+    """A doc with images: one user turn of its images (into the encoder's media store, by digest),
+    each after its text if the doc interleaves them, then its query, rendered by the model's chat
+    template (as lmms-eval renders it)."""
     encoder = options.encoder
     if encoder is None or not encoder.reads_images:
         raise TaskSpecError(f"task {task.full_name} shows images and this model reads text only: evaluate a "
                             "vision-language model (a folder with an image processor), or leave the task out")
     if examples:
         raise TaskSpecError(f"task {task.full_name}: few-shot examples with images are not supported: use 0 shots")
-    parts = (*(encoder.media.put(data) for data in doc.images), TextPart(query))
+    before = doc.texts_before_images or [""] * len(doc.images)
+    parts = (*(part for text, data in zip(before, doc.images, strict=True)
+               for part in ((TextPart(text),) if text else ()) + (encoder.media.put(data),)), TextPart(query))
     system = (Turn("system", (TextPart(options.system_prompt),)),) if options.system_prompt else ()
     return Prompt((*system, Turn("user", parts)), chat=True)
 

@@ -1,13 +1,22 @@
 """Corpus aggregations of the image benchmarks, as lmms-eval 0.7.3 computes them.
 
 Each sample's value is a tuple of numbers (so `compare` can resample them like any other):
-MME's `(correct, category index, image key)` and POPE's `(gold is yes, prediction code)`.
+MME's `(correct, category index, image key)`, POPE's `(gold is yes, prediction code)`, MMStar's
+`(correct, category index, subcategory key)`, MMMU's `(correct, domain index)` and ChartQA's
+`(correct, is a human-written question)`.
 
 - MME: per category, per image (its two questions), accuracy x 100 plus 100 when both are
   right ("acc+"); a category's score is the mean over its images; perception is the sum over
   the 10 perception categories (at most 2000), cognition over the 4 cognition ones (at most 800).
 - POPE: precision and recall count only answers that are exactly "yes" or "no" (anything else is
   neither a positive nor a negative); the yes-ratio is the share of gold "yes" answers.
+- MMStar: a category's score is the mean over its subcategories (`l2_category`) of their
+  accuracy; "average" the mean over all subcategories.
+- MMMU: accuracy over the questions (all, or a domain's), rounded to 5 places as lmms-eval
+  reports it.
+- ChartQA: relaxed accuracy over the human-written or the augmented questions.
+
+An aggregation over a subset with no samples is NaN (lmms-eval reports nothing there).
 """
 
 from __future__ import annotations
@@ -62,6 +71,38 @@ def pope_f1(values: np.ndarray) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+MMSTAR_CATEGORIES = ("coarse perception", "fine-grained perception", "instance reasoning", "logical reasoning",
+                     "science & technology", "math")
+MMMU_DOMAINS = {
+    "Art and Design": ("Art", "Art_Theory", "Design", "Music"),
+    "Business": ("Accounting", "Economics", "Finance", "Manage", "Marketing"),
+    "Science": ("Biology", "Chemistry", "Geography", "Math", "Physics"),
+    "Health and Medicine": ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine",
+                            "Pharmacy", "Public_Health"),
+    "Humanities and Social Science": ("History", "Literature", "Sociology", "Psychology"),
+    "Tech and Engineering": ("Agriculture", "Architecture_and_Engineering", "Computer_Science", "Electronics",
+                             "Energy_and_Power", "Materials", "Mechanical_Engineering"),
+}
+
+
+def slug(name: str) -> str:
+    """A category name as a metric name: lower case, runs of other characters as one underscore."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
+def _mean_of_subcategories(values: np.ndarray, category: int | None) -> float:
+    """Mean over subcategories (column 2) of their accuracy, within `category` (column 1) or all."""
+    rows = values if category is None else values[values[:, 1] == category]
+    means = [rows[rows[:, 2] == key, 0].mean() for key in np.unique(rows[:, 2])]
+    return float(np.mean(means)) if means else float("nan")
+
+
+def _mean_where(values: np.ndarray, column: int, equals: float) -> float:
+    """Mean of column 0 over the rows whose `column` equals `equals` (NaN where there are none)."""
+    rows = values[values[:, column] == equals, 0]
+    return float(rows.mean()) if len(rows) else float("nan")
+
+
 AGGREGATIONS = {
     "mme_perception": lambda values: _mme_score(values, range(len(MME_PERCEPTION))),
     "mme_cognition": lambda values: _mme_score(values, range(len(MME_PERCEPTION), len(MME_CATEGORIES))),
@@ -69,4 +110,12 @@ AGGREGATIONS = {
     "pope_recall": pope_recall,
     "pope_f1": pope_f1,
     "pope_yes_ratio": lambda values: float((values[:, 0] == 1.0).mean()),
+    "mmstar_average": lambda values: _mean_of_subcategories(values, None),
+    **{f"mmstar_{slug(name)}": (lambda values, i=i: _mean_of_subcategories(values, i))
+       for i, name in enumerate(MMSTAR_CATEGORIES)},
+    "mmmu_acc": lambda values: round(float(values[:, 0].mean()), 5),
+    **{f"mmmu_acc_{slug(name)}": (lambda values, i=i: round(_mean_where(values, 1, i), 5))
+       for i, name in enumerate(MMMU_DOMAINS)},
+    "chartqa_human_split": lambda values: _mean_where(values, 1, 1.0),
+    "chartqa_augmented_split": lambda values: _mean_where(values, 1, 0.0),
 }

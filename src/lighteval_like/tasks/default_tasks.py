@@ -8,7 +8,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 from __future__ import annotations
 
 from lighteval_like.metrics.library import GSM8K_FLEXIBLE, GSM8K_STRICT
-from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, ifeval, lmms, prompts
+from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, ifeval, lmms_suite, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
 
 MMLU_SUBJECTS = (
@@ -124,7 +124,7 @@ TASKS_TABLE: list[TaskConfig] = [
         for kind in (*arithmetic.OPERATIONS, "1dc")
     ],
     *bigbench.FAMILY.configs(),
-    *lmms.TASKS,
+    *lmms_suite.TASKS,
 ]
 
 GROUPS: list[TaskGroup] = [
@@ -134,5 +134,5 @@ GROUPS: list[TaskGroup] = [
         tuple(f"lighteval|arithmetic_generated:{k}" for k in (*arithmetic.OPERATIONS, "1dc")),
     ),
     *bigbench.GROUPS,
-    *lmms.GROUPS,
+    *lmms_suite.GROUPS,
 ]

@@ -1,5 +1,6 @@
 """Image benchmarks with lmms-eval 0.7.3's prompts, generation settings and metrics (suite
-`lmms`): MME, POPE and an offline easy-VQA task over the `easy-vqa` wheel's real images.
+`lmms`, gathered in `lmms_suite`): MME, POPE and an offline easy-VQA task over the `easy-vqa`
+wheel's real images, and the helpers the suite's other modules share.
 
 A doc's images are the bytes the dataset stores (`image_bytes`: a hub image column is a struct
 of `bytes` and `path`); the question follows them in one user turn, rendered by the model's chat
@@ -17,7 +18,7 @@ from lighteval_like.api.errors import TaskSpecError
 from lighteval_like.api.requests import GenerationResponse
 from lighteval_like.metrics.library import Metric
 from lighteval_like.metrics.vision import MME_CATEGORIES, POPE_NO, POPE_OTHER, POPE_YES
-from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
+from lighteval_like.tasks.config import RequestType, TaskConfig
 
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 MME_YES_NO = " Please answer yes or no."
@@ -53,16 +54,16 @@ def image_bytes(value) -> bytes:
     return data
 
 
-def _image_key(question_id: str) -> float:
-    """A number naming the image of an MME question (exact in a float: 48 bits)."""
-    return float(int(hashlib.sha256(question_id.encode()).hexdigest()[:12], 16))
+def name_key(name: str) -> float:
+    """A number naming a string, such as the image of an MME question (exact in a float: 48 bits)."""
+    return float(int(hashlib.sha256(name.encode()).hexdigest()[:12], 16))
 
 
 def mme(row: dict, task_name: str) -> Doc:
     question = row["question"].strip().replace(MME_YES_NO, "") + SHORT_ANSWER
     if row["category"] not in MME_CATEGORIES:
         raise ValueError(f"MME category {row['category']!r} is not one of the 14 MME categories")
-    specific = {"category": MME_CATEGORIES.index(row["category"]), "image_key": _image_key(str(row["question_id"]))}
+    specific = {"category": MME_CATEGORIES.index(row["category"]), "image_key": name_key(str(row["question_id"]))}
     return Doc(question, [row["answer"]], 0, images=[image_bytes(row["image"])], specific=specific)
 
 
@@ -126,8 +127,9 @@ def easy_vqa(row: dict, task_name: str) -> Doc:
     return Doc(question, [row["answer"]], 0, images=[image_bytes(row["image"])])
 
 
-def _generative(name: str, prompt, repo: str, subset: str | None, split: str, metrics: tuple, size: int,
+def generative(name: str, prompt, repo: str, subset: str | None, split: str, metrics: tuple, size: int,
                 **kwargs) -> TaskConfig:
+    """A zero-shot generative task of the `lmms` suite."""
     return TaskConfig(name=name, suite="lmms", prompt_function=prompt, hf_repo=repo, hf_subset=subset,
                       evaluation_split=split, few_shots_split=None, metrics=metrics, generation_size=size,
                       request_type=RequestType.GENERATIVE, zero_shot_only=True, **kwargs)
@@ -135,14 +137,12 @@ def _generative(name: str, prompt, repo: str, subset: str | None, split: str, me
 
 POPE_SPLITS = {"pope_adv": "adversarial", "pope_pop": "popular", "pope_random": "random"}
 TASKS = [
-    _generative("mme", mme, "lmms-lab-encoder/MME", None, "test", MME_METRICS, 16,
+    generative("mme", mme, "lmms-lab-encoder/MME", None, "test", MME_METRICS, 16,
                 columns=("question_id", "image", "question", "answer", "category")),
-    _generative("pope", pope, "lmms-lab-encoder/POPE", None, "test", POPE_METRICS, 128,
+    generative("pope", pope, "lmms-lab-encoder/POPE", None, "test", POPE_METRICS, 128,
                 columns=("question_id", "image", "question", "answer")),
-    *[_generative(name, pope, "lmms-lab-encoder/POPE", "Full", split, POPE_METRICS, 128,
+    *[generative(name, pope, "lmms-lab-encoder/POPE", "Full", split, POPE_METRICS, 128,
                   columns=("question_id", "image", "question", "answer")) for name, split in POPE_SPLITS.items()],
-    _generative("easy_vqa", easy_vqa, "easy-vqa/easy-vqa", None, "test", (Metric("exact_match", easy_vqa_accuracy),), 16,
+    generative("easy_vqa", easy_vqa, "easy-vqa/easy-vqa", None, "test", (Metric("exact_match", easy_vqa_accuracy),), 16,
                 data_builder=_easy_vqa_rows),
 ]
-GROUPS = [TaskGroup("lmms", "pope_full", tuple(f"lmms|{name}" for name in POPE_SPLITS)),
-          TaskGroup("lmms", "all", tuple(f"lmms|{t.name}" for t in TASKS if t.name not in POPE_SPLITS))]
