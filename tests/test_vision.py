@@ -218,3 +218,33 @@ def test_a_killed_image_run_resumes_to_the_uninterrupted_answers(tiny_qwen_vl, v
     fresh = _run(tiny_qwen_vl, vision_mirror, tmp_path / "fresh", "lmms|mme|0|0")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert _outputs(tmp_path / "fresh")[1] == answers
+
+
+def test_image_loglikelihood_equals_the_model_own_forward(tiny_qwen_vl, vision_mirror):
+    """Scoring with images (embeddings spliced in, rotary positions ours) against transformers'
+    forward given the pixel values (its own image features and positions)."""
+    import torch
+
+    from lighteval_like.api.prompt import Prompt, TextPart, Turn
+    from lighteval_like.api.requests import LoglikelihoodRequest
+    from lighteval_like.models.transformers.config import TransformersModelConfig
+    from lighteval_like.models.transformers.model import TransformersModel
+
+    model = TransformersModel(TransformersModelConfig(pretrained=tiny_qwen_vl, dtype="float32"), show_progress=False)
+    rows = pq.read_table(os.path.join(vision_mirror, "lmms-lab-encoder", "MME", "default", "test.parquet")).to_pylist()
+    part = model.encoder.media.put(rows[0]["image"]["bytes"])
+    prompt = Prompt((Turn("user", (part, TextPart("Is there a red shape?"))),), chat=True)
+    requests = [LoglikelihoodRequest(prompt, answer) for answer in ("Yes", "No", "a blue circle")]
+    responses = model.loglikelihood(requests)
+    inputs = model.encoder.image(part.digest)
+    image_token = model.model.config.image_token_id
+    for request, response in zip(requests, responses):
+        item = model.encoder.image_request_item(request)
+        ids = torch.tensor([[*item.tokens, item.targets[-1]]])
+        with torch.no_grad():
+            logits = model.model(input_ids=ids, pixel_values=inputs.pixel_values, image_grid_thw=torch.tensor([inputs.grid]),
+                                 mm_token_type_ids=(ids == image_token).int()).logits[0]
+        logprobs = torch.log_softmax(logits[item.first_pred : item.first_pred + len(item.targets)], dim=-1)
+        expected = float(logprobs.gather(-1, torch.tensor(item.targets)[:, None]).sum())
+        assert response.num_tokens == len(item.targets) and abs(response.logprob - expected) < 1e-4, request.continuation
+    assert responses[0].logprob != responses[1].logprob

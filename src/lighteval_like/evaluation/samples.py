@@ -91,8 +91,8 @@ def _image_prompt(task: TaskConfig, doc: Doc, query: str, examples: list[Doc], o
     template (as lmms-eval renders it)."""
     encoder = options.encoder
     if encoder is None or not encoder.reads_images:
-        raise TaskSpecError(f"task {task.full_name} shows images and this model reads text only: evaluate a "
-                            "vision-language model (a folder with an image processor), or leave the task out")
+        reason = encoder.no_images if encoder is not None else PromptEncoder.no_images
+        raise TaskSpecError(f"task {task.full_name} shows images and {reason}, or leave the task out")
     if examples:
         raise TaskSpecError(f"task {task.full_name}: few-shot examples with images are not supported: use 0 shots")
     before = doc.texts_before_images or [""] * len(doc.images)

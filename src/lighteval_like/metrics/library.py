@@ -64,6 +64,13 @@ def acc_norm(doc: Doc, responses: list[LoglikelihoodResponse]) -> float:
     return float(int(np.argmax(_logprobs(responses) / lengths)) in doc.gold_indices)
 
 
+def acc_token_mean(doc: Doc, responses: list[LoglikelihoodResponse]) -> float:
+    """The choice of highest mean log-probability per token: lmms-eval's convention for image
+    models that score choices (it returns the mean token loss and takes the lowest)."""
+    means = _logprobs(responses) / np.array([max(r.num_tokens, 1) for r in responses], dtype=np.float64)
+    return float(int(np.argmax(means)) in doc.gold_indices)
+
+
 def mc1(doc: Doc, responses: list[LoglikelihoodResponse]) -> float:
     n = doc.specific["mc1_count"]
     return float(int(np.argmax(_logprobs(responses)[:n])) == 0)
@@ -259,6 +266,7 @@ METRICS: dict[str, Metric] = {
     for m in [
         Metric("acc", acc),
         Metric("acc_norm", acc_norm),
+        Metric("acc_token_mean", acc_token_mean),
         Metric("mc1", mc1),
         Metric("mc2", mc2),
         Metric("acc_greedy", acc_greedy),

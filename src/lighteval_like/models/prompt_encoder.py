@@ -28,6 +28,8 @@ class PromptEncoder(ABC):
     max_length: int | None = None
     counts_tokens: bool = True  # False: a backend that cannot count (truncate=1 is refused)
     reads_images: bool = False  # True: prompts may hold images (their bytes in `media`)
+    # Why not, and the fix, for an image task on an encoder that does not read them.
+    no_images: str = "this model reads text only: evaluate a vision-language model (a folder with an image processor)"
 
     @functools.cached_property
     def media(self) -> MediaStore:

@@ -247,6 +247,8 @@ class TransformersModel(LanguageModel):
         cached prefix. Every rank plans the same rows from the same requests and scores its
         share of them as planned, so a request's numbers do not depend on how many ranks run.
         The plan carries the tokenised requests, so scoring does not tokenise them again."""
+        if self._has_images(requests):  # scored one by one (`_image_loglikelihood`)
+            return WorkPlan([[i] for i in range(len(requests))])
         units = [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)]
         scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
         if not scored:
@@ -293,7 +295,23 @@ class TransformersModel(LanguageModel):
         return out
 
     # -------------------------------------------------------------- scoring
+    def _has_images(self, requests: list) -> bool:
+        return self.vision is not None and any(isinstance(r, LoglikelihoodRequest) and r.prompt.images for r in requests)
+
+    def _image_loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResponse]:
+        """Requests with images, each scored by one forward of its own (its image features
+        computed once per distinct image)."""
+        runner, out = TransformersStepRunner(self), []
+        for request in requests:
+            item = self.encoder.image_request_item(request)
+            logprob, greedy = runner.score(item)
+            out.append(LoglikelihoodResponse(logprob, greedy, len(item.targets)))
+            self._batch_done([request], out[-1:])
+        return out
+
     def loglikelihood(self, requests: list[LoglikelihoodRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
+        if self._has_images(requests):
+            return self._image_loglikelihood(requests)
         packing = (plan.prepared if plan is not None else None) or self.plan(requests).prepared
         items = [packing.items[req][0] for req in requests]
         positions = owner_map((item, j) for j, item in enumerate(items))
@@ -496,6 +514,23 @@ class TransformersStepRunner:
         for at, digest, first, count in images:
             embeds[0, at : at + count] = self._features(digest)[first : first + count].to(embeds.dtype)
         return embeds
+
+    @torch.no_grad()
+    def score(self, item: ScoreItem) -> tuple[float, bool]:
+        """(sum of the targets' log-probabilities, all of them argmax) of one item with images."""
+        model, tokens = self._model, list(item.tokens)
+        images = [(start, digest, 0, end - start) for start, end, digest in item.media]
+        rope = model.vision.rope(model.model, tokens, [(a, b, model.encoder.image(d)) for a, b, d in item.media])
+        positions = rope[0][:, None, :] if rope else torch.arange(len(tokens))[None]
+        ids = torch.tensor([tokens], device=self.device)
+        logits = model.model(inputs_embeds=self._embeddings(ids, images), position_ids=positions.to(self.device),
+                             logits_to_keep=len(item.targets)).logits[0]
+        model.counters.forward_passes += 1
+        model.counters.tokens_forwarded += len(tokens)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor(item.targets, device=logprobs.device)
+        picked = logprobs.gather(-1, targets[:, None]).squeeze(-1)
+        return float(picked.sum()), bool((logprobs.argmax(-1) == targets).all())
 
     def forward(self, ids: list[int], positions: torch.Tensor, keep: int | torch.Tensor, cache: RowCache,
                 images: list[tuple[int, str, int, int]] = ()) -> torch.Tensor:

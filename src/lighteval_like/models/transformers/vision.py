@@ -24,6 +24,8 @@ import torch
 
 from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
 from lighteval_like.api.prompt import Prompt
+from lighteval_like.api.requests import LoglikelihoodRequest
+from lighteval_like.models.packing import ScoreItem
 from lighteval_like.models.prompt_encoder import TokenizerEncoder
 
 FACTOR = 28  # Qwen-VL: 14-pixel patches merged 2 x 2
@@ -210,14 +212,28 @@ class VisionEncoder(TokenizerEncoder):
     def image_prompt(self, prompt: Prompt) -> tuple[list[int], list[tuple[int, int, str]]]:
         """The prompt's ids, each image placeholder widened to its image's tokens, and the image
         spans (start, end, digest) in them."""
-        ids = self.encode(self.render(prompt))
+        return self._widen(self.encode(self.render(prompt)), prompt.images)
+
+    def image_request_item(self, request: LoglikelihoodRequest) -> ScoreItem:
+        """A loglikelihood request whose prompt has images as one scored item (never cut: an
+        image cannot lose its first tokens)."""
+        context, continuation = self.encode_pair(self.render(request.prompt), self._continuation_space(request.continuation))
+        ids, spans = self._widen(context, request.prompt.images)
+        if not continuation or len(ids) + len(continuation) > self.max_length + 1:
+            raise LightevalLikeError(f"a request with images is {len(ids) + len(continuation)} tokens, over max_length "
+                                     f"{self.max_length} (or its continuation {request.continuation!r} is empty): "
+                                     "lower max_pixels= or raise max_length=")
+        whole = ids + continuation
+        return ScoreItem(tuple(whole[:-1]), len(ids) - 1, tuple(continuation), tuple(spans))
+
+    def _widen(self, ids: list[int], images: tuple[str, ...]) -> tuple[list[int], list[tuple[int, int, str]]]:
         placeholder = self.tokenizer.convert_tokens_to_ids(self.family.placeholder)
         at = [i for i, t in enumerate(ids) if t == placeholder]
-        if len(at) != len(prompt.images):
-            raise LightevalLikeError(f"the chat template wrote {len(at)} image placeholders for {len(prompt.images)} "
+        if len(at) != len(images):
+            raise LightevalLikeError(f"the chat template wrote {len(at)} image placeholders for {len(images)} "
                                      "images: use the model's own chat template")
         out, spans, last = [], [], 0
-        for index, digest in zip(at, prompt.images):
+        for index, digest in zip(at, images):
             out += ids[last:index]
             count = self.image(digest).tokens
             spans.append((len(out), len(out) + count, digest))
