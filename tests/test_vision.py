@@ -248,3 +248,29 @@ def test_image_loglikelihood_equals_the_model_own_forward(tiny_qwen_vl, vision_m
         expected = float(logprobs.gather(-1, torch.tensor(item.targets)[:, None]).sum())
         assert response.num_tokens == len(item.targets) and abs(response.logprob - expected) < 1e-4, request.continuation
     assert responses[0].logprob != responses[1].logprob
+
+
+def test_distributed_with_the_text_tower_tensor_parallel_gives_one_process_answers(tiny_qwen_vl, vision_mirror, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import free_port
+
+    single = _run(tiny_qwen_vl, vision_mirror, tmp_path / "single", "lmms|mme|0|0")
+    assert single.returncode == 0, single.stderr[-3000:]
+    (tmp_path / "ckpt.yaml").write_text(yaml.safe_dump({"model_parameters": {"pretrained": tiny_qwen_vl, "dtype": "float32"}}))
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump({
+        "logging": {"output_dir": str(tmp_path / "tp"), "save_details": True},
+        "parallelism": {"dp": 1, "tp": 2, "pp": 1}, "tasks": {"tasks": "lmms|mme|0|0"},
+    }))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LIGHTEVAL_LIKE_DATA_DIR": vision_mirror}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(free_port()), "-m", "lighteval_like", "distributed", "--checkpoint_config_path",
+                           str(tmp_path / "ckpt.yaml"), "--lighteval_config_path", str(tmp_path / "override.yaml")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (single_results, single_answers), (tp_results, tp_answers) = _outputs(tmp_path / "single"), _outputs(tmp_path / "tp")
+    assert tp_results["config_general"]["parallelism"]["tp"] == 2
+    assert not tp_results["config_general"]["parallelism"]["tp_replicated"]  # the text tower's layers were split
+    assert tp_answers == single_answers and tp_results["results"] == single_results["results"]

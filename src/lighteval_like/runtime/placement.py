@@ -54,6 +54,20 @@ def _heads_split(model: nn.Module, tp: int) -> tuple[bool, str]:
     return ok, f"{heads} attention heads / {kv_heads} key-value heads do not split into tp={tp}"
 
 
+def _tp_rules(model: nn.Module) -> tuple[dict[str, str], str]:
+    """The tensor-parallel plan and the module prefix it names layers under: the model's own, or,
+    for an image+text model, its text tower's (the vision tower stays whole on every rank)."""
+    rules = getattr(model.config, "base_model_tp_plan", None)
+    if rules:
+        return dict(rules), f"{model.base_model_prefix}."
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    tower = model.get_decoder() if hasattr(model, "get_decoder") else None
+    rules = getattr(text, "base_model_tp_plan", None)
+    if not rules or tower is None or tower is model:
+        return {}, ""
+    return dict(rules), next(name for name, module in model.named_modules() if module is tower) + "."
+
+
 def tensor_parallel_plan(model: nn.Module, tp: int) -> tuple[dict[str, object], dict[str, str]]:
     """Module name -> torch ParallelStyle, from the model's `base_model_tp_plan`.
 
@@ -63,12 +77,11 @@ def tensor_parallel_plan(model: nn.Module, tp: int) -> tuple[dict[str, object], 
     """
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
-    rules = dict(getattr(model.config, "base_model_tp_plan", None) or {})
+    rules, prefix = _tp_rules(model)
     if not rules:
         raise UsageError(
             f"{type(model).__name__} declares no tensor-parallel plan (config.base_model_tp_plan): use tp=1"
         )
-    prefix = f"{model.base_model_prefix}."
     groups: dict[str, list[tuple[str, str, nn.Module]]] = {}
     for name, module in model.named_modules():
         if not name.startswith(prefix):
