@@ -18,6 +18,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -69,14 +70,27 @@ def task_yaml(folder: str, task: str, path: str) -> None:
         f.write(YAML.format(path=path, task=task, tokens=16 if task == "mme" else 128, metrics=metrics))
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """(wall seconds, peak resident KiB) of a command, which must succeed."""
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak resident KiB, its stderr) of a command, which must succeed."""
     start = time.perf_counter()
     out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"command failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
-    return seconds, int(out.stderr.strip().splitlines()[-1])
+    return seconds, int(out.stderr.strip().splitlines()[-1]), out.stderr
+
+
+def where_time_goes(name: str, seconds: float, log: str, out: str) -> str:
+    """Generation time against the whole run: lmms-eval logs the sum of its `generate` calls per
+    task; ours records its stages in the results file."""
+    if name == "lmms-eval":
+        generating = sum(float(t) for t in re.findall(r"Total elapsed time: ([0-9.]+)s", log))
+        return f"lmms-eval: {seconds:.1f} s, of which model.generate {generating:.1f} s (batch 1, each question's image encoded again)"
+    results = sorted(glob.glob(os.path.join(out, "results", "**", "results_*.json"), recursive=True))[-1]
+    with open(results) as f:
+        timings = json.load(f)["summary_general"]["timings_seconds"]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if v >= 0.05)
+    return f"ours: {seconds:.1f} s, stages (s): {stages}"
 
 
 def run_lmms(args, model: str, include: str, out: str) -> tuple[float, int]:
@@ -170,14 +184,17 @@ def main() -> int:
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="compare-lmms-")
     model, mirror, include = setup(args, work)
-    times: dict[str, list[tuple[float, int]]] = {"ours": [], "lmms-eval": []}
+    times: dict[str, list[tuple[float, int, str]]] = {"ours": [], "lmms-eval": []}
     for i in range(args.pairs):
         times["lmms-eval"].append(run_lmms(args, model, include, os.path.join(work, f"lmms-{i}")))
         times["ours"].append(run_ours(args, model, mirror, os.path.join(work, f"ours-{i}")))
-        print(f"pair {i}: lmms-eval {times['lmms-eval'][-1]}, ours {times['ours'][-1]} (s, peak KiB)", flush=True)
+        print(f"pair {i}: lmms-eval {times['lmms-eval'][-1][:2]}, ours {times['ours'][-1][:2]} (s, peak KiB)", flush=True)
+        for name in ("lmms-eval", "ours"):
+            seconds, _, log = times[name][-1]
+            print("  " + where_time_goes(name, seconds, log, os.path.join(work, f"ours-{i}")), flush=True)
     report = compare(args, os.path.join(work, "ours-0"), os.path.join(work, "lmms-0"))
-    medians = {k: statistics.median(t for t, _ in v) for k, v in times.items()}
-    peaks = {k: max(m for _, m in v) for k, v in times.items()}
+    medians = {k: statistics.median(t for t, _, _ in v) for k, v in times.items()}
+    peaks = {k: max(m for _, m, _ in v) for k, v in times.items()}
     print(f"median seconds: ours {medians['ours']:.2f}, lmms-eval {medians['lmms-eval']:.2f}, "
           f"ratio {medians['lmms-eval'] / medians['ours']:.2f}x; peak RSS MiB: ours {peaks['ours'] / 1024:.0f}, "
           f"lmms-eval {peaks['lmms-eval'] / 1024:.0f}")

@@ -274,3 +274,18 @@ def test_distributed_with_the_text_tower_tensor_parallel_gives_one_process_answe
     assert tp_results["config_general"]["parallelism"]["tp"] == 2
     assert not tp_results["config_general"]["parallelism"]["tp_replicated"]  # the text tower's layers were split
     assert tp_answers == single_answers and tp_results["results"] == single_results["results"]
+
+
+def test_compare_tests_corpus_metrics_by_a_paired_bootstrap():
+    import numpy as np
+
+    from lighteval_like.results.compare import _compare_metric
+
+    rng = np.random.default_rng(0)
+    images = np.repeat(np.arange(40.0), 2)  # two questions per image, one category
+    right = np.column_stack([np.ones(80), np.zeros(80), images])
+    noisy = np.column_stack([(rng.random(80) < 0.3).astype(float), np.zeros(80), images])
+    same = _compare_metric("lmms|mme|0", "mme_perception_score", right, right, "mme_perception", True, 0.05)
+    worse = _compare_metric("lmms|mme|0", "mme_perception_score", right, noisy, "mme_perception", True, 0.05)
+    assert same.test == "paired bootstrap" and same.p == 1.0 and same.diff == 0.0
+    assert worse.a == 200.0 and worse.b < 100.0 and worse.p < 0.01 and worse.ci_high < 0

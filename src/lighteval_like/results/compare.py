@@ -32,6 +32,8 @@ per-doc values, so they get no per-doc mean test: since both runs score the same
 word/byte counts), which run has the lower perplexity is decided by the total loglikelihood, so
 the p-value is a paired t-test on the per-doc loglikelihood, and the CI of the metric's own
 difference is a paired bootstrap over docs (2000 resamples, seeded). No MDE is given for them.
+Corpus metrics of the image benchmarks (MME's scores, POPE's precision, recall, F1 and yes-ratio:
+`metrics/vision.py`) get the same bootstrap for their CI and its two-sided p ("paired bootstrap").
 
 Runs that scored different docs, or the same docs with different prompts (per-sample prompt
 hashes, see `runs.prompt_hash`), are refused for that task unless `allow_different_prompts`,
@@ -47,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lighteval_like.api.errors import UsageError
+from lighteval_like.metrics.vision import AGGREGATIONS as CORPUS_AGGREGATIONS
 from lighteval_like.results.runs import Run, builtin_metric_info, group_members, group_of, prompt_hash
 
 ALPHA = 0.05
@@ -151,17 +154,32 @@ def _aggregate(aggregation: str, values: np.ndarray) -> float:
     return _aggregate_once(aggregation, values)
 
 
-def paired_bootstrap_ci(
-    a: np.ndarray, b: np.ndarray, aggregation: str, alpha: float = ALPHA, iters: int = BOOTSTRAP_ITERS
-) -> tuple[float, float]:
-    """Percentile CI of agg(B) - agg(A), resampling docs (the same docs for both runs)."""
+def _bootstrap_differences(a: np.ndarray, b: np.ndarray, aggregation: str, iters: int) -> np.ndarray:
+    """agg(B) - agg(A) over `iters` resamplings of the docs (the same docs for both runs)."""
     rng = np.random.default_rng(1234)
     n = len(a)
     boots = np.empty(iters)
     for i in range(iters):
         idx = rng.integers(0, n, n)
         boots[i] = _aggregate(aggregation, b[idx]) - _aggregate(aggregation, a[idx])
+    return boots
+
+
+def paired_bootstrap_ci(
+    a: np.ndarray, b: np.ndarray, aggregation: str, alpha: float = ALPHA, iters: int = BOOTSTRAP_ITERS
+) -> tuple[float, float]:
+    """Percentile CI of agg(B) - agg(A), resampling docs (the same docs for both runs)."""
+    boots = _bootstrap_differences(a, b, aggregation, iters)
     return float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+
+
+def paired_bootstrap_test(a: np.ndarray, b: np.ndarray, aggregation: str, alpha: float = ALPHA,
+                          iters: int = BOOTSTRAP_ITERS) -> tuple[float, float, float]:
+    """(CI low, CI high, two-sided p) of agg(B) - agg(A) by a paired bootstrap over docs: for
+    corpus metrics (MME's scores, POPE's F1), which no per-doc mean stands for."""
+    boots = _bootstrap_differences(a, b, aggregation, iters)
+    p = min(1.0, 2 * min(float(np.mean(boots <= 0)), float(np.mean(boots >= 0))))
+    return float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2)), p
 
 
 # ---------------------------------------------------------------- pairing runs
@@ -352,6 +370,10 @@ def _verdict(row: Row, alpha: float) -> str:
 
 def _compare_metric(label, metric, xa, xb, aggregation, higher, alpha) -> Row:
     n = len(xa)
+    if aggregation in CORPUS_AGGREGATIONS:
+        lo, hi, p = paired_bootstrap_test(xa, xb, aggregation, alpha) if n >= 2 else (None, None, None)
+        a_val, b_val = _aggregate(aggregation, xa), _aggregate(aggregation, xb)
+        return Row(label, metric, n, a_val, b_val, b_val - a_val, lo, hi, "paired bootstrap", p, higher_is_better=higher)
     if aggregation != "mean":
         a_val, b_val = _aggregate(aggregation, xa), _aggregate(aggregation, xb)
         ll = (lambda x: x[:, 0]) if xa.ndim == 2 else (lambda x: x)
