@@ -70,7 +70,8 @@ $(VLLM_VENV)/.installed: setup.py setup.cfg
 	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip freeze | grep -iE '^(torch|transformers|numpy|tokenizers|huggingface[-_]hub|safetensors)==' > $(VLLM_VENV)/pins.txt
 	$(VLLM_PY) -m pip install -q --no-deps -e .
-	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "datasets>=3.0" "pyarrow>=15" "scipy>=1.11" "accelerate>=1.0" "pytest>=8"
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/pins.txt "datasets>=3.0" "pyarrow>=15" "scipy>=1.11" "accelerate>=1.0" "pytest>=8" \
+		"easy-vqa==1.0"
 	touch $@
 
 # lm-eval 0.4.13 beside vLLM, for benchmarks/compare_harnesses.py --vllm_python and compare_endpoint.py

