@@ -141,17 +141,25 @@ def _response(tokenizer, tokens: list[int], stops: tuple[str, ...], prompt: Prom
     return GenerationResponse(text, len(tokens), prompt.truncated)
 
 
+def _drops_an_image(key: tuple[int, ...], shared: int) -> bool:
+    """Whether cutting a run's shared key to `shared` would drop image tokens from it (they are
+    negative in a key): a prompt after another image starts a run of its own instead, so the
+    questions about one image share its tokens' keys and values."""
+    return any(k < 0 for k in key[shared:])
+
+
 def prefix_groups(prompts: list[Prompt]) -> list[PrefixGroup]:
     """Requests in runs (in sorted token order) sharing a prefix of `MIN_SHARED_PREFIX` tokens
-    or more; each member keeps at least its last prompt token to prefill. Within a group the
-    longest prompts come first, so an out-of-memory shows up at once."""
+    or more, never cut inside an image's share; each member keeps at least its last prompt
+    token to prefill. Within a group the longest prompts come first, so an out-of-memory shows
+    up at once."""
     keys = [p.key for p in prompts]
     runs: list[tuple[tuple[int, ...], list[int]]] = []  # (shared key, members)
     for i in sorted(range(len(prompts)), key=keys.__getitem__):
         own = keys[i][:-1]
         if runs:
             shared = common_length(runs[-1][0], own)
-            if shared >= MIN_SHARED_PREFIX:
+            if shared >= MIN_SHARED_PREFIX and not _drops_an_image(runs[-1][0], shared):
                 runs[-1] = (runs[-1][0][:shared], runs[-1][1] + [i])
                 continue
         runs.append((own, [i]))
