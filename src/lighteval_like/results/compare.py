@@ -312,18 +312,27 @@ def _paired_docs(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, allow
 
 def _metric_values(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, docs_a, docs_b, common):
     """(metric, A's per-doc values, B's, aggregation, higher_is_better) for every metric both runs
-    have per sample (and describe alike)."""
+    have per sample (and describe alike), paired over the docs with a value in both runs (a judge's
+    unread verdict has none, nor a metric of a subset such as one MT-Bench category)."""
+    partial = []
     for metric in [m for m in a.scores[ka] if not m.endswith("_stderr") and m in b.scores[kb]]:
         info = _metric_info(comparison, a, b, ka, kb, metric)
         if info is None:
             continue
         aggregation, higher = info
-        va = [_doc_values(docs_a[d], metric, aggregation) for d in common]
-        vb = [_doc_values(docs_b[d], metric, aggregation) for d in common]
-        if any(v is None for v in va + vb):
+        both = [(x, y) for x, y in ((_doc_values(docs_a[d], metric, aggregation),
+                                     _doc_values(docs_b[d], metric, aggregation)) for d in common)
+                if x is not None and y is not None]
+        if not both:
             comparison.notes.append(f"{_fmt_key(ka, kb)} {metric}: missing from some samples' details, not compared")
             continue
+        if len(both) < len(common):
+            partial.append(f"{metric} ({len(both)})")
+        va, vb = zip(*both)
         yield metric, np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64), aggregation, higher
+    if partial:
+        comparison.notes.append(f"{_fmt_key(ka, kb)}: paired over the docs with a value in both runs' details "
+                                f"(of {len(common)}): {', '.join(partial)}")
 
 
 def _adjust(comparison: Comparison, alpha: float) -> None:
