@@ -13,7 +13,9 @@ class Doc:
     `query` is the text before the answer. For tasks whose choices change the context
     (Winogrande), `query_per_choice` holds one context per choice and `choices` the
     continuation scored after each. `fewshot_target` is the answer shown when the doc is
-    used as a few-shot example (defaults to the gold choice).
+    used as a few-shot example (defaults to the gold choice). `next_turns` are a multi-turn doc's
+    later user turns (MT-Bench's second question): each is asked after the model's own answer to
+    the turn before, in a generation round of its own.
     """
 
     query: str
@@ -24,6 +26,7 @@ class Doc:
     fewshot_target: str | None = None
     query_per_choice: list[str] | None = None
     specific: dict[str, Any] = field(default_factory=dict)
+    next_turns: list[str] = field(default_factory=list)
 
     @property
     def gold_indices(self) -> list[int]:
