@@ -140,6 +140,9 @@ def _run_options(fn):
                      help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/."),
         click.option("--checkpoint_step", type=click.IntRange(min=0),
                      help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order)."),
+        click.option("--judge_model_args",
+                     help="The judge model of judge metrics (mt_bench) 'k=v,...', as --model_args, with judge_backend="
+                          "endpoint (the default with base_url=), vllm or transformers (the default otherwise)."),
         click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
     ]
     for option in reversed(options):
