@@ -95,9 +95,16 @@ def _print_summary(result) -> None:
         click.echo(f"Details written to {path}")
     if result.tensorboard_path:
         click.echo(f"TensorBoard scalars written to {result.tensorboard_path}")
+    for task, summary in report.summary_tasks.items():
+        if summary.judge_unparsed:
+            click.echo(f"{task}: {summary.judge_unparsed} judge verdict(s) without a rating, left out of the scores")
     cache = report.summary_general.response_cache
     if cache.enabled:
         click.echo(f"Response cache: {cache.hits} reused, {cache.computed} computed")
+    judge = report.summary_general.judge
+    if judge and judge["response_cache"]["enabled"]:
+        click.echo(f"Judge response cache: {judge['response_cache']['hits']} reused, "
+                   f"{judge['response_cache']['computed']} computed")
 
 
 def _run_options(fn):
