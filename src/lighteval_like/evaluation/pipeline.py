@@ -19,6 +19,7 @@ from datetime import datetime
 from tqdm.auto import tqdm
 
 from lighteval_like.api.generation import GenerationParameters
+from lighteval_like.api.requests import Request
 from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.execution import CacheSettings, Execution, combined, execute
 from lighteval_like.evaluation.parameters import PipelineParameters
@@ -155,22 +156,26 @@ class Pipeline:
 
     def _rounds(self, samples: list[Sample], model: LanguageModel, settings: CacheSettings) -> Execution:
         """The samples' requests through the executor and the response cache, then, while a
-        multi-turn sample has a turn left, its next turn's (built on the main process from the
-        responses to the last, sent to every rank) in a round of their own."""
-        requests = [r for s in samples for r in s.requests]
-        execution = None
-        while requests:
-            done = execute(requests, model, self.process, settings)
-            execution = done if execution is None else combined(execution, done)
-            mine = None
-            if done.answers is not None:
-                for sample in samples:
-                    sample.responses = [execution.answers[r] for r in sample.requests]
-                mine = {i: followup_requests(s) for i, s in enumerate(samples) if s.doc.next_turns}
-                for i, followups in mine.items():
-                    samples[i].requests = samples[i].requests + followups
-            requests = [r for followups in (self.process.broadcast_from_main(mine) or {}).values() for r in followups]
+        multi-turn sample has a turn left, its next turn's in a round of their own."""
+        execution = execute([r for s in samples for r in s.requests], model, self.process, settings)
+        followups = self._next_turn(samples, execution)
+        while followups:
+            execution = combined(execution, execute(followups, model, self.process, settings))
+            followups = self._next_turn(samples, execution)
         return execution
+
+    def _next_turn(self, samples: list[Sample], execution: Execution) -> list[Request]:
+        """The samples' responses so far set (main process), and the requests of their next turn,
+        built there from the responses to the last and sent to every rank."""
+        mine: list[Request] | None = None
+        if execution.answers is not None:
+            mine = []
+            for sample in samples:
+                sample.responses = [execution.answers[r] for r in sample.requests]
+                followups = followup_requests(sample) if sample.doc.next_turns else []
+                sample.requests = sample.requests + followups
+                mine += followups
+        return self.process.broadcast_from_main(mine)
 
     def ask_judge(self, data: list[TaskData], answered: Answered) -> None:
         """Every judge request of the run, built on the main process from the responses, answered
