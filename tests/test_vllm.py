@@ -354,3 +354,15 @@ def test_sampled_generations_follow_their_seeds_not_the_batch(engine):
     assert together[:4] == alone == reversed_order
     assert len(set(alone)) > 1
     assert together[4] == engine.greedy_until([greedy])[0].text
+
+
+@pytest.mark.vllm
+def test_a_regex_constrains_the_generation(engine):
+    """A request's regex is vLLM's structured output: the text matches it (a judge's verdict format)."""
+    import re
+
+    from lighteval_like.api.requests import GenerationRequest
+
+    free, constrained = engine.greedy_until([GenerationRequest("0 1 2 3", (), 12),
+                                             GenerationRequest("0 1 2 3", (), 12, regex=r"Rating: \[\[[1-9]\]\]")])
+    assert re.fullmatch(r"Rating: \[\[[1-9]\]\]", constrained.text) and free.text != constrained.text
