@@ -10,8 +10,9 @@ MT-Bench in `data/mt_bench`): `question.jsonl`, `judge_prompts.jsonl`, `referenc
 
 Verdicts are read as FastChat reads them (`[[rating]]`, else `[rating]`), a rating from 1 to 10; a
 verdict without one is no value (left out of the means, as FastChat drops its -1) and is counted
-(`summary_tasks[task].judge_unparsed`). Where the judge's server offers structured output, the
-verdict is constrained to an explanation followed by `[[rating]]` (`VERDICT_REGEX`). Metrics: the
+(`summary_tasks[task].judge_unparsed`). Where the judge offers structured output (the `vllm`
+backend, an endpoint's server), the verdict is constrained to an explanation followed by
+`[[rating]]` (`VERDICT_REGEX`). Metrics: the
 mean rating over both turns (`score`, FastChat's overall), each turn's (`score_turn_1`,
 `score_turn_2`), and the same per category (`writing`, `writing_turn_1`, ...). Generation is greedy
 (FastChat samples writing and roleplay at 0.7, stem and humanities at 0.1), up to 1,024 new tokens.
