@@ -277,3 +277,9 @@ def test_run_closes_the_evaluated_model_before_the_judge_loads(chat_model, data_
     result = run("tracked", model, params, one_process(), judge=("tracked", judge))
     assert events == [("load", 11), ("close", 11), ("load", 22), ("close", 22)]
     assert result.results["summary_general"]["judge"]["model_args"] == model_args_record(judge)
+
+
+def test_tasks_inspect_shows_the_second_turn(data_dir):
+    shown = CliRunner().invoke(main, ["tasks", "inspect", "lighteval|mt_bench", "--dataset_dir", data_dir])
+    assert shown.exit_code == 0, shown.output
+    assert "Write about cats.\n---\nturn 2, after the model's answer: 'Now as a poem.'\n" in shown.stdout

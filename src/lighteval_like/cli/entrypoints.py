@@ -283,6 +283,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     for context in dict.fromkeys(sample.contexts):
         lines.append(context)
         lines.append("---")
+    lines += [f"turn {i + 2}, after the model's answer: {q!r}" for i, q in enumerate(sample.doc.next_turns)]
     for i, request in enumerate(sample.requests):
         target = getattr(request, "continuation", None) or getattr(request, "text", None)
         if target is None:
