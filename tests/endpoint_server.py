@@ -37,6 +37,7 @@ class TinyServer:
         self.fault_kinds = ["429", "500", "reset"]  # drawn from, with "slow" (2 s late) and "truncated"
         self.fail_after: int | None = None
         self.structured = False
+        self.structured_delay_s = 0.0  # how late each constrained answer comes (a slow judge)
         self.regexes: list[str] = []
         self.rng = random.Random(0)
         self.completions = self.scored = 0
@@ -112,6 +113,7 @@ class TinyServer:
         if regex is not None:
             self.regexes.append(regex)
             if self.structured:
+                time.sleep(self.structured_delay_s)
                 return {"index": index, "text": next(a for a in STRUCTURED_ANSWERS if re.fullmatch(regex, a)),
                         "finish_reason": "stop"}, 1
         new, text, finish = self.generate(prompt, body) if body.get("max_tokens", 16) else ([], "", "length")

@@ -8,10 +8,16 @@ evaluated model before the judge loads."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 import weakref
 
 import pyarrow.parquet as pq
@@ -215,6 +221,46 @@ def test_the_judge_runs_through_an_endpoint_with_its_structured_output(chat_mode
     judge = results["summary_general"]["judge"]
     assert judge["backend"] == "endpoint" and judge["model_args"]["api_key_env"] == "JUDGE_KEY"
     assert judge["model"]["endpoint"]["structured_outputs"] is True and "sekrit-key" not in text
+
+
+def _rows(cache: str) -> int:
+    """Responses committed to the response cache so far (a file whose table is not made yet has none)."""
+    count = 0
+    for path in glob.glob(os.path.join(cache, "responses", "*.sqlite")):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            try:
+                count += db.execute("SELECT count(*) FROM responses").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    return count
+
+
+def test_a_judge_pass_killed_from_the_command_line_resumes(chat_model, data_dir, tmp_path):
+    server = TinyServer(chat_model)
+    server.structured, server.structured_delay_s = True, 0.4  # verdicts one at a time, 0.4 s each
+    args, cache = f"base_url={server.url},model=tiny,chat", str(tmp_path / "cache")
+    command = ["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir, "--gen_kwargs",
+               "max_new_tokens=4", "--judge_model_args", f"{args},concurrent_requests=1", "--output_dir",
+               str(tmp_path / "out"), "--cache_dir", cache]
+    try:
+        killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", *command], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while _rows(cache) < 8 and time.time() < deadline:  # the 6 answers and 2 verdicts committed
+            time.sleep(0.05)
+        os.kill(killed.pid, signal.SIGKILL)
+        assert killed.wait() == -signal.SIGKILL
+        kept = _rows(cache)
+        done = run_cli(command)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    (path,) = glob.glob(str(tmp_path / "out" / "results" / "*" / "results_*.json"))
+    with open(path, encoding="utf-8") as f:
+        general = json.load(f)["summary_general"]
+    assert general["response_cache"] == {**general["response_cache"], "hits": 6, "computed": 0}
+    judged = general["judge"]["response_cache"]
+    assert judged["hits"] == kept - 6 >= 2 and judged["computed"] == 6 - judged["hits"] >= 1
 
 
 def test_a_server_without_structured_output_gets_no_constraint(chat_model):
