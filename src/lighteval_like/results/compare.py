@@ -366,8 +366,8 @@ def _compare_metric(label, metric, xa, xb, aggregation, higher, alpha) -> Row:
         ll = (lambda x: x[:, 0]) if xa.ndim == 2 else (lambda x: x)
         t = paired_t(ll(xb) - ll(xa), alpha)
         lo, hi = paired_bootstrap_ci(xa, xb, aggregation, alpha) if n >= 2 else (None, None)
-        return Row(label, metric, n, a_val, b_val, b_val - a_val, lo, hi, "paired-t on loglikelihood", t.p,
-                   higher_is_better=higher)
+        test = "paired-t on per-doc sums" if aggregation == "pooled_mean" else "paired-t on loglikelihood"
+        return Row(label, metric, n, a_val, b_val, b_val - a_val, lo, hi, test, t.p, higher_is_better=higher)
     d = xb - xa
     t = paired_t(d, alpha)
     binary = bool(np.all((xa == 0) | (xa == 1)) and np.all((xb == 0) | (xb == 1)))
