@@ -1,12 +1,15 @@
 """A small OpenAI-style completions server on 127.0.0.1 for the endpoint tests, backed by a tiny
 transformers model in fp32 (real prompt log-probabilities), which misbehaves on demand:
 `faults` holds what it does wrong on every request (shifted logprobs, no echo, a BOS added to every
-prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset."""
+prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset.
+With `structured`, it honours vLLM's `structured_outputs: {"regex": ...}` by answering the first of
+`STRUCTURED_ANSWERS` the regex matches (it records every regex it was sent, honoured or not)."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import struct
 import threading
@@ -14,6 +17,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+
+STRUCTURED_ANSWERS = ("zqqq7", "The answer is relevant. Rating: [[5]]")
 
 
 class TinyServer:
@@ -31,6 +36,9 @@ class TinyServer:
         self.fault_rate = 0.0
         self.fault_kinds = ["429", "500", "reset"]  # drawn from, with "slow" (2 s late) and "truncated"
         self.fail_after: int | None = None
+        self.structured = False
+        self.structured_delay_s = 0.0  # how late each constrained answer comes (a slow judge)
+        self.regexes: list[str] = []
         self.rng = random.Random(0)
         self.completions = self.scored = 0
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
@@ -101,6 +109,13 @@ class TinyServer:
         return new, self.tokenizer.decode(new, skip_special_tokens=True), "length"
 
     def choice(self, index: int, prompt: list[int], body: dict) -> tuple[dict, int]:
+        regex = (body.get("structured_outputs") or {}).get("regex")
+        if regex is not None:
+            self.regexes.append(regex)
+            if self.structured:
+                time.sleep(self.structured_delay_s)
+                return {"index": index, "text": next(a for a in STRUCTURED_ANSWERS if re.fullmatch(regex, a)),
+                        "finish_reason": "stop"}, 1
         new, text, finish = self.generate(prompt, body) if body.get("max_tokens", 16) else ([], "", "length")
         choice = {"index": index, "text": text, "finish_reason": finish}
         if body.get("logprobs") is not None:

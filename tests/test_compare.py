@@ -229,3 +229,14 @@ def test_a_directory_of_several_runs_must_be_narrowed_to_one(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert f"{tmp_path / 'two'} holds 2 runs (" in line and line.endswith(": name one results file")
+
+
+def test_a_metric_without_a_value_for_some_docs_is_paired_over_the_docs_with_both(tmp_path):
+    """A judge's unread verdict is no value (None): the pairs are the docs both runs have a value for."""
+    key = "custom|judged|0"
+    run_a, run_b = _two_runs(tmp_path, {key: {"rating": [8.0, None, 3.0, 5.0, 6.0]}},
+                             {key: {"rating": [6.0, 7.0, None, 4.0, 6.0]}})
+    result = compare.compare_runs(run_a, run_b)
+    (row,) = result.rows
+    assert (row.n, row.a, row.b, row.test) == (3, pytest.approx(19 / 3), pytest.approx(16 / 3), "paired t")
+    assert f"{key}: paired over the docs with a value in both runs' details (of 5): rating (3)" in result.notes

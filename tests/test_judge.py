@@ -193,7 +193,8 @@ def test_a_judge_metric_without_a_judge_stops_before_anything_loads(tiny_model, 
     with pytest.raises(UsageError) as refused:
         pipeline.evaluate()
     assert str(refused.value).startswith(f"task {TASK} metric judge_yes needs a judge model and this run has none: "
-                                         "give the pipeline one, Pipeline(..., judge=JudgeModel(load, model_args))")
+                                         "pass --judge_model_args 'base_url=...,model=...,chat' (or judge_backend="
+                                         "transformers,pretrained=...), or give the pipeline one")
     assert "\n" not in str(refused.value) and not (tmp_path / "refused").exists()
     responses = tmp_path / "responses.jsonl"
     responses.write_text(json.dumps({"prompt": "Question: x\nAnswer:", "response": " 1"}) + "\n", encoding="utf-8")

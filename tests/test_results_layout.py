@@ -22,6 +22,7 @@ SUMMARY_TASK = [
     "effective_few_shots", "requested_few_shots", "fewshot_split",
     "generation_parameters",  # None here; the values a generative task ran with (test_sampling.py)
     "unclosed_reasoning",  # None unless --remove_reasoning_tags (test_reasoning.py)
+    "judge_unparsed",  # None unless a judge metric records ratings (test_mt_bench.py)
 ]
 SUMMARY_GENERAL = [
     "hashes", "num_samples", "num_requests", "truncated", "non_truncated", "timings_seconds",

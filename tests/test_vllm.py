@@ -369,3 +369,15 @@ def test_an_image_task_is_refused_in_one_line(vllm_folder, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "the vllm backend sends text only" in last and "accelerate" in last, last
+
+
+@pytest.mark.vllm
+def test_a_regex_constrains_the_generation(engine):
+    """A request's regex is vLLM's structured output: the text matches it (a judge's verdict format)."""
+    import re
+
+    from lighteval_like.api.requests import GenerationRequest
+
+    free, constrained = engine.greedy_until([GenerationRequest("0 1 2 3", (), 12),
+                                             GenerationRequest("0 1 2 3", (), 12, regex=r"Rating: \[\[[1-9]\]\]")])
+    assert re.fullmatch(r"Rating: \[\[[1-9]\]\]", constrained.text) and free.text != constrained.text

@@ -17,6 +17,8 @@ class Doc:
     (PNG, JPEG, ... bytes as the dataset stores them) shown before the query, in order;
     `texts_before_images`, when set (one per image), interleaves them: each image follows its
     text (an empty one shows nothing) and the query follows the last image (MMMU's `<image N>`).
+    `next_turns` are a multi-turn doc's later user turns (MT-Bench's second question): each is
+    asked after the model's own answer to the turn before, in a generation round of its own.
     """
 
     query: str
@@ -29,6 +31,7 @@ class Doc:
     specific: dict[str, Any] = field(default_factory=dict)
     images: list[bytes] = field(default_factory=list)
     texts_before_images: list[str] = field(default_factory=list)
+    next_turns: list[str] = field(default_factory=list)
 
     @property
     def gold_indices(self) -> list[int]:

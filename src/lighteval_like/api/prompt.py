@@ -54,6 +54,13 @@ class Prompt:
         """A chat prompt of (role, text) turns."""
         return cls(tuple(Turn(role, (TextPart(text),)) for role, text in messages), chat=True)
 
+    def followed_by(self, answer: str, query: str, separator: str) -> Prompt:
+        """The next turn of a conversation: this prompt, the model's `answer` and the user's `query`
+        (a chat prompt gets an assistant and a user turn; a text prompt the texts, `separator` between)."""
+        if self.chat:
+            return Prompt((*self.turns, Turn("assistant", (TextPart(answer),)), Turn("user", (TextPart(query),))), True)
+        return Prompt.plain(f"{self.text}{answer}{separator}{query}")
+
     @property
     def is_plain(self) -> bool:
         return not self.chat and len(self.turns) == 1 and len(self.turns[0].parts) == 1 \

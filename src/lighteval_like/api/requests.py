@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lighteval_like.api.prompt import Prompt
 
@@ -55,13 +55,16 @@ class SamplingParams:
 @dataclass(frozen=True)
 class GenerationRequest:
     """Generation from `prompt` until a stop sequence or `max_new_tokens`. `seed` seeds the
-    request's own random stream when it samples (so its text does not depend on the batch)."""
+    request's own random stream when it samples (so its text does not depend on the batch).
+    `regex` is a constraint on the whole text, honoured where the backend offers structured output
+    (an endpoint whose server does); elsewhere the text is generated freely and parsed."""
 
     prompt: Prompt
     stop_sequences: tuple[str, ...]
     max_new_tokens: int | None
     sampling: SamplingParams = SamplingParams()
     seed: int | None = None
+    regex: str | None = field(default=None, metadata={"keyed_when_set": True})
 
     def __post_init__(self):
         _plain_prompt(self)
@@ -91,11 +94,13 @@ Response = LoglikelihoodResponse | GenerationResponse
 def request_identity(request: Request) -> str:
     """The one identity of a request: its kind and every field, the prompt by `Prompt.identity`
     (image digests included, so two images behind the same placeholder tokens are two requests).
-    A plain prompt is keyed as its text under `context`, as before prompts had structure, so
-    response caches written then are still read."""
+    A plain prompt is keyed as its text under `context`, as before prompts had structure, and a
+    field added later (`keyed_when_set`) only when set, so response caches written then are still read."""
     fields = {}
     for f in dataclasses.fields(request):
         value = getattr(request, f.name)
+        if value is None and f.metadata.get("keyed_when_set"):
+            continue
         if isinstance(value, Prompt):
             fields["context"] = value.identity()
         else:

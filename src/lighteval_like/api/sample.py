@@ -9,7 +9,7 @@ from lighteval_like.api.doc import Doc
 from lighteval_like.api.generation import GenerationParameters
 from lighteval_like.api.requests import Request, Response
 
-SampleValue = float | tuple[float, ...]
+SampleValue = float | tuple[float, ...] | None  # None: no value (an unreadable verdict), left out
 
 
 @dataclass

@@ -95,9 +95,16 @@ def _print_summary(result) -> None:
         click.echo(f"Details written to {path}")
     if result.tensorboard_path:
         click.echo(f"TensorBoard scalars written to {result.tensorboard_path}")
+    for task, summary in report.summary_tasks.items():
+        if summary.judge_unparsed:
+            click.echo(f"{task}: {summary.judge_unparsed} judge verdict(s) without a rating, left out of the scores")
     cache = report.summary_general.response_cache
     if cache.enabled:
         click.echo(f"Response cache: {cache.hits} reused, {cache.computed} computed")
+    judge = report.summary_general.judge
+    if judge and judge["response_cache"]["enabled"]:
+        click.echo(f"Judge response cache: {judge['response_cache']['hits']} reused, "
+                   f"{judge['response_cache']['computed']} computed")
 
 
 def _run_options(fn):
@@ -140,6 +147,9 @@ def _run_options(fn):
                      help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/."),
         click.option("--checkpoint_step", type=click.IntRange(min=0),
                      help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order)."),
+        click.option("--judge_model_args",
+                     help="The judge model of judge metrics (mt_bench) 'k=v,...', as --model_args, with judge_backend="
+                          "endpoint (the default with base_url=), vllm or transformers (the default otherwise)."),
         click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
     ]
     for option in reversed(options):

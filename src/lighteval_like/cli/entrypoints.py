@@ -6,17 +6,19 @@ they choose (models/registry.py), the flags they read and the launch they run un
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
-from lighteval_like.api.errors import UsageError
+from lighteval_like.api.errors import ModelArgsError, UsageError
 from lighteval_like.api.generation import parse_gen_kwargs
 from lighteval_like.api.typed_config import keys_of
 from lighteval_like.evaluation.pipeline import Pipeline, PipelineParameters
 from lighteval_like.evaluation.reasoning import parse_reasoning_tags
+from lighteval_like.metrics.judge import JudgeModel
 from lighteval_like.models.config import BackendConfig
-from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args
+from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args, top_level_parts
 from lighteval_like.models.registry import Backend, LoadContext, get_backend
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
@@ -51,31 +53,61 @@ def _refuse_without_tokens(backend: Backend, config: BackendConfig, params: Pipe
 
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
         gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
-        reasoning_tags: str | None = None) -> EvaluationResult | None:
+        reasoning_tags: str | None = None, judge: tuple[str, BackendConfig] | None = None) -> EvaluationResult | None:
     """Evaluate `config` with the named backend under `launch` (which starts the processes and
     says where the model loads); returns the results on the main process. The run options the
-    model args set (`BackendConfig.run_defaults`) fill those the flags left unset."""
+    model args set (`BackendConfig.run_defaults`) fill those the flags left unset. `judge` (a
+    backend's name and its config) answers judge metrics once the evaluated model is closed: the
+    pipeline closes it, and nothing here keeps a reference to it."""
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
+    judge_backend = get_backend(judge[0]) if judge else None
+    if judge_backend is not None:
+        judge_backend.check()
     _refuse_without_tokens(backend, config, params)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
                                                               reasoning_tags))
     with launch as context:
+        judge_model = None
+        if judge_backend is not None:
+            judge_model = JudgeModel(functools.partial(judge_backend.load, judge[1], context),
+                                     model_args_record(judge[1]), judge_backend.close, judge_backend.name)
         context = dataclasses.replace(context, batch_size=params.batch_size)
-        model = None
+        return Pipeline(params, functools.partial(backend.load, config, context), context.process,
+                        model_args_record(config), judge_model, backend.close).evaluate()
 
-        def load_model():
-            nonlocal model
-            model = backend.load(config, context)
-            return model
 
-        try:
-            return Pipeline(params, load_model, context.process, model_args_record(config)).evaluate()
-        finally:
-            if model is not None:
-                backend.close(model)
+JUDGE_BACKEND_KEY = "judge_backend"
+JUDGE_BACKENDS = ("endpoint", "vllm", "transformers")
+
+
+def judge_from_flags(judge_model_args: str | None, cache_dir: str | None) -> tuple[str, BackendConfig] | None:
+    """`--judge_model_args "k=v,..."`: the judge's backend (its `judge_backend=` entry: `endpoint`,
+    the default with base_url=, `vllm` or `transformers`, the default otherwise) and its config,
+    parsed as `--model_args` are. Its prompts are chat prompts, so an endpoint judge needs `chat`
+    (the server's template) or a tokenizer (whose template renders them)."""
+    if not judge_model_args:
+        return None
+    parts = [p for p in top_level_parts(judge_model_args) if p.strip()]
+    named = [p.partition("=")[2].strip() for p in parts if p.partition("=")[0].strip() == JUDGE_BACKEND_KEY]
+    rest = ",".join(p for p in parts if p.partition("=")[0].strip() != JUDGE_BACKEND_KEY)
+    default = "endpoint" if any(p.partition("=")[0].strip() == "base_url" for p in parts) else "transformers"
+    name = named[0] if named else default
+    if name not in JUDGE_BACKENDS or len(named) > 1:
+        raise UsageError(f"--judge_model_args: {JUDGE_BACKEND_KEY}={','.join(named)} is not one judge backend: "
+                         f"give one of {', '.join(JUDGE_BACKENDS)}")
+    try:
+        config = parse_model_args(rest, get_backend(name).config_class)
+    except ModelArgsError as e:
+        raise ModelArgsError(f"--judge_model_args ({name} judge): {e}") from None
+    if name == "endpoint" and not (config.chat or config.tokenizer):
+        raise UsageError("--judge_model_args: the judge is asked chat prompts (a system and a user message): add chat "
+                         "(the server applies its chat template) or tokenizer=<the served model's folder>")
+    if cache_dir:
+        config.cache_dir = cache_dir
+    return name, config
 
 
 def model_config_from_flags(model_args: str | None, model_config_path: str | None,
@@ -87,13 +119,15 @@ def model_config_from_flags(model_args: str | None, model_config_path: str | Non
 
 def run_from_flags(backend_name: str, launch: Launch, model_args: str | None, model_config_path: str | None,
               cache_dir: str | None, gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
-              reasoning_tags: str | None = None, **pipeline_flags) -> EvaluationResult | None:
-    """`run` from the flags `accelerate` and `vllm` share (`commands._run_options`)."""
+              reasoning_tags: str | None = None, judge_model_args: str | None = None,
+              **pipeline_flags) -> EvaluationResult | None:
+    """`run` from the flags `accelerate`, `vllm` and `endpoint` share (`commands._run_options`)."""
     config = model_config_from_flags(model_args, model_config_path, get_backend(backend_name).config_class)
     if cache_dir:
         config.cache_dir = cache_dir
+    judge = judge_from_flags(judge_model_args, cache_dir)
     params = PipelineParameters(**pipeline_flags, cache_dir=cache_dir)
-    return run(backend_name, config, params, launch, gen_kwargs, remove_reasoning_tags, reasoning_tags)
+    return run(backend_name, config, params, launch, gen_kwargs, remove_reasoning_tags, reasoning_tags, judge)
 
 
 def run_accelerate(model_args: str | None, model_config_path: str | None, override_batch_size: int,
@@ -249,6 +283,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     for context in dict.fromkeys(sample.contexts):
         lines.append(context)
         lines.append("---")
+    lines += [f"turn {i + 2}, after the model's answer: {q!r}" for i, q in enumerate(sample.doc.next_turns)]
     for i, request in enumerate(sample.requests):
         target = getattr(request, "continuation", None) or getattr(request, "text", None)
         if target is None:

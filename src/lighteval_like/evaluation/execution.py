@@ -121,3 +121,12 @@ def execute(requests: list[Request], model: LanguageModel, process: ProcessConte
             cache.merge_shards()
     summary = CacheSummary(cache is not None, cache.fingerprint if cache else None, len(cached), len(unique) - len(cached))
     return Execution(answers if process.is_main else None, len(unique), summary, timings)
+
+
+def combined(first: Execution, then: Execution) -> Execution:
+    """Two executions of one model (generation rounds) as one: answers, counts and timings added."""
+    answers = None if first.answers is None else {**first.answers, **(then.answers or {})}
+    cache = CacheSummary(first.cache.enabled, first.cache.fingerprint or then.cache.fingerprint,
+                         first.cache.hits + then.cache.hits, first.cache.computed + then.cache.computed)
+    timings = {k: round(first.timings.get(k, 0.0) + then.timings.get(k, 0.0), 4) for k in {**first.timings, **then.timings}}
+    return Execution(answers, first.num_requests + then.num_requests, cache, timings)

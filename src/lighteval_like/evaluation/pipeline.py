@@ -19,11 +19,12 @@ from datetime import datetime
 from tqdm.auto import tqdm
 
 from lighteval_like.api.generation import GenerationParameters
+from lighteval_like.api.requests import Request
 from lighteval_like.api.sample import Sample
-from lighteval_like.evaluation.execution import CacheSettings, Execution, execute
+from lighteval_like.evaluation.execution import CacheSettings, Execution, combined, execute
 from lighteval_like.evaluation.parameters import PipelineParameters
 from lighteval_like.evaluation.reasoning import remove_reasoning
-from lighteval_like.evaluation.samples import PromptOptions, build_samples, prompt_texts
+from lighteval_like.evaluation.samples import PromptOptions, build_samples, followup_requests, prompt_texts
 from lighteval_like.evaluation.scoring import (
     ScoringContext,
     TaskMetrics,
@@ -62,22 +63,25 @@ class Answered:
     model_info: ModelInfo | None
     model_stats: dict
     judge: Execution | None = None
+    judge_info: ModelInfo | None = None  # the judge's facts (main process)
 
 
-def _judge_summary(judge: JudgeModel | None, execution: Execution | None) -> dict | None:
-    """`summary_general.judge`: the judge's model args, requests and response cache (None: no judge pass)."""
+def _judge_summary(judge: JudgeModel | None, execution: Execution | None, info: ModelInfo | None) -> dict | None:
+    """`summary_general.judge`: who judged (backend, model args, the loaded judge's facts), its
+    requests and response cache (None: no judge pass)."""
     if execution is None:
         return None
-    return {"model_args": judge.model_args, "num_requests": execution.num_requests,
-            "response_cache": dataclasses.asdict(execution.cache)}
+    return {"backend": judge.backend, "model_args": judge.model_args, "model": info.as_record() if info else None,
+            "num_requests": execution.num_requests, "response_cache": dataclasses.asdict(execution.cache)}
 
 
 class Pipeline:
     def __init__(self, params: PipelineParameters, model_factory: Callable[[], LanguageModel],
                  process: ProcessContext | None = None, model_args: dict | None = None,
-                 judge: JudgeModel | None = None):
+                 judge: JudgeModel | None = None, close_model: Callable[[LanguageModel], None] | None = None):
         self.params = params
         self.model_factory = model_factory
+        self.close_model = close_model  # run on the evaluated model once it has answered (its backend's close)
         self.process = process or ProcessContext()
         self.model_args = model_args or {}
         self.judge = judge  # the model judge metrics ask (None: a run with one is refused)
@@ -134,19 +138,44 @@ class Pipeline:
 
     def answer(self, data: list[TaskData]) -> Answered:
         """The evaluated model loaded, its responses to every sample's requests (on the main
-        process), its facts taken; returning releases it (the pipeline keeps no reference)."""
+        process), its facts taken; then it is closed and released (the pipeline keeps no reference)."""
         model = self._timed("load_model", self.model_factory)
-        samples = self._timed("build_requests", self.build_samples, data, model.encoder)
-        settings = CacheSettings(self.model_args, self.params.cache_dir, not self.params.no_cache)
+        try:
+            samples = self._timed("build_requests", self.build_samples, data, model.encoder)
+            settings = CacheSettings(self.model_args, self.params.cache_dir, not self.params.no_cache)
+            execution = self._rounds(samples, model, settings)
+            self.timings.update(execution.timings)
+            if execution.answers is None:  # not the main process: it neither scores nor reports
+                return Answered(samples, execution, None, {})
+            if self.params.reasoning_tags:
+                remove_reasoning(samples, self.params.reasoning_tags, model.encoder)
+            return Answered(samples, execution, model.info(), model.stats())
+        finally:
+            if self.close_model is not None:
+                self.close_model(model)
+
+    def _rounds(self, samples: list[Sample], model: LanguageModel, settings: CacheSettings) -> Execution:
+        """The samples' requests through the executor and the response cache, then, while a
+        multi-turn sample has a turn left, its next turn's in a round of their own."""
         execution = execute([r for s in samples for r in s.requests], model, self.process, settings)
-        self.timings.update(execution.timings)
-        if execution.answers is None:  # not the main process: it neither scores nor reports
-            return Answered(samples, execution, None, {})
-        for sample in samples:
-            sample.responses = [execution.answers[r] for r in sample.requests]
-        if self.params.reasoning_tags:
-            remove_reasoning(samples, self.params.reasoning_tags, model.encoder)
-        return Answered(samples, execution, model.info(), model.stats())
+        followups = self._next_turn(samples, execution)
+        while followups:
+            execution = combined(execution, execute(followups, model, self.process, settings))
+            followups = self._next_turn(samples, execution)
+        return execution
+
+    def _next_turn(self, samples: list[Sample], execution: Execution) -> list[Request]:
+        """The samples' responses so far set (main process), and the requests of their next turn,
+        built there from the responses to the last and sent to every rank."""
+        mine: list[Request] | None = None
+        if execution.answers is not None:
+            mine = []
+            for sample in samples:
+                sample.responses = [execution.answers[r] for r in sample.requests]
+                followups = followup_requests(sample) if sample.doc.next_turns else []
+                sample.requests = sample.requests + followups
+                mine += followups
+        return self.process.broadcast_from_main(mine)
 
     def ask_judge(self, data: list[TaskData], answered: Answered) -> None:
         """Every judge request of the run, built on the main process from the responses, answered
@@ -158,8 +187,13 @@ class Pipeline:
         requests = self.process.broadcast_from_main(mine)
         gc.collect()  # the evaluated model's memory is free before the judge loads
         judge = self._timed("load_judge", self.judge.load)
-        settings = CacheSettings(self.judge.model_args, self.params.cache_dir, not self.params.no_cache)
-        answered.judge = execute(requests, judge, self.process, settings)
+        try:
+            settings = CacheSettings(self.judge.model_args, self.params.cache_dir, not self.params.no_cache)
+            answered.judge = execute(requests, judge, self.process, settings)
+            answered.judge_info = judge.info() if self.process.is_main else None
+        finally:
+            if self.judge.close is not None:
+                self.judge.close(judge)
         self.timings.update({k.replace("scoring_", "judge_", 1): v for k, v in answered.judge.timings.items()})
         if answered.judge.answers is not None:
             self.scoring = dataclasses.replace(self.scoring, judge=JudgeAnswers(answered.judge.answers))
@@ -186,7 +220,7 @@ class Pipeline:
             text_hash(prompt_texts(samples)), len(samples), execution.num_requests,
             sum(s.fewshot_truncated for s in samples), dict(self.timings),
             round(execution.cache.computed / scoring, 3) if scoring else None, execution.cache, answered.model_stats,
-            _judge_summary(self.judge, answered.judge),
+            _judge_summary(self.judge, answered.judge, answered.judge_info),
         )
         config = general_config(self.params, self.process.dp_size, self.start_time, answered.model_info,
                                 self.model_args, self.scoring.isolation, cleanup_failures(samples))

@@ -176,6 +176,19 @@ def generation_requests(task: TaskConfig, settings: GenerationParameters, prompt
     ]
 
 
+def followup_requests(sample: Sample) -> list[Request]:
+    """The requests of a multi-turn sample's next turn (none when it has no turn left): each of its
+    last turn's requests again, its prompt followed by the model's own answer and the next query."""
+    per_turn = sample.generation.num_samples if sample.generation else 1
+    done = len(sample.requests) // per_turn
+    if done > len(sample.doc.next_turns):
+        return []
+    query = sample.doc.next_turns[done - 1]
+    last = zip(sample.requests[-per_turn:], sample.responses[-per_turn:])
+    return [dataclasses.replace(r, prompt=r.prompt.followed_by(answer.text, query, FEWSHOT_SEPARATOR))
+            for r, answer in last]
+
+
 def _fitting_examples(task: TaskConfig, doc: Doc, examples: list[Doc], options: PromptOptions,
                       truncate: bool) -> tuple[list[Doc], bool]:
     """With truncate=1, the first few-shot examples with which every context and the answer fit

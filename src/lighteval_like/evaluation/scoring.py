@@ -17,7 +17,7 @@ from lighteval_like.api.requests import request_identity
 from lighteval_like.api.sample import Sample
 from lighteval_like.evaluation.reasoning import unclosed_count
 from lighteval_like.evaluation.samples import prompt_texts, samples_per_doc
-from lighteval_like.metrics.judge import JudgeAnswers
+from lighteval_like.metrics.judge import JudgeAnswers, unparsed_count
 from lighteval_like.metrics.library import CODE_EXECUTION, JUDGE, Metric, aggregate
 from lighteval_like.metrics.sandbox import Isolation, require_isolation
 from lighteval_like.results.record import MetricScore, TaskScores, TaskSummary, text_hash
@@ -44,7 +44,8 @@ def task_metrics(tasks: list[ResolvedTask], generation: GenerationParameters) ->
 
 
 def score_task(samples: list[Sample], metrics: list[Metric], context: ScoringContext) -> TaskScores:
-    """Fill each sample's `metrics` and aggregate them (metrics no sample has are left out)."""
+    """Fill each sample's `metrics` and aggregate them; a value None (a judge's verdict that could
+    not be read) is no value, left out of the aggregate (metrics no sample has a value of are left out)."""
     for m in metrics:
         if m.batch_fn is not None:
             values = m.batch_fn(samples, context) if samples else []
@@ -54,7 +55,7 @@ def score_task(samples: list[Sample], metrics: list[Metric], context: ScoringCon
             s.metrics[m.name] = value
     scores: TaskScores = {}
     for m in metrics:
-        values = [s.metrics[m.name] for s in samples]
+        values = [s.metrics[m.name] for s in samples if s.metrics[m.name] is not None]
         if values:
             scores[m.name] = MetricScore(*aggregate(m, values))
     return scores
@@ -108,6 +109,7 @@ def summarise_task(td: TaskData, samples: list[Sample]) -> TaskSummary:
         fewshot_split=td.fewshot_split,
         generation_parameters=samples[0].generation.record() if samples and samples[0].generation else None,
         unclosed_reasoning=unclosed_count(samples),
+        judge_unparsed=unparsed_count(samples),
     )
 
 
@@ -170,8 +172,9 @@ def permit_code_execution(tasks: list[ResolvedTask], metrics: TaskMetrics, allow
     return require_isolation(allow_weaker)
 
 
-PIPELINE_JUDGE_FIX = ("give the pipeline one, Pipeline(..., judge=JudgeModel(load, model_args)) (the CLI has no "
-                      "--judge_model_args yet), or leave the task out")
+PIPELINE_JUDGE_FIX = ("pass --judge_model_args 'base_url=...,model=...,chat' (or judge_backend=transformers,"
+                      "pretrained=...), or give the pipeline one, Pipeline(..., judge=JudgeModel(load, model_args)), "
+                      "or leave the task out")
 
 
 def require_judge(tasks: list[ResolvedTask], metrics: TaskMetrics, has_judge: bool, fix: str = PIPELINE_JUDGE_FIX) -> None:

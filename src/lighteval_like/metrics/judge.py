@@ -8,6 +8,11 @@ judge's answers to them (in the same order) as one value per sample. `judge_metr
 pass, through the same executor and response cache as the evaluated model (under the judge's own
 fingerprint, so a killed judge pass resumes), once the evaluated model is released; scoring
 finds the answers in its context's judge slot (`JudgeAnswers`).
+
+A judge that reads a rating out of each verdict keeps them in the sample's details
+(`extras["verdicts"]`: the verdict's text and its rating, None where none could be read); such a
+verdict is no value (None: left out of the mean, never scored as 0) and is counted in
+`summary_tasks[task].judge_unparsed` (`unparsed_count`).
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ class Judge(Protocol):
 
 @dataclass(frozen=True)
 class JudgeModel:
-    """The model a run asks judge metrics' requests: how to load it, and its model args (they
-    fingerprint its response cache entries, apart from the evaluated model's)."""
+    """The model a run asks judge metrics' requests: how to load it, its model args (they
+    fingerprint its response cache entries, apart from the evaluated model's), how to close it
+    after its pass, and its backend's name (recorded with the args in `summary_general.judge`)."""
 
     load: Callable[[], LanguageModel]
     model_args: dict
+    close: Callable[[LanguageModel], None] | None = None
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,3 +74,9 @@ def collect_judge_requests(metrics: dict[str, list[Metric]], samples: dict[str, 
     """Every request the run's judge metrics ask (`metrics` and `samples` by task key), in order."""
     return [r for key, task_metrics in metrics.items() if samples[key] for m in task_metrics if m.judge_requests
             for r in m.judge_requests(samples[key])]
+
+
+def unparsed_count(samples: list) -> int | None:
+    """The verdicts of these samples no rating could be read from (None: no verdict recorded)."""
+    verdicts = [v for s in samples for v in s.extras.get("verdicts", [])]
+    return sum(v["rating"] is None for v in verdicts) if verdicts else None

@@ -37,7 +37,7 @@ def build_config(values: dict[str, Any], cls: type[ModelConfig] = TransformersMo
 def parse_model_args(text: str, cls: type[ModelConfig] = TransformersModelConfig) -> ModelConfig:
     """Parse `k=v,k=v`; a bare key means True. Errors name the bad part and the valid keys."""
     values: dict[str, Any] = {}
-    for part in _top_level_parts(str(text)):
+    for part in top_level_parts(str(text)):
         part = part.strip()
         if not part:
             raise ModelArgsError(f"empty entry in --model_args '{short(text, 200)}' (stray comma?): expected k=v,k=v")
@@ -63,7 +63,7 @@ def parse_model_args(text: str, cls: type[ModelConfig] = TransformersModelConfig
     return build_config(values, cls)
 
 
-def _top_level_parts(text: str) -> list[str]:
+def top_level_parts(text: str) -> list[str]:
     """`text` split at the commas outside braces (`generation_parameters={a:1,b:2}` is one part)."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):

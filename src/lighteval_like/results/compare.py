@@ -330,18 +330,27 @@ def _paired_docs(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, allow
 
 def _metric_values(comparison: Comparison, a: Run, b: Run, ka: str, kb: str, docs_a, docs_b, common):
     """(metric, A's per-doc values, B's, aggregation, higher_is_better) for every metric both runs
-    have per sample (and describe alike)."""
+    have per sample (and describe alike), paired over the docs with a value in both runs (a judge's
+    unread verdict has none, nor a metric of a subset such as one MT-Bench category)."""
+    partial = []
     for metric in [m for m in a.scores[ka] if not m.endswith("_stderr") and m in b.scores[kb]]:
         info = _metric_info(comparison, a, b, ka, kb, metric)
         if info is None:
             continue
         aggregation, higher = info
-        va = [_doc_values(docs_a[d], metric, aggregation) for d in common]
-        vb = [_doc_values(docs_b[d], metric, aggregation) for d in common]
-        if any(v is None for v in va + vb):
+        both = [(x, y) for x, y in ((_doc_values(docs_a[d], metric, aggregation),
+                                     _doc_values(docs_b[d], metric, aggregation)) for d in common)
+                if x is not None and y is not None]
+        if not both:
             comparison.notes.append(f"{_fmt_key(ka, kb)} {metric}: missing from some samples' details, not compared")
             continue
+        if len(both) < len(common):
+            partial.append(f"{metric} ({len(both)})")
+        va, vb = zip(*both)
         yield metric, np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64), aggregation, higher
+    if partial:
+        comparison.notes.append(f"{_fmt_key(ka, kb)}: paired over the docs with a value in both runs' details "
+                                f"(of {len(common)}): {', '.join(partial)}")
 
 
 def _adjust(comparison: Comparison, alpha: float) -> None:
@@ -379,8 +388,8 @@ def _compare_metric(label, metric, xa, xb, aggregation, higher, alpha) -> Row:
         ll = (lambda x: x[:, 0]) if xa.ndim == 2 else (lambda x: x)
         t = paired_t(ll(xb) - ll(xa), alpha)
         lo, hi = paired_bootstrap_ci(xa, xb, aggregation, alpha) if n >= 2 else (None, None)
-        return Row(label, metric, n, a_val, b_val, b_val - a_val, lo, hi, "paired-t on loglikelihood", t.p,
-                   higher_is_better=higher)
+        test = "paired-t on per-doc sums" if aggregation == "pooled_mean" else "paired-t on loglikelihood"
+        return Row(label, metric, n, a_val, b_val, b_val - a_val, lo, hi, test, t.p, higher_is_better=higher)
     d = xb - xa
     t = paired_t(d, alpha)
     binary = bool(np.all((xa == 0) | (xa == 1)) and np.all((xb == 0) | (xb == 1)))

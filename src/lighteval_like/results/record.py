@@ -67,6 +67,7 @@ class TaskSummary:
     fewshot_split: str | None
     generation_parameters: dict | None = None  # what a generative task ran with (user's over the task's)
     unclosed_reasoning: int | None = None  # samples whose reasoning never closed (None: tags not removed)
+    judge_unparsed: int | None = None  # the judge's verdicts no rating was read from (None: nothing judged)
 
 
 @dataclass

@@ -30,7 +30,9 @@ class TaskConfig:
     """Everything that defines a task; prompt functions turn dataset rows into `Doc`s.
 
     `data_builder`, when set, generates the rows for a split instead of loading a dataset,
-    so such tasks run offline (the demo's arithmetic tasks). `columns` names the row fields the
+    so such tasks run offline (the demo's arithmetic tasks). `data_files`, when set, reads a split's
+    rows from the task's own files under the data dir (`--dataset_dir`, `$LIGHTEVAL_LIKE_DATA_DIR`;
+    None when neither is set), for data not laid out as the hub mirror (MT-Bench). `columns` names the row fields the
     prompt function reads: a row where one is missing or None is a bad sample (`datasets` fills
     a missing key with None, which a prompt would render as the text 'None'). Left empty, the
     columns the prompt function reads as `row[key]` are required (see `docs.make_docs`).
@@ -53,6 +55,7 @@ class TaskConfig:
     stop_sequences: tuple[str, ...] = ()
     hf_revision: str | None = None
     data_builder: Callable[[str], list[dict]] | None = None
+    data_files: Callable[[str | None, str], list[dict]] | None = None
     # Rows it returns False for are dropped before `max_samples` and before numbering (lm-eval's
     # process_docs filters), e.g. BIG-bench's free-form rows in a multiple-choice variant.
     row_filter: Callable[[dict], bool] | None = None
@@ -82,6 +85,7 @@ class TaskConfig:
         out["prompt_function"] = self.prompt_function.__name__
         out["request_type"] = self.request_type.value
         out["data_builder"] = self.data_builder.__name__ if self.data_builder else None
+        out["data_files"] = self.data_files.__name__ if self.data_files else None
         out["row_filter"] = self.row_filter.__name__ if self.row_filter else None
         out["metrics"] = [m if isinstance(m, str) else m.name for m in self.metrics]
         out["stop_sequences"] = list(self.stop_sequences)

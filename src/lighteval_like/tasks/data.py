@@ -138,7 +138,10 @@ class DataSource:
     def load_rows(self, task: TaskConfig, split: str, limit: int | None = None) -> list[dict]:
         """Rows of one split that pass the task's `row_filter`, the first `limit` only when given
         (as lm-eval's --limit, which counts docs after its process_docs filter)."""
-        rows = task.data_builder(split) if task.data_builder is not None else self._load(task, split)
+        if task.data_builder is not None:
+            rows = task.data_builder(split)
+        else:
+            rows = task.data_files(self.data_dir, split) if task.data_files is not None else self._load(task, split)
         rows = [r for r in rows if task.row_filter is None or task.row_filter(r)]
         return rows[:limit] if limit is not None else rows
 

@@ -8,7 +8,7 @@ falls back to the evaluation split with a warning (see `DataSource.load_fewshot_
 from __future__ import annotations
 
 from lighteval_like.metrics.library import GSM8K_FLEXIBLE, GSM8K_STRICT
-from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, ifeval, lmms_suite, prompts
+from lighteval_like.tasks import arithmetic, bigbench, gsm8k_cot, humaneval, ifeval, lmms_suite, mt_bench, prompts
 from lighteval_like.tasks.config import RequestType, TaskConfig, TaskGroup
 
 MMLU_SUBJECTS = (
@@ -113,6 +113,7 @@ TASKS_TABLE: list[TaskConfig] = [
     gsm8k_cot.GSM8K_COT,
     gsm8k_cot.GSM8K_COT_MAJ,
     *ifeval.TASKS,
+    mt_bench.TASK,
     *[
         TaskConfig(
             name=f"arithmetic_generated:{kind}", suite="lighteval", prompt_function=prompts.arithmetic,

@@ -4,7 +4,10 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
 (a) A few tokens generated greedily from a fixed prompt, then the prompt and the generation scored
     with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
     top-1 at its own position (log-probabilities shifted by one).
-(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer)."""
+(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer).
+
+And, once a run sends a request with a regex constraint, whether the server offers structured
+output (`offers_structured_output`): a constraint no free generation would meet must be met."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from lighteval_like.models.prompt_encoder import TokenizerEncoder
 
 PROBE = "The following are multiple choice questions (with answers) about science."
 PROBE_TOKENS = 4
+STRUCTURED_PROBE = "zq{3}7"  # vLLM's structured_outputs regex; the text must be exactly "zqqq7"
 
 
 def _greedy_tokens(client: Client, model: str, prompt: list[int]) -> list[int]:
@@ -55,3 +59,16 @@ def check_tokenizer(client: Client, model: str, encoder: TokenizerEncoder, token
             f"endpoint self-check: the server tokenises text otherwise than tokenizer={tokenizer_name} "
             f"({served[:6]}... against {local[:6]}...; an added BOS or another tokenizer): give tokenizer= the served "
             "model's own tokenizer folder (and add_special_tokens= as the server encodes)")
+
+
+def offers_structured_output(client: Client, model: str) -> bool:
+    """Whether the server constrains a generation by `structured_outputs: {"regex": ...}` (vLLM's;
+    the older `guided_regex` is silently ignored by vLLM 0.32): a server that refuses the field, or
+    answers anything but the one text the regex allows, does not."""
+    body = {"model": model, "prompt": PROBE, "max_tokens": 8, "temperature": 0.0,
+            "structured_outputs": {"regex": STRUCTURED_PROBE}}
+    try:
+        choice = choices(client.request("/completions", body), 1)[0]
+    except EndpointError:
+        return False
+    return choice.get("text") == "zqqq7"

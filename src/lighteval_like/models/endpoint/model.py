@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from lighteval_like.api.errors import ModelLoadError
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse
 from lighteval_like.models.base import ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.endpoint.check import check_alignment, check_tokenizer
+from lighteval_like.models.endpoint.check import check_alignment, check_tokenizer, offers_structured_output
 from lighteval_like.models.endpoint.client import Client
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.wire import (
@@ -69,6 +69,7 @@ class EndpointModel(ItemScoringModel):
         self.max_length = config.max_length or (self.served["max_model_len"] - 2 if "max_model_len" in self.served
                                                 else None)
         self.pool = ThreadPoolExecutor(config.concurrent_requests)
+        self.structured: bool | None = None  # whether the server constrains by regex (asked at the first regex)
         if not config.tokenizer:
             self.encoder = TextEncoder()
             return
@@ -88,8 +89,9 @@ class EndpointModel(ItemScoringModel):
             model_name=self.config.model, model_sha=self.served.get("root"), max_length=self.max_length,
             add_special_tokens=self.config.add_special_tokens, backend="endpoint",
         )
-        return ModelInfo(identity, None, None, {"endpoint": {"base_urls": self.config.base_urls,
-                                                             "served": {k: self.served.get(k) for k in ("id", "root")}}})
+        served = {k: self.served.get(k) for k in ("id", "root")}
+        return ModelInfo(identity, None, None, {"endpoint": {"base_urls": self.config.base_urls, "served": served,
+                                                             "structured_outputs": self.structured}})
 
     def stats(self) -> dict:
         self.counters.retries = self.client.retries
@@ -139,9 +141,12 @@ class EndpointModel(ItemScoringModel):
             source = {"prompt": ids}
         else:
             source = {"prompt": self.encoder.render(request.prompt)}
-        return generation_body(self.config.model, source, max_new, stop, request.sampling, request.seed), cut
+        regex = request.regex if self.structured else None
+        return generation_body(self.config.model, source, max_new, stop, request.sampling, request.seed, regex), cut
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
+        if self.structured is None and any(r.regex for r in requests):
+            self.structured = offers_structured_output(self.client, self.config.model)
         prepared = [self._generation_body(r) for r in requests]
         responses: list[GenerationResponse | None] = [None] * len(requests)
 

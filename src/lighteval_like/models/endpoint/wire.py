@@ -27,12 +27,15 @@ def score_body(model: str, prompts: list[list[int]] | str) -> dict:
 
 
 def generation_body(model: str, source: dict, max_tokens: int, stop: list[str],
-                    sampling: SamplingParams, seed: int | None) -> dict:
-    """`source` is {"prompt": ids or text} (completions) or {"messages": [...]} (chat completions)."""
+                    sampling: SamplingParams, seed: int | None, regex: str | None = None) -> dict:
+    """`source` is {"prompt": ids or text} (completions) or {"messages": [...]} (chat completions);
+    `regex` constrains the text (vLLM's `structured_outputs`; give it only to a server that offers it)."""
     body = {"model": model, **source, "max_tokens": max_tokens, "temperature": sampling.temperature,
             "top_p": sampling.top_p}
     if stop:
         body["stop"] = stop
+    if regex is not None:
+        body["structured_outputs"] = {"regex": regex}
     if not sampling.greedy and seed is not None:
         body["seed"] = seed
     defaults = SamplingParams()  # the server's own extensions, sent only when asked for

@@ -218,7 +218,8 @@ class VLLMModel(ItemScoringModel):
         for req in requests:
             max_new = req.max_new_tokens or self.config.max_gen_toks
             ids, cut = self.encoder.generation_prompt(req.prompt, max_new)
-            jobs.append(GenerateJob(tuple(ids), max_new, tuple(s for s in req.stop_sequences if s), req.sampling, req.seed))
+            jobs.append(GenerateJob(tuple(ids), max_new, tuple(s for s in req.stop_sequences if s), req.sampling, req.seed,
+                                    req.regex))
             truncated.append(cut)
         results: list = [None] * len(jobs)
 

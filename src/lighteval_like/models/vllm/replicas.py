@@ -69,6 +69,7 @@ class GenerateJob:
     stop: tuple[str, ...]
     sampling: SamplingParams = SamplingParams()
     seed: int | None = None  # the request's own random stream (vLLM seeds a generator per request)
+    regex: str | None = None  # a constraint on the text (vLLM's structured outputs)
 
 
 Job = ScoreJob | GenerateJob
@@ -130,14 +131,17 @@ def _score(llm, jobs: list[ScoreJob]) -> list[tuple[float, bool, int]]:
 
 def _generate(llm, jobs: list[GenerateJob]) -> list[tuple[str, int]]:
     """(text, new tokens) of each generation, cut at the first stop sequence; a sampled one
-    draws from its own seeded stream, so its text does not depend on the batch."""
+    draws from its own seeded stream, so its text does not depend on the batch; one with a regex
+    is constrained to match it."""
     from vllm import SamplingParams as VLLMSampling
     from vllm import TokensPrompt
+    from vllm.sampling_params import StructuredOutputsParams
 
     params = [
         VLLMSampling(max_tokens=j.max_new_tokens, stop=list(j.stop), temperature=j.sampling.temperature,
                      top_p=j.sampling.top_p, top_k=j.sampling.top_k, min_p=j.sampling.min_p,
-                     repetition_penalty=j.sampling.repetition_penalty, seed=j.seed)
+                     repetition_penalty=j.sampling.repetition_penalty, seed=j.seed,
+                     structured_outputs=StructuredOutputsParams(regex=j.regex) if j.regex else None)
         for j in jobs
     ]
     outputs = llm.generate([TokensPrompt(prompt_token_ids=list(j.prompt)) for j in jobs], params, use_tqdm=False)
