@@ -97,7 +97,7 @@ def run_lmms(args, model: str, include: str, out: str) -> tuple[float, int]:
     model_args = f"pretrained={model},device=cpu,device_map=cpu,max_pixels={args.max_pixels}"
     cmd = [args.lmms_python, os.path.join(HERE, "lmms_eval_fp32.py"), "--model", "qwen2_5_vl", "--model_args",
            model_args, "--tasks", ",".join(f"{t}_local" for t in args.tasks), "--include_path", include,
-           "--batch_size", "1", "--log_samples", "--output_path", out]
+           "--batch_size", "1", "--log_samples", "--output_path", out, "--verbosity", "INFO"]
     return timed(cmd + (["--force_simple"] if args.pipeline == "simple" else []), dict(os.environ, HF_HUB_OFFLINE="1"))
 
 
