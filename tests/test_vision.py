@@ -289,3 +289,14 @@ def test_compare_tests_corpus_metrics_by_a_paired_bootstrap():
     worse = _compare_metric("lmms|mme|0", "mme_perception_score", right, noisy, "mme_perception", True, 0.05)
     assert same.test == "paired bootstrap" and same.p == 1.0 and same.diff == 0.0
     assert worse.a == 200.0 and worse.b < 100.0 and worse.p < 0.01 and worse.ci_high < 0
+
+
+def test_tasks_inspect_shows_an_image_task_prompt_without_a_model(vision_mirror):
+    import hashlib
+
+    proc = run_cli(["tasks", "inspect", "lmms|mme", "--dataset_dir", vision_mirror])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = pq.read_table(os.path.join(vision_mirror, "lmms-lab-encoder", "MME", "default", "test.parquet")).to_pylist()[0]
+    digest = hashlib.sha256(row["image"]["bytes"]).hexdigest()[:12]
+    assert f"[user] <image sha256:{digest}>{row['question'].replace(' Please answer yes or no.', '')}" in proc.stdout
+    assert "Answer the question using a single word or phrase." in proc.stdout

@@ -19,6 +19,7 @@ from lighteval_like.evaluation.reasoning import parse_reasoning_tags
 from lighteval_like.metrics.judge import JudgeModel
 from lighteval_like.models.config import BackendConfig
 from lighteval_like.models.model_args import ModelConfig, load_model_config, parse_model_args, top_level_parts
+from lighteval_like.models.prompt_encoder import PreviewEncoder
 from lighteval_like.models.registry import Backend, LoadContext, get_backend
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.results.outputs import EvaluationResult
@@ -278,7 +279,7 @@ def inspect_task(name: str, num_fewshot: int, custom_tasks: str | None, dataset_
     except DatasetUnavailableError as e:
         lines.append(f"example:       unavailable ({e})")
         return "\n".join(lines)
-    sample = build_samples(data, PromptOptions())[0]
+    sample = build_samples(data, PromptOptions(encoder=PreviewEncoder()))[0]
     lines.append(f"\n--- example prompt (doc 0, {num_fewshot}-shot) ---")
     for context in dict.fromkeys(sample.contexts):
         lines.append(context)

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from lighteval_like.api.errors import LightevalLikeError, ModelLoadError, one_line
-from lighteval_like.api.prompt import MediaStore, Prompt
+from lighteval_like.api.prompt import MediaStore, Prompt, TextPart
 from lighteval_like.api.requests import LoglikelihoodRequest
 from lighteval_like.models.packing import ScoreItem
 
@@ -59,6 +59,20 @@ class TextEncoder(PromptEncoder):
 
     def encode(self, text: str) -> list[int]:
         raise LightevalLikeError("this backend has no tokenizer, so it counts no tokens: give it tokenizer=...")
+
+
+class PreviewEncoder(TextEncoder):
+    """Renders any prompt as readable text without a model (`tasks inspect`): a chat prompt's
+    turns as `[role] text`, an image as a marker with the start of its digest."""
+
+    reads_images = True
+
+    def render(self, prompt: Prompt) -> str:
+        if not prompt.chat:
+            return prompt.text
+        return "\n".join(f"[{turn.role}] " + "".join(
+            part.text if isinstance(part, TextPart) else f"<image sha256:{part.digest[:12]}>" for part in turn.parts)
+            for turn in prompt.turns)
 
 
 @dataclass
