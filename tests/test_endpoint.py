@@ -93,6 +93,17 @@ def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, ti
     assert model.stats()["requests"] == 3 + 1 + 3  # 5 items by 2, 2 windows by 2, one generation a request
 
 
+def test_generations_alike_share_a_request_and_a_per_sample_seed_goes_alone(clean, tiny_model):
+    alike = [GenerationRequest(p, ("\n",), 8) for p in (CONTEXT, "0 1 2 3 4 5", "Natalia sold clips to 48 of her")]
+    seeded = [GenerationRequest(CONTEXT, ("\n",), 8, SamplingParams(temperature=1.0), seed=s) for s in (1, 2)]
+    one = endpoint(clean, tiny_model, ",prompts_per_request=1").greedy_until(alike + seeded)
+    model = endpoint(clean, tiny_model, ",prompts_per_request=2")
+    batched = model.greedy_until(alike + seeded)
+    assert [(g.text, g.num_tokens) for g in batched] == [(g.text, g.num_tokens) for g in one]
+    assert model.stats()["requests"] == 2 + 2  # 3 greedy by 2, each seed alone
+    assert model.stats()["generated_tokens"] == sum(g.num_tokens for g in one)
+
+
 def _run(backend: str, args: str, tmp_path, mirror, tasks: str = MC_TASK, name: str = "out", **params):
     config = model_config_from_flags(args, None, EndpointModelConfig if backend == "endpoint" else TransformersModelConfig)
     pipeline = PipelineParameters(tasks=tasks, dataset_dir=mirror, output_dir=str(tmp_path / name), **params)

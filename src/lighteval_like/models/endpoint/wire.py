@@ -41,6 +41,21 @@ def generation_body(model: str, source: dict, max_tokens: int, stop: list[str],
     return body
 
 
+def batched_body(bodies: list[dict]) -> dict:
+    """One request of bodies alike but for their prompts (one body is sent as it is); each
+    choice's generated tokens come back as `logprobs` (the usage counts them all together)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    return {**bodies[0], "prompt": [b["prompt"] for b in bodies], "logprobs": 0}
+
+
+def generated_tokens(choice: dict, answer: dict, n: int) -> int:
+    """How many tokens the server generated for `choice`, one of the `n` of `answer`."""
+    if n == 1:
+        return (answer.get("usage") or {}).get("completion_tokens", 0)
+    return len((choice.get("logprobs") or {}).get("tokens") or [])
+
+
 def token_id(token: str) -> int:
     if not token.startswith(ID_PREFIX):
         raise EndpointError(f"the server returns tokens as text ({token!r}), not ids: use a server that honours "
