@@ -1,10 +1,16 @@
 """A small OpenAI-style completions server on 127.0.0.1 for the endpoint tests, backed by a tiny
 transformers model in fp32 (real prompt log-probabilities), which misbehaves on demand:
 `faults` holds what it does wrong on every request (shifted logprobs, no echo, a BOS added to every
-prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset."""
+prompt or to text prompts only, answers without text, the seed ignored), `fault_rate` the share of
+requests answered 429, 500 or a reset.
+
+Standalone (for benchmarks/endpoint_faults.py): `python tests/endpoint_server.py MODEL_DIR [--port P]
+[--model_id ID] [--faults shift,no_echo,bos,text_bos,seed_ignored,empty]` serves until killed and
+prints its base URL on its first line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import socket
@@ -20,7 +26,8 @@ class TinyServer:
     """`url` is its base URL; `completions` counts the completion requests it answered, `scored`
     the echoed (scoring) prompts; `fail_after` fails every request after that many answers."""
 
-    def __init__(self, folder: str, model_id: str = "tiny", max_model_len: int = 256, key: str | None = None):
+    def __init__(self, folder: str, model_id: str = "tiny", max_model_len: int = 256, key: str | None = None,
+                 port: int = 0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
@@ -36,7 +43,7 @@ class TinyServer:
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
         self.injected: list[str] = []  # the faults injected, in order
         self.lock = threading.Lock()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), type("Bound", (Handler,), {"tiny": self}))
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), type("Bound", (Handler,), {"tiny": self}))
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
@@ -84,7 +91,8 @@ class TinyServer:
         new: list[int] = []
         stops = body.get("stop") or []
         temperature = body.get("temperature", 1.0)
-        generator = torch.Generator().manual_seed(body.get("seed", 0))
+        seed = random.randrange(2**31) if "seed_ignored" in self.faults else body.get("seed", 0)
+        generator = torch.Generator().manual_seed(seed)
         while len(new) < body.get("max_tokens", 16):
             row = self.logprobs(prompt + new)[-1]
             if temperature > 0:
@@ -198,3 +206,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.tiny.chat(body))
         else:
             self._send(200, self.tiny.complete(body))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the tests' OpenAI-style server, misbehaving on demand")
+    parser.add_argument("model_dir")
+    parser.add_argument("--port", type=int, default=0, help="0: a free one")
+    parser.add_argument("--model_id", default="tiny")
+    parser.add_argument("--max_model_len", type=int, default=2048)
+    parser.add_argument("--faults", default="", help="comma-separated: shift, no_echo, bos, text_bos, seed_ignored, empty")
+    args = parser.parse_args()
+    served = TinyServer(args.model_dir, args.model_id, args.max_model_len, port=args.port)
+    served.faults = {f for f in args.faults.split(",") if f}
+    print(served.url, flush=True)
+    threading.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    main()

@@ -136,6 +136,18 @@ def test_a_misbehaving_server_is_refused_at_load_with_one_line(clean, tiny_model
     assert not list(tmp_path.rglob("results_*.json"))
 
 
+def test_a_server_ignoring_the_seed_is_refused_before_the_first_sampled_generation(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    clean.faults = {"seed_ignored"}
+    greedy = model.greedy_until(GENERATIONS[:1])  # greedy: no seed sent, nothing to check
+    sampled = [GenerationRequest(CONTEXT, ("\n",), 8, SamplingParams(temperature=1.0), seed=s) for s in (1, 2)]
+    before = clean.completions
+    with pytest.raises(EndpointError, match="^endpoint self-check: the server ignores the request's seed \\(seed=1 "
+                                            "sampled twice gave .*\\): use a server that honours seed"):
+        model.greedy_until(sampled)
+    assert greedy and clean.completions == before + 2  # the probe's two requests, none of the run's
+
+
 def test_injected_faults_are_retried_to_the_same_numbers(clean, tiny_model, reference):
     clean.fault_rate = 0.2
     model = endpoint(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=4,max_retries=8")

@@ -4,12 +4,14 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
 (a) A few tokens generated greedily from a fixed prompt, then the prompt and the generation scored
     with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
     top-1 at its own position (log-probabilities shifted by one).
-(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer)."""
+(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer).
+(c) Before the run's first sampled generation: that request, cut to a few tokens, sent twice with
+    its seed must come back the same (a server that ignores `seed`)."""
 
 from __future__ import annotations
 
 from lighteval_like.models.endpoint.client import Client, EndpointError
-from lighteval_like.models.endpoint.wire import choices, echoed, score_body, token_id
+from lighteval_like.models.endpoint.wire import choice_text, choices, echoed, score_body, token_id
 from lighteval_like.models.prompt_encoder import TokenizerEncoder
 
 PROBE = "The following are multiple choice questions (with answers) about science."
@@ -55,3 +57,13 @@ def check_tokenizer(client: Client, model: str, encoder: TokenizerEncoder, token
             f"endpoint self-check: the server tokenises text otherwise than tokenizer={tokenizer_name} "
             f"({served[:6]}... against {local[:6]}...; an added BOS or another tokenizer): give tokenizer= the served "
             "model's own tokenizer folder (and add_special_tokens= as the server encodes)")
+
+
+def check_seed(client: Client, path: str, body: dict) -> None:
+    """(c): a sampled request sent twice with its seed answers the same text."""
+    probe = {k: v for k, v in body.items() if k != "stop"} | {"max_tokens": 8}
+    texts = [choice_text(choices(client.request(path, probe), 1)[0]) for _ in range(2)]
+    if texts[0] != texts[1]:
+        raise EndpointError(
+            f"endpoint self-check: the server ignores the request's seed (seed={body.get('seed')} sampled twice gave "
+            f"{texts[0]!r} and {texts[1]!r}): use a server that honours seed (vLLM), or generate greedily")

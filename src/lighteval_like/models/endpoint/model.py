@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from lighteval_like.api.errors import ModelLoadError
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse
 from lighteval_like.models.base import ModelIdentity, ModelInfo, WorkPlan
-from lighteval_like.models.endpoint.check import check_alignment, check_tokenizer
+from lighteval_like.models.endpoint.check import check_alignment, check_seed, check_tokenizer
 from lighteval_like.models.endpoint.client import Client
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.wire import (
@@ -73,6 +73,7 @@ class EndpointModel(ItemScoringModel):
         self.max_length = config.max_length or (self.served["max_model_len"] - 2 if "max_model_len" in self.served
                                                 else None)
         self.pool = ThreadPoolExecutor(config.concurrent_requests)
+        self.seed_checked = False  # check.py's (c), before the first sampled generation
         if not config.tokenizer:
             self.encoder = TextEncoder()
             return
@@ -163,6 +164,11 @@ class EndpointModel(ItemScoringModel):
 
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
         prepared = [self._generation_body(r) for r in requests]
+        path = "/chat/completions" if self.config.chat else "/completions"
+        seeded = next((body for body, _ in prepared if "seed" in body), None)
+        if seeded is not None and not self.seed_checked:
+            check_seed(self.client, path, seeded)
+            self.seed_checked = True
         groups = self._generation_groups([body for body, _ in prepared])
         responses: list[GenerationResponse | None] = [None] * len(requests)
 
@@ -175,7 +181,6 @@ class EndpointModel(ItemScoringModel):
                 responses[k] = GenerationResponse(text, tokens, prepared[k][1])
             self._batch_done([requests[k] for k in group], [responses[k] for k in group])
 
-        path = "/chat/completions" if self.config.chat else "/completions"
         self._send(path, [batched_body([prepared[k][0] for k in group]) for group in groups], "generation (endpoint)",
                    done)
         return responses

@@ -105,9 +105,14 @@ def item_score(choice: dict, item: ScoreItem) -> tuple[float, bool]:
     return sum(logprobs[p] for p in picked), all(tops[p] == sent[p] for p in picked)
 
 
+def choice_text(choice: dict) -> str | None:
+    """A completion's text or a chat completion's message content."""
+    return choice.get("text", (choice.get("message") or {}).get("content"))
+
+
 def generated(choice: dict, stop: list[str]) -> str:
     """The choice's text cut at the first stop sequence; an answer without text is an error."""
-    text = choice.get("text", choice.get("message", {}).get("content"))
+    text = choice_text(choice)
     if text is None or choice.get("finish_reason") not in ("stop", "length"):
         raise EndpointError(f"the server gave no answer (finish_reason {choice.get('finish_reason')!r}): "
                             "an empty answer is never scored; check the server's log")
