@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
-import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+from fault_proxy import reply, reset
 
 
 class TinyServer:
@@ -38,6 +37,7 @@ class TinyServer:
         self.fault_rate = 0.0
         self.fault_kinds = ["429", "500", "reset"]  # drawn from, with "slow" (2 s late) and "truncated"
         self.fail_after: int | None = None
+        self.delay_s = 0.0  # each completion answered this much later
         self.rng = random.Random(0)
         self.completions = self.scored = 0
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
@@ -155,12 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         """Quiet."""
 
     def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, code, json.dumps(payload).encode(), headers or {})
 
     def _authorised(self) -> bool:
         if self.tiny.key and self.headers.get("Authorization") != f"Bearer {self.tiny.key}":
@@ -185,6 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         fault = self.tiny.fault()
+        time.sleep(self.tiny.delay_s)
         if fault == "slow":
             time.sleep(2.0)
             self._send(200, self.tiny.complete(body))
@@ -194,10 +190,8 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"choices": [')
             self.close_connection = True
-        elif fault == "reset":  # an RST instead of an answer
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
+        elif fault == "reset":
+            reset(self)
         elif fault is not None:
             self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
         elif body.get("model") != self.tiny.entry["id"]:

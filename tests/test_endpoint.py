@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -184,6 +185,49 @@ def test_exhausted_retries_stop_the_run_in_one_line_and_the_rerun_reuses_what_fi
     fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
     assert fresh.results["results"] == rerun.results["results"]
     assert clean.scored == 6 * 4 + 2 * 0 + 2  # 6 docs x 4 choices, and the self-check's 2 echoes
+
+
+def _fault_proxy(upstream: str, *flags: str) -> tuple[subprocess.Popen, str]:
+    """tests/fault_proxy.py in its own process; (process, its base URL)."""
+    proxy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_proxy.py")
+    proc = subprocess.Popen([sys.executable, proxy, upstream, *flags], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_run_through_a_fault_injecting_proxy_scores_as_a_clean_run(clean, tiny_model, mirror, tmp_path):
+    proc, url = _fault_proxy(clean.url, "--rate", "0.2", "--seed", "3", "--retry_after", "0")
+    try:
+        args = f"base_url={url},model=tiny,tokenizer={tiny_model},prompts_per_request=1,max_retries=8"
+        through = _run("endpoint", args, tmp_path, mirror, name="proxied", no_cache=True)
+        with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/fault_proxy/stats") as answer:
+            injected = json.load(answer)["injected"]
+    finally:
+        proc.kill()
+        proc.wait()
+    direct = _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror, name="direct", no_cache=True)
+    assert through.results["results"] == direct.results["results"]
+    assert set(injected) == {"429", "500", "reset", "truncated"}
+    assert through.results["summary_general"]["scoring"]["retries"] == sum(injected.values())
+
+
+def test_a_run_killed_midway_resumes_from_the_requests_it_finished(clean, tiny_model, mirror, tmp_path):
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1")
+    clean.delay_s = 0.05
+    killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", "endpoint", "--model_args", args, "--tasks",
+                               MC_TASK, "--dataset_dir", mirror, "--output_dir", str(tmp_path / "killed")],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while clean.scored < 2 + 12 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    clean.wait_idle()  # the request in flight when the run was killed
+    clean.delay_s, clean.scored = 0.0, 0
+    rerun = _run("endpoint", args, tmp_path, mirror, name="rerun")
+    assert 10 <= rerun.results["summary_general"]["response_cache"]["hits"] < 24  # 6 docs x 4 choices
+    assert clean.scored == 2 + 24 - rerun.results["summary_general"]["response_cache"]["hits"]
+    fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
+    assert fresh.results["results"] == rerun.results["results"]
 
 
 def test_without_a_tokenizer_loglikelihood_tasks_are_refused_before_anything_loads(clean, mirror, tmp_path):
