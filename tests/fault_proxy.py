@@ -7,7 +7,8 @@ It binds 127.0.0.1 only and prints its base URL (the upstream's path kept) on it
 request, drawn in arrival order from a seeded generator, is forwarded as it is or, with probability
 `rate` and while fewer than `max_faults` were injected, answered with a fault: 429 with
 `Retry-After`, 500, a connection reset, or a truncated body (forwarded, then cut short of its
-Content-Length). `GET /fault_proxy/stats` answers the faults injected so far and the requests forwarded."""
+Content-Length). `GET /fault_proxy/stats` answers the faults injected so far, the requests
+forwarded and those of them answered in full."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class Faults:
         self.rate, self.max_faults, self.kinds = rate, max_faults, kinds
         self.rng = random.Random(seed)
         self.injected: dict[str, int] = {}
-        self.forwarded = 0
+        self.forwarded = self.answered = 0  # requests passed upstream; those of them answered
         self.lock = threading.Lock()
 
     def draw(self) -> str | None:
@@ -57,8 +58,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/fault_proxy/stats":
             with self.faults.lock:
-                reply(self, 200, json.dumps({"injected": self.faults.injected,
-                                             "forwarded": self.faults.forwarded}).encode(), {})
+                stats = {"injected": self.faults.injected, "forwarded": self.faults.forwarded,
+                         "answered": self.faults.answered}
+                reply(self, 200, json.dumps(stats).encode(), {})
             return
         self._handle(None)
 
@@ -79,6 +81,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
             else:
                 reply(self, status, data, headers)
+                with self.faults.lock:
+                    self.faults.answered += 1
 
     def _forward(self, body: bytes | None) -> tuple[int, bytes, dict]:
         connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=UPSTREAM_TIMEOUT_S)
