@@ -99,9 +99,9 @@ class TinyServer:
                 token = int(torch.multinomial(torch.softmax(row / temperature, -1), 1, generator=generator))
             else:
                 token = int(row.argmax())
-            if token == self.tokenizer.eos_token_id:
-                return new, self.tokenizer.decode(new, skip_special_tokens=True), "stop"
             new.append(token)
+            if token == self.tokenizer.eos_token_id:  # generated, as vLLM counts and echoes it; not in the text
+                return new, self.tokenizer.decode(new, skip_special_tokens=True), "stop"
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             cut = [text.find(s) for s in stops if s in text]
             if cut:
