@@ -188,7 +188,7 @@ def summarise(name: str, limit: int, pairs: list[dict]) -> dict:
         ok = [p[harness] for p in pairs if p[harness]["ok"]]
         row[harness] = statistics.median(r["seconds"] for r in ok) if ok else None
         row[harness + " scores"] = ok[-1]["scores"] if ok else {}
-        row[harness + " server"] = {k: statistics.median(r["server"][k] for r in ok) for k in ok[0]["server"]
+        row[harness + " server"] = {k: round(statistics.median(r["server"][k] for r in ok), 2) for k in ok[0]["server"]
                                     if all(r["server"].get(k) is not None for r in ok)} if ok else {}
     row["ratio"] = round(row["lm-eval"] / row["ours"], 2) if row["ours"] and row["lm-eval"] else None
     ours, theirs = row["ours scores"], row["lm-eval scores"]

@@ -5,8 +5,9 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
     with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
     top-1 at its own position (log-probabilities shifted by one).
 (b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer).
-(c) Before the run's first sampled generation: that request, cut to a few tokens, sent twice with
-    its seed must come back the same (a server that ignores `seed`)."""
+(c) Before the run's first sampled generation: the probe's prompt sampled twice with that request's
+    seed and parameters (16 tokens, a temperature of at least 1) must come back the same (a server
+    that ignores `seed`)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,12 @@ def check_tokenizer(client: Client, model: str, encoder: TokenizerEncoder, token
 
 
 def check_seed(client: Client, path: str, body: dict) -> None:
-    """(c): a sampled request sent twice with its seed answers the same text."""
-    probe = {k: v for k, v in body.items() if k != "stop"} | {"max_tokens": 8}
+    """(c): a sampled request sent twice with its seed answers the same text. Its prompt is the probe's
+    and its temperature at least 1, so that a server ignoring the seed answers two texts (a prompt
+    of the run might end both samples at once)."""
+    source = {"messages": [{"role": "user", "content": PROBE}]} if "messages" in body else {"prompt": PROBE}
+    kept = {k: v for k, v in body.items() if k not in ("stop", "prompt", "messages")}
+    probe = kept | source | {"max_tokens": 16, "temperature": max(1.0, body.get("temperature", 1.0))}
     texts = [choice_text(choices(client.request(path, probe), 1)[0]) for _ in range(2)]
     if texts[0] != texts[1]:
         raise EndpointError(
