@@ -100,12 +100,41 @@ def lm_eval_command(args, url: str, task: str, fewshot: int, limit: int, out: st
             "--output_path", out]
 
 
-def timed(cmd: list[str], env: dict, log_path: str) -> tuple[float, int]:
-    """(wall seconds, exit code) of one command, its output written to `log_path`."""
+# the server's counters (vLLM's /metrics) that say how much work a run asked of it
+WORK = {"prompt tokens computed": 'vllm:prompt_tokens_by_source_total{engine="0",model_name="%s",source="local_compute"}',
+        "prompt tokens from cache": 'vllm:prompt_tokens_by_source_total{engine="0",model_name="%s",source="local_cache_hit"}',
+        "generated tokens": 'vllm:generation_tokens_total{engine="0",model_name="%s"}'}
+
+
+def server_work(url: str, served: str, pid: int | None) -> dict:
+    """The server's work counters so far and, when its process is known, its CPU seconds (all its processes)."""
+    text = urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/metrics", timeout=10).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    work = {name: float(values.get(key % served, "nan")) for name, key in WORK.items()}
+    if pid is not None:
+        import psutil  # the main venv has it; only needed for the CPU figure
+
+        root = psutil.Process(pid)
+        work["server cpu s"] = sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    return work
+
+
+def timed(cmd: list[str], env: dict, log_path: str, server: tuple) -> tuple[float, int, dict]:
+    """(wall seconds, exit code, the server's work meanwhile) of one command, its output written to `log_path`."""
+    before = server_work(*server)
     start = time.perf_counter()
     with open(log_path, "w") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return time.perf_counter() - start, code
+    seconds = time.perf_counter() - start
+    after = server_work(*server)
+    return seconds, code, {k: round(after[k] - before[k], 1) for k in after}
+
+
+def ours_scoring_seconds(out: str) -> float | None:
+    """Our run's scoring time (the rest of its wall time is start-up: imports, tokenizer, self-check, data)."""
+    files = sorted(glob.glob(os.path.join(out, "results", "**", "results_*.json"), recursive=True))
+    timings = json.load(open(files[-1]))["summary_general"]["timings_seconds"] if files else {}
+    return round(sum(v for k, v in timings.items() if k.startswith("scoring")), 2) if timings else None
 
 
 def ours_scores(out: str, metrics) -> dict:
@@ -126,11 +155,11 @@ def lm_eval_scores(out: str, task: str, metrics) -> dict:
     return {k: round(v, 4) for k, v in results.items() if k in metrics}
 
 
-def run_pair(args, url: str, name: str, index: int, env: dict) -> dict:
+def run_pair(args, server: tuple, name: str, index: int, env: dict) -> dict:
     """One run of each harness on task `name`, the order alternating with `index`."""
     ours_task, lm_task, fewshot, metrics = TASKS[name]
     limit = args.mc_limit if name == "mc" else args.gen_limit
-    base = os.path.join(args.out, f"{name}-{index}")
+    base, url = os.path.join(args.out, f"{name}-{index}"), server[0]
     runs = {
         "ours": (ours_command(args, url, ours_task, limit, base + "-ours"),
                  lambda: ours_scores(base + "-ours", metrics)),
@@ -141,10 +170,14 @@ def run_pair(args, url: str, name: str, index: int, env: dict) -> dict:
     figures = {}
     for harness in order:
         cmd, scores = runs[harness]
-        seconds, code = timed(cmd, env, f"{base}-{harness}.log")
-        figures[harness] = {"seconds": round(seconds, 2), "ok": code == 0, "scores": scores() if code == 0 else {}}
+        seconds, code, work = timed(cmd, env, f"{base}-{harness}.log", server)
+        figures[harness] = {"seconds": round(seconds, 2), "ok": code == 0, "scores": scores() if code == 0 else {},
+                            "server": work}
+        if harness == "ours":
+            work["ours scoring s"] = ours_scoring_seconds(base + "-ours")
         status = "ok" if code == 0 else f"FAILED (exit {code}, see {base}-{harness}.log)"
-        print(f"[{name} #{index}] {harness:8s} {seconds:8.1f} s  {status}  {figures[harness]['scores']}", flush=True)
+        print(f"[{name} #{index}] {harness:8s} {seconds:8.1f} s  {status}  {figures[harness]['scores']}  {work}",
+              flush=True)
     return figures
 
 
@@ -155,6 +188,8 @@ def summarise(name: str, limit: int, pairs: list[dict]) -> dict:
         ok = [p[harness] for p in pairs if p[harness]["ok"]]
         row[harness] = statistics.median(r["seconds"] for r in ok) if ok else None
         row[harness + " scores"] = ok[-1]["scores"] if ok else {}
+        row[harness + " server"] = {k: round(statistics.median(r["server"][k] for r in ok), 2) for k in ok[0]["server"]
+                                    if all(r["server"].get(k) is not None for r in ok)} if ok else {}
     row["ratio"] = round(row["lm-eval"] / row["ours"], 2) if row["ours"] and row["lm-eval"] else None
     ours, theirs = row["ours scores"], row["lm-eval scores"]
     row["same scores"] = all(abs(ours[k] - theirs[v]) < 1e-4 for k, v in TASKS[name][3].items()
@@ -170,6 +205,10 @@ def print_table(rows: list[dict]) -> None:
         task = f"{TASKS[row['task']][0]} / {TASKS[row['task']][1]}"
         print(f"{task:46s} {row['limit']:4d} {ours:>7s} {lm:>9s} {ratio:>7s} {str(row['same scores']):>5s}"
               f"  {row['ours scores']} | {row['lm-eval scores']}")
+    print("\nwhere the time goes (medians; the server's work during each run, from its /metrics and CPU time):")
+    for row in rows:
+        for harness in ("ours", "lm-eval"):
+            print(f"  {row['task']:4s} {harness:8s} wall {row[harness] or 0:7.2f} s  {row[harness + ' server']}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -182,6 +221,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lm_eval_python", default=os.environ.get("LM_EVAL_PYTHON"))
     parser.add_argument("--ours_python", default=sys.executable)
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--server_pid", type=int, help="with --base_url: the server's process, for its CPU seconds")
     parser.add_argument("--max_model_len", type=int, default=2048)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--mc_limit", type=int, default=100)
@@ -209,11 +249,12 @@ def main() -> int:
            "TOKENIZERS_PARALLELISM": "false", "LIGHTEVAL_LIKE_DATA_DIR": args.data_dir}
     server, url = (None, args.base_url.rstrip("/")) if args.base_url else start_server(
         args, os.path.join(args.out, "server.log"))
+    watched = (url, args.served_name, server.pid if server is not None else args.server_pid)
     try:
         if server is None:
             wait_healthy(url, args.served_name, limit_s=60)
         rows = [summarise(name, args.mc_limit if name == "mc" else args.gen_limit,
-                          [run_pair(args, url, name, i, env) for i in range(args.pairs)])
+                          [run_pair(args, watched, name, i, env) for i in range(args.pairs)])
                 for name in args.tasks.split(",")]
     finally:
         if server is not None:

@@ -1,22 +1,27 @@
 """A small OpenAI-style completions server on 127.0.0.1 for the endpoint tests, backed by a tiny
 transformers model in fp32 (real prompt log-probabilities), which misbehaves on demand:
 `faults` holds what it does wrong on every request (shifted logprobs, no echo, a BOS added to every
-prompt or to text prompts only, answers without text), `fault_rate` the share of requests answered 429, 500 or a reset.
-With `structured`, it honours vLLM's `structured_outputs: {"regex": ...}` by answering the first of
-`STRUCTURED_ANSWERS` the regex matches (it records every regex it was sent, honoured or not)."""
+prompt or to text prompts only, answers without text, the seed ignored), `fault_rate` the share of
+requests answered 429, 500 or a reset. With `structured`, it honours vLLM's
+`structured_outputs: {"regex": ...}` by answering the first of `STRUCTURED_ANSWERS` the regex
+matches (it records every regex it was sent, honoured or not).
+
+Standalone (for benchmarks/endpoint_faults.py): `python tests/endpoint_server.py MODEL_DIR [--port P]
+[--model_id ID] [--faults shift,no_echo,bos,text_bos,seed_ignored,empty]` serves until killed and
+prints its base URL on its first line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
-import socket
-import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+from fault_proxy import reply, reset
 
 STRUCTURED_ANSWERS = ("zqqq7", "The answer is relevant. Rating: [[5]]")
 
@@ -25,7 +30,8 @@ class TinyServer:
     """`url` is its base URL; `completions` counts the completion requests it answered, `scored`
     the echoed (scoring) prompts; `fail_after` fails every request after that many answers."""
 
-    def __init__(self, folder: str, model_id: str = "tiny", max_model_len: int = 256, key: str | None = None):
+    def __init__(self, folder: str, model_id: str = "tiny", max_model_len: int = 256, key: str | None = None,
+                 port: int = 0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
@@ -39,12 +45,13 @@ class TinyServer:
         self.structured = False
         self.structured_delay_s = 0.0  # how late each constrained answer comes (a slow judge)
         self.regexes: list[str] = []
+        self.delay_s = 0.0  # each completion answered this much later
         self.rng = random.Random(0)
         self.completions = self.scored = 0
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
         self.injected: list[str] = []  # the faults injected, in order
         self.lock = threading.Lock()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), type("Bound", (Handler,), {"tiny": self}))
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), type("Bound", (Handler,), {"tiny": self}))
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
@@ -92,16 +99,17 @@ class TinyServer:
         new: list[int] = []
         stops = body.get("stop") or []
         temperature = body.get("temperature", 1.0)
-        generator = torch.Generator().manual_seed(body.get("seed", 0))
+        seed = random.randrange(2**31) if "seed_ignored" in self.faults else body.get("seed", 0)
+        generator = torch.Generator().manual_seed(seed)
         while len(new) < body.get("max_tokens", 16):
             row = self.logprobs(prompt + new)[-1]
             if temperature > 0:
                 token = int(torch.multinomial(torch.softmax(row / temperature, -1), 1, generator=generator))
             else:
                 token = int(row.argmax())
-            if token == self.tokenizer.eos_token_id:
-                return new, self.tokenizer.decode(new, skip_special_tokens=True), "stop"
             new.append(token)
+            if token == self.tokenizer.eos_token_id:  # generated, as vLLM counts and echoes it; not in the text
+                return new, self.tokenizer.decode(new, skip_special_tokens=True), "stop"
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             cut = [text.find(s) for s in stops if s in text]
             if cut:
@@ -162,12 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         """Quiet."""
 
     def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, code, json.dumps(payload).encode(), headers or {})
 
     def _authorised(self) -> bool:
         if self.tiny.key and self.headers.get("Authorization") != f"Bearer {self.tiny.key}":
@@ -192,6 +195,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         fault = self.tiny.fault()
+        time.sleep(self.tiny.delay_s)
         if fault == "slow":
             time.sleep(2.0)
             self._send(200, self.tiny.complete(body))
@@ -201,10 +205,8 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"choices": [')
             self.close_connection = True
-        elif fault == "reset":  # an RST instead of an answer
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
+        elif fault == "reset":
+            reset(self)
         elif fault is not None:
             self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
         elif body.get("model") != self.tiny.entry["id"]:
@@ -213,3 +215,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.tiny.chat(body))
         else:
             self._send(200, self.tiny.complete(body))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the tests' OpenAI-style server, misbehaving on demand")
+    parser.add_argument("model_dir")
+    parser.add_argument("--port", type=int, default=0, help="0: a free one")
+    parser.add_argument("--model_id", default="tiny")
+    parser.add_argument("--max_model_len", type=int, default=2048)
+    parser.add_argument("--faults", default="", help="comma-separated: shift, no_echo, bos, text_bos, seed_ignored, empty")
+    args = parser.parse_args()
+    served = TinyServer(args.model_dir, args.model_id, args.max_model_len, port=args.port)
+    served.faults = {f for f in args.faults.split(",") if f}
+    print(served.url, flush=True)
+    threading.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,17 @@ def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, ti
     assert model.stats()["requests"] == 3 + 1 + 3  # 5 items by 2, 2 windows by 2, one generation a request
 
 
+def test_generations_alike_share_a_request_and_a_per_sample_seed_goes_alone(clean, tiny_model):
+    alike = [GenerationRequest(p, ("\n",), 8) for p in (CONTEXT, "0 1 2 3 4 5", "Natalia sold clips to 48 of her")]
+    seeded = [GenerationRequest(CONTEXT, ("\n",), 8, SamplingParams(temperature=1.0), seed=s) for s in (1, 2)]
+    one = endpoint(clean, tiny_model, ",prompts_per_request=1").greedy_until(alike + seeded)
+    model = endpoint(clean, tiny_model, ",prompts_per_request=2")
+    batched = model.greedy_until(alike + seeded)
+    assert [(g.text, g.num_tokens) for g in batched] == [(g.text, g.num_tokens) for g in one]
+    assert model.stats()["requests"] == 2 + 2  # 3 greedy by 2, each seed alone
+    assert model.stats()["generated_tokens"] == sum(g.num_tokens for g in one)
+
+
 def _run(backend: str, args: str, tmp_path, mirror, tasks: str = MC_TASK, name: str = "out", **params):
     config = model_config_from_flags(args, None, EndpointModelConfig if backend == "endpoint" else TransformersModelConfig)
     pipeline = PipelineParameters(tasks=tasks, dataset_dir=mirror, output_dir=str(tmp_path / name), **params)
@@ -123,6 +135,18 @@ def test_a_misbehaving_server_is_refused_at_load_with_one_line(clean, tiny_model
     assert "\n" not in str(error.value)
     assert clean.scored <= 2  # the self-check's own probes, nothing of the run
     assert not list(tmp_path.rglob("results_*.json"))
+
+
+def test_a_server_ignoring_the_seed_is_refused_before_the_first_sampled_generation(clean, tiny_model):
+    model = endpoint(clean, tiny_model)
+    clean.faults = {"seed_ignored"}
+    greedy = model.greedy_until(GENERATIONS[:1])  # greedy: no seed sent, nothing to check
+    sampled = [GenerationRequest(CONTEXT, ("\n",), 8, SamplingParams(temperature=1.0), seed=s) for s in (1, 2)]
+    before = clean.completions
+    with pytest.raises(EndpointError, match="^endpoint self-check: the server ignores the request's seed \\(seed=1 "
+                                            "sampled twice gave .*\\): use a server that honours seed"):
+        model.greedy_until(sampled)
+    assert greedy and clean.completions == before + 2  # the probe's two requests, none of the run's
 
 
 def test_injected_faults_are_retried_to_the_same_numbers(clean, tiny_model, reference):
@@ -161,6 +185,49 @@ def test_exhausted_retries_stop_the_run_in_one_line_and_the_rerun_reuses_what_fi
     fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
     assert fresh.results["results"] == rerun.results["results"]
     assert clean.scored == 6 * 4 + 2 * 0 + 2  # 6 docs x 4 choices, and the self-check's 2 echoes
+
+
+def _fault_proxy(upstream: str, *flags: str) -> tuple[subprocess.Popen, str]:
+    """tests/fault_proxy.py in its own process; (process, its base URL)."""
+    proxy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_proxy.py")
+    proc = subprocess.Popen([sys.executable, proxy, upstream, *flags], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_run_through_a_fault_injecting_proxy_scores_as_a_clean_run(clean, tiny_model, mirror, tmp_path):
+    proc, url = _fault_proxy(clean.url, "--rate", "0.2", "--seed", "3", "--retry_after", "0")
+    try:
+        args = f"base_url={url},model=tiny,tokenizer={tiny_model},prompts_per_request=1,max_retries=8"
+        through = _run("endpoint", args, tmp_path, mirror, name="proxied", no_cache=True)
+        with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/fault_proxy/stats") as answer:
+            injected = json.load(answer)["injected"]
+    finally:
+        proc.kill()
+        proc.wait()
+    direct = _run("endpoint", endpoint_args(clean, tiny_model), tmp_path, mirror, name="direct", no_cache=True)
+    assert through.results["results"] == direct.results["results"]
+    assert set(injected) == {"429", "500", "reset", "truncated"}
+    assert through.results["summary_general"]["scoring"]["retries"] == sum(injected.values())
+
+
+def test_a_run_killed_midway_resumes_from_the_requests_it_finished(clean, tiny_model, mirror, tmp_path):
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1")
+    clean.delay_s = 0.05
+    killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", "endpoint", "--model_args", args, "--tasks",
+                               MC_TASK, "--dataset_dir", mirror, "--output_dir", str(tmp_path / "killed")],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while clean.scored < 2 + 12 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    clean.wait_idle()  # the request in flight when the run was killed
+    clean.delay_s, clean.scored = 0.0, 0
+    rerun = _run("endpoint", args, tmp_path, mirror, name="rerun")
+    assert 10 <= rerun.results["summary_general"]["response_cache"]["hits"] < 24  # 6 docs x 4 choices
+    assert clean.scored == 2 + 24 - rerun.results["summary_general"]["response_cache"]["hits"]
+    fresh = _run("endpoint", args, tmp_path, mirror, name="fresh", no_cache=True)
+    assert fresh.results["results"] == rerun.results["results"]
 
 
 def test_without_a_tokenizer_loglikelihood_tasks_are_refused_before_anything_loads(clean, mirror, tmp_path):

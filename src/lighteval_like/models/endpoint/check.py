@@ -5,6 +5,9 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
     with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
     top-1 at its own position (log-probabilities shifted by one).
 (b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer).
+(c) Before the run's first sampled generation: the probe's prompt sampled twice with that request's
+    seed and parameters (16 tokens, a temperature of at least 1) must come back the same (a server
+    that ignores `seed`).
 
 And, once a run sends a request with a regex constraint, whether the server offers structured
 output (`offers_structured_output`): a constraint no free generation would meet must be met."""
@@ -12,7 +15,7 @@ output (`offers_structured_output`): a constraint no free generation would meet 
 from __future__ import annotations
 
 from lighteval_like.models.endpoint.client import Client, EndpointError
-from lighteval_like.models.endpoint.wire import choices, echoed, score_body, token_id
+from lighteval_like.models.endpoint.wire import choice_text, choices, echoed, score_body, token_id
 from lighteval_like.models.prompt_encoder import TokenizerEncoder
 
 PROBE = "The following are multiple choice questions (with answers) about science."
@@ -72,3 +75,17 @@ def offers_structured_output(client: Client, model: str) -> bool:
     except EndpointError:
         return False
     return choice.get("text") == "zqqq7"
+
+
+def check_seed(client: Client, path: str, body: dict) -> None:
+    """(c): a sampled request sent twice with its seed answers the same text. Its prompt is the probe's
+    and its temperature at least 1, so that a server ignoring the seed answers two texts (a prompt
+    of the run might end both samples at once)."""
+    source = {"messages": [{"role": "user", "content": PROBE}]} if "messages" in body else {"prompt": PROBE}
+    kept = {k: v for k, v in body.items() if k not in ("stop", "prompt", "messages")}
+    probe = kept | source | {"max_tokens": 16, "temperature": max(1.0, body.get("temperature", 1.0))}
+    texts = [choice_text(choices(client.request(path, probe), 1)[0]) for _ in range(2)]
+    if texts[0] != texts[1]:
+        raise EndpointError(
+            f"endpoint self-check: the server ignores the request's seed (seed={body.get('seed')} sampled twice gave "
+            f"{texts[0]!r} and {texts[1]!r}): use a server that honours seed (vLLM), or generate greedily")

@@ -44,6 +44,21 @@ def generation_body(model: str, source: dict, max_tokens: int, stop: list[str],
     return body
 
 
+def batched_body(bodies: list[dict]) -> dict:
+    """One request of bodies alike but for their prompts (one body is sent as it is); each
+    choice's generated tokens come back as `logprobs` (the usage counts them all together)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    return {**bodies[0], "prompt": [b["prompt"] for b in bodies], "logprobs": 0}
+
+
+def generated_tokens(choice: dict, answer: dict, n: int) -> int:
+    """How many tokens the server generated for `choice`, one of the `n` of `answer`."""
+    if n == 1:
+        return (answer.get("usage") or {}).get("completion_tokens", 0)
+    return len((choice.get("logprobs") or {}).get("tokens") or [])
+
+
 def token_id(token: str) -> int:
     if not token.startswith(ID_PREFIX):
         raise EndpointError(f"the server returns tokens as text ({token!r}), not ids: use a server that honours "
@@ -93,9 +108,14 @@ def item_score(choice: dict, item: ScoreItem) -> tuple[float, bool]:
     return sum(logprobs[p] for p in picked), all(tops[p] == sent[p] for p in picked)
 
 
+def choice_text(choice: dict) -> str | None:
+    """A completion's text or a chat completion's message content."""
+    return choice.get("text", (choice.get("message") or {}).get("content"))
+
+
 def generated(choice: dict, stop: list[str]) -> str:
     """The choice's text cut at the first stop sequence; an answer without text is an error."""
-    text = choice.get("text", choice.get("message", {}).get("content"))
+    text = choice_text(choice)
     if text is None or choice.get("finish_reason") not in ("stop", "length"):
         raise EndpointError(f"the server gave no answer (finish_reason {choice.get('finish_reason')!r}): "
                             "an empty answer is never scored; check the server's log")
