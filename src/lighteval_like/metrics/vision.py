@@ -21,8 +21,6 @@ An aggregation over a subset with no samples is NaN (lmms-eval reports nothing t
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
@@ -34,14 +32,15 @@ POPE_YES, POPE_NO, POPE_OTHER = 1.0, 0.0, 2.0
 
 def _mme_score(values: np.ndarray, categories: range) -> float:
     """Sum over `categories` (indices of `MME_CATEGORIES`) of the mean acc + acc+ of their images."""
-    per_image: dict[tuple[int, float], list[float]] = defaultdict(list)
-    for correct, category, image in values:
-        if int(category) in categories:
-            per_image[int(category), image].append(correct)
-    per_category: dict[int, list[float]] = defaultdict(list)
-    for (category, _), scores in per_image.items():
-        per_category[category].append(100.0 * sum(scores) / len(scores) + 100.0 * all(scores))
-    return float(sum(sum(s) / len(s) for s in per_category.values()))
+    values = values[(values[:, 1] >= categories.start) & (values[:, 1] < categories.stop)]
+    if not len(values):
+        return 0.0
+    keys, image = np.unique(values[:, 1:], axis=0, return_inverse=True)
+    image = image.reshape(-1)
+    asked, right = np.bincount(image), np.bincount(image, weights=values[:, 0])
+    per_image = 100.0 * right / asked + 100.0 * (right == asked)
+    category = np.unique(keys[:, 0], return_inverse=True)[1].reshape(-1)
+    return float((np.bincount(category, weights=per_image) / np.bincount(category)).sum())
 
 
 def _pope_counts(values: np.ndarray) -> tuple[int, int, int]:
