@@ -54,6 +54,7 @@ GPU_TOKEN_BUDGET = 65536  # first try on GPU; halved on out-of-memory
 CPU_LOGITS_BUDGET = 2**28
 GPU_LOGITS_BUDGET = 2**32
 ROW_TOKENS = 1024  # tree nodes per packed row (longer single items get their own row)
+FEATURES_KEPT = 64  # images whose embeddings a generation call keeps (the latest used)
 T = TypeVar("T")
 
 
@@ -496,17 +497,22 @@ class TransformersStepRunner:
         if len(ids) > room:
             raise LightevalLikeError(f"a prompt with images is {len(ids)} tokens, over max_length {self._model.max_length} "
                                      f"less {max_new} new tokens: lower max_pixels= or raise max_length=")
-        rope = vision.rope(self._model.model, ids, [(a, b, encoder.image(d)) for a, b, d in spans])
+        rope = vision.rope(self._model.model, ids, [(a, b, encoder.image_shape(d)) for a, b, d in spans])
         return (ids, False, max_new, tuple(spans), *(rope or ()))
 
     def _features(self, digest: str) -> torch.Tensor:
-        """An image's embeddings, computed once per distinct image of this generation call."""
-        if digest not in self._image_features:
+        """An image's embeddings, computed once per distinct image of this call while the latest
+        `FEATURES_KEPT` images' stay (prompts come grouped by image, so each is computed once)."""
+        features = self._image_features.pop(digest, None)
+        if features is None:
             with torch.no_grad():
                 model = self._model
-                self._image_features[digest] = model.vision.features(model.model, model.encoder.image(digest))
-                self.counters.images_encoded += 1
-        return self._image_features[digest]
+                features = model.vision.features(model.model, model.encoder.image(digest))
+            self.counters.images_encoded += 1
+        self._image_features[digest] = features
+        if len(self._image_features) > FEATURES_KEPT:
+            del self._image_features[next(iter(self._image_features))]
+        return features
 
     def _embeddings(self, ids: torch.Tensor, images: list[tuple[int, str, int, int]]) -> torch.Tensor:
         """The inputs' embeddings, image tokens replaced by their image's features."""
@@ -520,7 +526,7 @@ class TransformersStepRunner:
         """(sum of the targets' log-probabilities, all of them argmax) of one item with images."""
         model, tokens = self._model, list(item.tokens)
         images = [(start, digest, 0, end - start) for start, end, digest in item.media]
-        rope = model.vision.rope(model.model, tokens, [(a, b, model.encoder.image(d)) for a, b, d in item.media])
+        rope = model.vision.rope(model.model, tokens, [(a, b, model.encoder.image_shape(d)) for a, b, d in item.media])
         positions = rope[0][:, None, :] if rope else torch.arange(len(tokens))[None]
         ids = torch.tensor([tokens], device=self.device)
         logits = model.model(inputs_embeds=self._embeddings(ids, images), position_ids=positions.to(self.device),

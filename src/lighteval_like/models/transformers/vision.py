@@ -37,7 +37,7 @@ JPEG_QUALITY = 85
 class ImageInputs:
     """One image as the model reads it."""
 
-    pixel_values: torch.Tensor
+    pixel_values: torch.Tensor | None  # None: the shape alone (`VisionEncoder.image_shape`)
     grid: tuple[int, int, int] | None  # Qwen-VL's (t, h, w) patch grid
     tokens: int  # placeholder tokens the image takes in the prompt
     size: tuple[int, int]  # (width, height) as stored
@@ -95,6 +95,10 @@ class VisionFamily:
     def inputs(self, processor, image, size: tuple[int, int]) -> ImageInputs:
         raise NotImplementedError
 
+    def grid(self, processor, prepared: tuple[int, int]) -> tuple[int, int, int] | None:
+        """The patch grid of an image prepared to (height, width), before any pixel is processed."""
+        return None
+
     def features(self, model, inputs: ImageInputs) -> torch.Tensor:
         """The image's embeddings [tokens, hidden], in the text tower's input space."""
         raise NotImplementedError
@@ -116,6 +120,13 @@ class QwenVL(VisionFamily):
         grid = tuple(int(x) for x in out["image_grid_thw"][0])
         merge = getattr(processor, "merge_size", 2)
         return ImageInputs(out["pixel_values"], grid, grid[0] * grid[1] * grid[2] // merge**2, size)
+
+    def grid(self, processor, prepared):
+        """The processor's own resize (its pixel range: `size`'s shortest_edge..longest_edge) in patches."""
+        patch = getattr(processor, "patch_size", FACTOR // 2)
+        factor = patch * getattr(processor, "merge_size", 2)
+        height, width = fit_pixels(*prepared, factor, processor.size["shortest_edge"], processor.size["longest_edge"])
+        return 1, height // patch, width // patch
 
     def features(self, model, inputs) -> torch.Tensor:
         grid = torch.tensor([inputs.grid])
@@ -191,23 +202,37 @@ class VisionEncoder(TokenizerEncoder):
     _images: dict = field(default_factory=dict, repr=False, compare=False)
     reads_images = True
 
-    def image(self, digest: str) -> ImageInputs:
-        """One image of the media store, decoded, prepared and processed (once)."""
+    def image_shape(self, digest: str) -> ImageInputs:
+        """An image's grid and token count (no pixel values), from its size alone, kept per digest:
+        prompts are laid out without holding any image's pixels."""
         if digest not in self._images:
-            self._images[digest] = self._prepare(digest)
+            from PIL import Image
+
+            width, height = Image.open(io.BytesIO(self.media.get(digest))).size
+            low, high = (self.min_pixels, self.max_pixels) if self.image_pipeline == "simple" else CHAT_PIXELS
+            prepared = fit_pixels(height, width, FACTOR, low, high)
+            grid = self.family.grid(self.processor, prepared)
+            merged = getattr(self.processor, "merge_size", 2) ** 2
+            tokens = grid[0] * grid[1] * grid[2] // merged if grid else self.image_tokens
+            self._images[digest] = ImageInputs(None, grid, tokens, (width, height))
         return self._images[digest]
 
-    def _prepare(self, digest: str) -> ImageInputs:
+    def image(self, digest: str) -> ImageInputs:
+        """One image of the media store decoded, prepared and processed, its pixel values made now
+        (the caller keeps what it needs: a vision forward reads them once)."""
         from PIL import UnidentifiedImageError
 
-        data = self.media.get(digest)
         try:
-            prepared = prepare_image(data, self.image_pipeline, self.min_pixels, self.max_pixels,
+            prepared = prepare_image(self.media.get(digest), self.image_pipeline, self.min_pixels, self.max_pixels,
                                      resize=isinstance(self.family, QwenVL))
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise LightevalLikeError(f"image {digest[:12]} cannot be read ({one_line(e)})") from e
         inputs = self.family.inputs(self.processor, prepared, prepared.size)
-        return ImageInputs(inputs.pixel_values, inputs.grid, inputs.tokens or self.image_tokens, prepared.size)
+        shape = self.image_shape(digest)
+        if inputs.grid != shape.grid:
+            raise LightevalLikeError(f"image {digest[:12]}: the processor made a {inputs.grid} grid where its size "
+                                     f"gives {shape.grid}: check min_pixels/max_pixels against the processor's")
+        return ImageInputs(inputs.pixel_values, inputs.grid, shape.tokens, shape.size)
 
     def image_prompt(self, prompt: Prompt) -> tuple[list[int], list[tuple[int, int, str]]]:
         """The prompt's ids, each image placeholder widened to its image's tokens, and the image
@@ -235,7 +260,7 @@ class VisionEncoder(TokenizerEncoder):
         out, spans, last = [], [], 0
         for index, digest in zip(at, images):
             out += ids[last:index]
-            count = self.image(digest).tokens
+            count = self.image_shape(digest).tokens
             spans.append((len(out), len(out) + count, digest))
             out += [placeholder] * count
             last = index + 1
