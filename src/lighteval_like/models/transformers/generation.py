@@ -208,8 +208,15 @@ class Engine:
         """Rows decoded together: the batch size, else as many as the token budget holds."""
         if self.runner.batch_size:
             return self.runner.batch_size
-        longest = max((len(p.ids) + p.max_new for p in self.prompts), default=1)
+        longest = max((self._row_tokens(g, i) for g in self.groups for i in g.members), default=1)
         return max(1, self.runner.token_budget // longest)
+
+    def _row_tokens(self, group: PrefixGroup, index: int) -> int:
+        """What a row holds against the budget: its prompt and new tokens, less a shared prefix that
+        holds an image (kept once for its group, and the image's tokens are most of a prompt)."""
+        prompt = self.prompts[index]
+        shared = len(group.prefix) if any(k < 0 for k in prompt.key[: len(group.prefix)]) else 0
+        return len(prompt.ids) - shared + prompt.max_new
 
     def requeue(self) -> None:
         """After an out-of-memory: the rows in flight wait again, with a smaller batch."""
