@@ -335,8 +335,10 @@ class Engine:
         self.cache.decode(counts, prefixes)
         logits = self._forward(ids, torch.cat(positions, dim=-1), torch.tensor(keep), images=images)
         kept, at = [], 0
+        picks = logits.argmax(-1).tolist() if self.greedy else None  # every row's argmax in one pass
         for row, draft in zip(self.active, drafts):
-            kept.append(self._accept(row, draft, logits[at : at + 1 + len(draft)]))
+            span = slice(at, at + 1 + len(draft))
+            kept.append(self._accept(row, draft, logits[span], picks[span] if picks is not None else None))
             at += 1 + len(draft)
         self.cache.advance(kept + counts[len(kept):])
         self.counters.tokens_forwarded += len(ids)
@@ -346,30 +348,36 @@ class Engine:
                 group.cache = None  # the rows in flight keep their reference
         self.joining = []
         self.active += rows
-        self._choose(rows, logits[at:])
+        self._choose(rows, logits[at:], picks[at:] if picks is not None else None)
         self._leave()
 
     def _draft(self, row: Row) -> list[int]:
         """Prompt lookup: after the latest earlier occurrence of the row's last tokens (see
-        `DRAFT_NGRAMS`; in its prompt or its generation), the `row.draft_length` that followed. A greedy
-        row then checks them in the same forward; a loop the model repeats, or text it copies
-        from the prompt, takes several tokens a step. Sampled rows take none."""
+        `DRAFT_NGRAMS`; in its prompt after its last image, or its generation), the
+        `row.draft_length` that followed. A greedy row then checks them in the same forward; a
+        loop the model repeats, or text it copies from the prompt, takes several tokens a step.
+        Sampled rows take none."""
         room = row.prompt.max_new - len(row.text.tokens) - 1
         if room <= 0 or not row.sampling.greedy or row.sampling.repetition_penalty != 1.0:
             return []
         history = row.history()
         length = min(max(row.draft_length, STEP_INPUTS // len(self.active) - 1), room)
+        after_images = row.prompt.media[-1][1] if row.prompt.media else 0  # image placeholders are never text
         for n in DRAFT_NGRAMS:
             tail = history[-n:]
-            for start in range(len(history) - n - 1, -1, -1):
+            for start in range(len(history) - n - 1, after_images - 1, -1):
                 if history[start : start + n] == tail:
                     return history[start + n : start + n + length]
         return []
 
-    def _accept(self, row: Row, draft: list[int], logits: torch.Tensor) -> int:
+    def _accept(self, row: Row, draft: list[int], logits: torch.Tensor, picks: list[int] | None = None) -> int:
         """Push the row's next token, then as long as it equals the next draft token, the token
-        predicted after that one; how many of the row's inputs stay in the cache."""
-        predicted = logits.argmax(-1).tolist() if draft else next_tokens(logits, [row], self.greedy)
+        predicted after that one; how many of the row's inputs stay in the cache. `picks`: the
+        argmax of `logits`, when the step took it for all rows at once."""
+        if picks is not None:
+            predicted = picks
+        else:
+            predicted = logits.argmax(-1).tolist() if draft else next_tokens(logits, [row], self.greedy)
         for j, token in enumerate(predicted):
             self._push(row, token)
             if row.finished or j == len(draft) or token != draft[j]:
@@ -387,8 +395,8 @@ class Engine:
                 self.active.pop()
                 self.cache.remove(j)
 
-    def _choose(self, rows: list[Row], logits: torch.Tensor) -> None:
-        for row, token in zip(rows, next_tokens(logits, rows, self.greedy)):
+    def _choose(self, rows: list[Row], logits: torch.Tensor, picks: list[int] | None = None) -> None:
+        for row, token in zip(rows, picks if picks is not None else next_tokens(logits, rows, self.greedy)):
             self._push(row, token)
 
     def _push(self, row: Row, token: int) -> None:

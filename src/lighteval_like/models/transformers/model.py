@@ -54,7 +54,7 @@ GPU_TOKEN_BUDGET = 65536  # first try on GPU; halved on out-of-memory
 CPU_LOGITS_BUDGET = 2**28
 GPU_LOGITS_BUDGET = 2**32
 ROW_TOKENS = 1024  # tree nodes per packed row (longer single items get their own row)
-FEATURES_KEPT = 64  # images whose embeddings a generation call keeps (the latest used)
+FEATURES_KEPT = 8  # images whose embeddings a generation call keeps (the latest used)
 T = TypeVar("T")
 
 
