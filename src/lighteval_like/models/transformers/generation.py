@@ -264,19 +264,36 @@ class Engine:
             apart = apart[count:]
         self.joining = joining
 
-    def _prefix(self, group: PrefixGroup) -> Prefix | None:
-        """The group's prefix keys and values, computed once (a one-row cache of its width)."""
-        if group.prefix and group.cache is None:
-            cache = RowCache(1, len(group.prefix), self.runner.device)
-            cache.prefill([len(group.prefix)])
-            first = self.prompts[group.members[0]]
-            n = len(group.prefix)
-            self._forward(list(group.prefix), first.positions(0, n), 1, cache, first.images(0, n, 0))
-            cache.advance()
-            group.cache = Prefix(cache.keys, cache.values)
-            self.counters.tokens_forwarded += len(group.prefix)
-            self.counters.prefix_tokens_reused -= len(group.prefix)
-        return group.cache
+    def _prefixes(self, groups: list[PrefixGroup]) -> None:
+        """The prefix keys and values of those of `groups` that have none yet, computed once: packed
+        up to `PREFILL_TOKENS` a forward (each prefix attends alone), then each its own one-row
+        `Prefix` (many short groups, e.g. two questions per image, cost a forward per pack)."""
+        todo = list({id(g): g for g in groups if g.prefix and g.cache is None}.values())
+        while todo:
+            count, tokens = 0, 0
+            for group in todo:
+                tokens += len(group.prefix)
+                if count and tokens > PREFILL_TOKENS:
+                    break
+                count += 1
+            self._prefill_prefixes(todo[:count])
+            todo = todo[count:]
+
+    def _prefill_prefixes(self, groups: list[PrefixGroup]) -> None:
+        lengths = [len(g.prefix) for g in groups]
+        cache = RowCache(len(groups), max(lengths), self.runner.device)
+        cache.prefill(lengths)
+        firsts = [self.prompts[g.members[0]] for g in groups]
+        starts = [sum(lengths[:j]) for j in range(len(groups))]
+        positions = torch.cat([p.positions(0, n) for p, n in zip(firsts, lengths)], dim=-1)
+        images = [m for p, n, at in zip(firsts, lengths, starts) for m in p.images(0, n, at)]
+        self._forward([t for g in groups for t in g.prefix], positions, 1, cache, images)
+        cache.advance()
+        for j, (group, n) in enumerate(zip(groups, lengths)):
+            group.cache = Prefix([k[j : j + 1, :, :n].contiguous() for k in cache.keys],
+                                 [v[j : j + 1, :, :n].contiguous() for v in cache.values])
+        self.counters.tokens_forwarded += sum(lengths)
+        self.counters.prefix_tokens_reused -= sum(lengths)
 
     def _prefill(self, indices: list[int]) -> None:
         """Forward the prompts of `indices` (no shared prefix) into the free slots; their first
@@ -323,8 +340,9 @@ class Engine:
             counts.append(1 + len(draft))
         keep = list(range(len(ids)))
         prefixes = []
+        self._prefixes([group for group, _ in self.joining])
         for group, index in self.joining:
-            prefixes.append(self._prefix(group))
+            prefixes.append(group.cache)
             shared, prompt = len(group.prefix), self.prompts[index]
             images += prompt.images(shared, len(prompt.ids), len(ids))
             ids += prompt.ids[shared:]
