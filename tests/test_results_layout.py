@@ -77,7 +77,7 @@ def test_misspelt_metric_stops_the_run_at_start_up(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [
         "lighteval-like: error: task custom|my_arc: unknown metric 'acc_nrom' (did you mean acc_norm?); valid metrics are acc, acc_norm, "
-        "mc1, mc2, acc_greedy, perplexity, word_perplexity, byte_perplexity, bits_per_byte, em, qem "
+        "acc_token_mean, mc1, mc2, acc_greedy, perplexity, word_perplexity, byte_perplexity, bits_per_byte, em, qem "
         "(or a lighteval_like.metrics.library.Metric object)"
     ]
     assert not (tmp_path / "out").exists()

@@ -143,8 +143,8 @@ def _response(tokenizer, tokens: list[int], stops: tuple[str, ...], prompt: Prom
 
 def _drops_an_image(key: tuple[int, ...], shared: int) -> bool:
     """Whether cutting a run's shared key to `shared` would drop image tokens from it (they are
-    negative in a key): a prompt after another image starts a run of its own instead, so the
-    questions about one image share its tokens' keys and values."""
+    negative in a key): where the run's members share an image, a prompt after another image
+    starts a run of its own instead, so the questions about one image share its keys and values."""
     return any(k < 0 for k in key[shared:])
 
 
@@ -159,7 +159,7 @@ def prefix_groups(prompts: list[Prompt]) -> list[PrefixGroup]:
         own = keys[i][:-1]
         if runs:
             shared = common_length(runs[-1][0], own)
-            if shared >= MIN_SHARED_PREFIX and not _drops_an_image(runs[-1][0], shared):
+            if shared >= MIN_SHARED_PREFIX and not (len(runs[-1][1]) > 1 and _drops_an_image(runs[-1][0], shared)):
                 runs[-1] = (runs[-1][0][:shared], runs[-1][1] + [i])
                 continue
         runs.append((own, [i]))
