@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -87,21 +88,22 @@ def prepare_image(data: bytes, pipeline: str, min_pixels: int, max_pixels: int, 
     return image.resize((width, height))
 
 
-class VisionFamily:
+class VisionFamily(ABC):
     """What differs between image+text model families."""
 
     placeholder: str  # the token the chat template writes for an image
 
+    @abstractmethod
     def inputs(self, processor, image, size: tuple[int, int]) -> ImageInputs:
-        raise NotImplementedError
+        """The processor's pixel values (and grid) of a prepared image."""
 
     def grid(self, processor, prepared: tuple[int, int]) -> tuple[int, int, int] | None:
         """The patch grid of an image prepared to (height, width), before any pixel is processed."""
         return None
 
+    @abstractmethod
     def features(self, model, inputs: ImageInputs) -> torch.Tensor:
         """The image's embeddings [tokens, hidden], in the text tower's input space."""
-        raise NotImplementedError
 
     def rope(self, model, ids: list[int], spans: list[tuple[int, int, ImageInputs]]) -> tuple[torch.Tensor, int] | None:
         """Rotary positions [3, len(ids)] and the shift of the positions after them (None: 0..n-1)."""
