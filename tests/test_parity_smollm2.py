@@ -27,8 +27,10 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 REFERENCE = "reference_smollm2.json"
 REFERENCES = (REFERENCE, "reference_smollm2_fewshot.json", "reference_smollm2_chat.json")
 # mc2 is a mean of probabilities, so loglikelihood noise within tolerance moves it a little;
-# the other metrics are means of 0/1 decisions and must be identical.
+# perplexity is exp(-mean loglikelihood), so that noise moves it by at most the same share
+# (checked relatively); the other metrics are means of 0/1 decisions and must be identical.
 CONTINUOUS_METRICS = {"mc2": 1e-4}
+RELATIVE_METRICS = ("perplexity",)
 
 
 def load_reference(name: str = REFERENCE) -> dict:
@@ -138,5 +140,8 @@ def test_smollm2_matches_lm_eval_reference(smollm2, hub_mirror, tmp_path, name, 
             worst = max([worst] + [abs(a - b) for a, b in zip(got[int(doc)], lls)])
         assert worst <= tolerance, f"{key}: a per-choice loglikelihood moved by {worst:.3g} from the reference"
         for name, value in want["metrics"].items():
+            if name in RELATIVE_METRICS:
+                assert results[key][name] == pytest.approx(value, rel=tolerance), (key, name)
+                continue
             tol = CONTINUOUS_METRICS.get(name, 1e-6)
             assert results[key][name] == pytest.approx(value, abs=tol), (key, name)
