@@ -4,7 +4,9 @@ transformers model in fp32 (real prompt log-probabilities), which misbehaves on 
 prompt or to text prompts only, answers without text, the seed ignored), `fault_rate` the share of
 requests answered 429, 500 or a reset. With `structured`, it honours vLLM's
 `structured_outputs: {"regex": ...}` by answering the first of `STRUCTURED_ANSWERS` the regex
-matches (it records every regex it was sent, honoured or not).
+matches (it records every regex it was sent, honoured or not). With `token_queries` (the default)
+it honours vLLM's `logprob_token_ids` (each generated position reports those ids too); the
+`query_shift` fault reports them from the position before.
 
 Standalone (for benchmarks/endpoint_faults.py): `python tests/endpoint_server.py MODEL_DIR [--port P]
 [--model_id ID] [--faults shift,no_echo,bos,text_bos,seed_ignored,empty]` serves until killed and
@@ -47,7 +49,8 @@ class TinyServer:
         self.regexes: list[str] = []
         self.delay_s = 0.0  # each completion answered this much later
         self.rng = random.Random(0)
-        self.completions = self.scored = 0
+        self.token_queries = True
+        self.completions = self.scored = self.queried = 0
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
         self.injected: list[str] = []  # the faults injected, in order
         self.lock = threading.Lock()
@@ -131,7 +134,18 @@ class TinyServer:
             choice["logprobs"] = self.token_logprobs(prompt + new, 0 if echo else len(prompt))
             if echo:
                 self.scored += 1
+            if body.get("logprob_token_ids") and self.token_queries and not echo:
+                self.answer_queries(choice["logprobs"]["top_logprobs"], prompt + new, len(prompt), body["logprob_token_ids"])
         return choice, len(new)
+
+    def answer_queries(self, tops: list[dict], seq: list[int], start: int, ids: list[int]) -> None:
+        """Each generated position's top-1 joined by the log-probabilities of `ids` there."""
+        rows = self.logprobs(seq)
+        shift = 1 if "query_shift" in self.faults else 0
+        for k, top in enumerate(tops):
+            top.update({f"token_id:{t}": float(rows[start + k - 1 - shift, t]) for t in ids})
+        with self.lock:
+            self.queried += 1
 
     def token_logprobs(self, seq: list[int], start: int) -> dict:
         rows = self.logprobs(seq)

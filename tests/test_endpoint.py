@@ -27,6 +27,7 @@ from lighteval_like.models.endpoint import client as endpoint_client
 from lighteval_like.models.endpoint.client import EndpointError
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.model import EndpointModel
+from lighteval_like.models.endpoint.queries import is_query
 from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
@@ -56,7 +57,8 @@ def clean(server, monkeypatch):
     """The module's server behaving, its counters at 0; retries wait 10 ms."""
     server.wait_idle()
     server.faults, server.fault_rate, server.fail_after = set(), 0.0, None
-    server.completions = server.scored = 0
+    server.completions = server.scored = server.queried = 0
+    server.token_queries = True
     server.injected, server.rng = [], random.Random(2)  # a draw with each fault in the first 16
     server.fault_kinds = ["429", "500", "reset"]
     monkeypatch.setattr(endpoint_client, "BACKOFF_S", 0.01)
@@ -91,7 +93,27 @@ def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, ti
     _same_scores(model.loglikelihood(REQUESTS), reference[0])
     _same_scores(model.loglikelihood_rolling(ROLLING), reference[1])
     assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
-    assert model.stats()["requests"] == 3 + 1 + 3  # 5 items by 2, 2 windows by 2, one generation a request
+    items = [model.encoder.request_item(r)[0] for r in REQUESTS]
+    contexts = {it.tokens for it in items if is_query(it)}  # single-target items, one query per context
+    echoed = len(items) - sum(map(is_query, items))
+    assert contexts and echoed  # both ways are taken
+    # contexts by 2, echoed items by 2, 2 windows by 2, one generation a request
+    assert model.stats()["requests"] == -(-len(contexts) // 2) - (-echoed // 2) + 1 + 3
+    assert model.queries and clean.queried == 1 + len(contexts)  # the probe's context, then the run's
+
+
+@pytest.mark.parametrize("serves, fault", [(False, None), (True, "query_shift")])
+def test_a_server_without_true_next_token_queries_has_every_item_echoed(clean, tiny_model, reference, serves, fault):
+    """A server that ignores logprob_token_ids, or reports other numbers than its echo, is asked
+    once and then only echoed prompts are sent; `token_queries=false` asks nothing."""
+    clean.token_queries, clean.faults = serves, {fault} - {None}
+    model = endpoint(clean, tiny_model, ",prompts_per_request=2")
+    _same_scores(model.loglikelihood(REQUESTS), reference[0])
+    assert model.queries is False and model.stats()["requests"] == 3 and clean.queried == int(serves)
+    clean.faults = set()
+    unasked = endpoint(clean, tiny_model, ",prompts_per_request=2,token_queries=false")
+    _same_scores(unasked.loglikelihood(REQUESTS), reference[0])
+    assert unasked.queries is False and clean.queried == int(serves)
 
 
 def test_generations_alike_share_a_request_and_a_per_sample_seed_goes_alone(clean, tiny_model):
@@ -173,7 +195,8 @@ def test_a_dead_base_url_is_left_out_of_the_rotation(clean, tiny_model, referenc
 
 def test_exhausted_retries_stop_the_run_in_one_line_and_the_rerun_reuses_what_finished(clean, tiny_model, mirror,
                                                                                       tmp_path):
-    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1,max_retries=2")
+    # every choice echoed (token_queries=false), so that the requests counted are one per choice
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1,max_retries=2,token_queries=false")
     clean.fail_after = 6  # the self-check's 3 requests, then 3 scored
     with pytest.raises(EndpointError, match="still failing after 2 retries \\(HTTP 500\\): .* a rerun resumes") as error:
         _run("endpoint", args, tmp_path, mirror)
@@ -211,7 +234,7 @@ def test_a_run_through_a_fault_injecting_proxy_scores_as_a_clean_run(clean, tiny
 
 
 def test_a_run_killed_midway_resumes_from_the_requests_it_finished(clean, tiny_model, mirror, tmp_path):
-    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1")
+    args = endpoint_args(clean, tiny_model, ",prompts_per_request=1,concurrent_requests=1,token_queries=false")
     clean.delay_s = 0.05
     killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", "endpoint", "--model_args", args, "--tasks",
                                MC_TASK, "--dataset_dir", mirror, "--output_dir", str(tmp_path / "killed")],

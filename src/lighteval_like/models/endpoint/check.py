@@ -10,17 +10,21 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
     that ignores `seed`).
 
 And, once a run sends a request with a regex constraint, whether the server offers structured
-output (`offers_structured_output`): a constraint no free generation would meet must be met."""
+output (`offers_structured_output`): a constraint no free generation would meet must be met; once
+a run scores single-target items, whether the server answers next-token queries
+(`offers_token_queries`) with its echo's values."""
 
 from __future__ import annotations
 
 from lighteval_like.models.endpoint.client import Client, EndpointError
+from lighteval_like.models.endpoint.queries import next_token_logprobs, query_body
 from lighteval_like.models.endpoint.wire import choice_text, choices, echoed, score_body, token_id
 from lighteval_like.models.prompt_encoder import TokenizerEncoder
 
 PROBE = "The following are multiple choice questions (with answers) about science."
 PROBE_TOKENS = 4
 STRUCTURED_PROBE = "zq{3}7"  # vLLM's structured_outputs regex; the text must be exactly "zqqq7"
+QUERY_TOLERANCE = 1e-3  # a next-token query's log-probability against the echo's, same server
 
 
 def _greedy_tokens(client: Client, model: str, prompt: list[int]) -> list[int]:
@@ -89,3 +93,23 @@ def check_seed(client: Client, path: str, body: dict) -> None:
         raise EndpointError(
             f"endpoint self-check: the server ignores the request's seed (seed={body.get('seed')} sampled twice gave "
             f"{texts[0]!r} and {texts[1]!r}): use a server that honours seed (vLLM), or generate greedily")
+
+
+def offers_token_queries(client: Client, model: str, encoder: TokenizerEncoder) -> bool:
+    """Whether a next-token query (`logprob_token_ids`, vLLM's) reports, for a few tokens after the
+    probe, the log-probabilities the echo gives them (within QUERY_TOLERANCE) and the echo's top-1
+    as its argmax. A server that refuses the field, ignores it or reports other numbers does not."""
+    prompt = encoder.encode(PROBE)
+    candidates = sorted({encoder.encode(text)[-1] for text in (" A", " the", " science")})
+    try:
+        answer = client.request("/completions", query_body(model, [prompt], set(candidates)))
+        values, top = next_token_logprobs(choices(answer, 1)[0])
+    except EndpointError:
+        return False
+    echo = choices(client.request("/completions", score_body(model, [prompt + [t] for t in candidates])),
+                   len(candidates))
+    for t, choice in zip(candidates, echo):
+        logprobs, tops = echoed(choice, prompt + [t])
+        if t not in values or abs(values[t] - logprobs[-1]) > QUERY_TOLERANCE or top != tops[-1]:
+            return False
+    return True

@@ -26,6 +26,7 @@ class EndpointModelConfig(BackendConfig):
     timeout_s: float = 120.0
     max_retries: int = 5
     chat: bool = False  # generation through /chat/completions (the server applies its chat template)
+    token_queries: bool = True  # single-target items as next-token queries where the server offers them
     max_length: int | None = None  # None: the server's max_model_len (from /models)
     generation_parameters: GenerationParameters | None = None
 
@@ -33,7 +34,7 @@ class EndpointModelConfig(BackendConfig):
     DTYPE_REFUSED_BY: ClassVar[str] = " by an endpoint (the server chose its dtype)"
     KEY_ORDER: ClassVar[tuple[str, ...]] = (
         "base_url", "model", "pretrained", "api_key_env", "tokenizer", "concurrent_requests", "prompts_per_request",
-        "timeout_s", "max_retries", "chat", "max_length", "add_special_tokens", "multichoice_continuations_start_space",
+        "timeout_s", "max_retries", "chat", "token_queries", "max_length", "add_special_tokens", "multichoice_continuations_start_space",
         "max_gen_toks", "generation_parameters", "revision", "subfolder", "dtype", "trust_remote_code",
     )
 
