@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,8 @@ CORPUS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. #### 72",
     "0 1 2 3 4 5 6 7 8 9 10 plus minus times What is",
 ]
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
 
 
 def _train_tokenizer(folder: str) -> None:
@@ -78,6 +81,19 @@ def _private_response_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-llama")), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny Llama with a chat template in its tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = str(tmp_path_factory.mktemp("tiny-chat") / "model")
+    shutil.copytree(tiny_model, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

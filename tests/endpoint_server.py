@@ -6,7 +6,10 @@ requests answered 429, 500 or a reset. With `structured`, it honours vLLM's
 `structured_outputs: {"regex": ...}` by answering the first of `STRUCTURED_ANSWERS` the regex
 matches (it records every regex it was sent, honoured or not). With `token_queries` (the default)
 it honours vLLM's `logprob_token_ids` (each generated position reports those ids too); the
-`query_shift` fault reports them from the position before.
+`query_shift` fault reports them from the position before. At its root it answers vLLM's
+`/tokenize` (a prompt, or chat messages through the tokenizer's chat template), `/detokenize` and
+`/tokenizer_info` (vLLM's only with --enable-tokenizer-info-endpoint), each path in `missing`
+answered 404 as vLLM answers a path it does not serve; `tokenized` records what /tokenize was asked.
 
 Standalone (for benchmarks/endpoint_faults.py): `python tests/endpoint_server.py MODEL_DIR [--port P]
 [--model_id ID] [--faults shift,no_echo,bos,text_bos,seed_ignored,empty]` serves until killed and
@@ -47,11 +50,14 @@ class TinyServer:
         self.structured = False
         self.structured_delay_s = 0.0  # how late each constrained answer comes (a slow judge)
         self.regexes: list[str] = []
+        self.missing: set[str] = set()  # root paths answered 404, e.g. {"/tokenize", "/detokenize"}
+        self.tokenized: list[tuple[str, bool]] = []  # (prompt or messages as JSON, add_special_tokens) asked
         self.delay_s = 0.0  # each completion answered this much later
         self.rng = random.Random(0)
         self.token_queries = True
         self.completions = self.scored = self.queried = 0
         self.active = 0  # requests being answered (a slow one may outlive its client's timeout)
+        self.most_active = 0  # the most answered at a time
         self.injected: list[str] = []  # the faults injected, in order
         self.lock = threading.Lock()
         self.http = ThreadingHTTPServer(("127.0.0.1", port), type("Bound", (Handler,), {"tiny": self}))
@@ -165,6 +171,31 @@ class TinyServer:
         return {"object": "chat.completion", "model": body["model"], "choices": [choice],
                 "usage": {"completion_tokens": n}}
 
+    def tokenize(self, body: dict) -> tuple[int, dict]:
+        """vLLM's /tokenize: a prompt (with the special tokens a text prompt gets unless told not to:
+        none, or a BOS with `text_bos`), or messages through the chat template (none added); a
+        tokenizer without a template is vLLM's 400."""
+        if "messages" not in body:
+            text, special = body["prompt"], body.get("add_special_tokens", True)
+        elif self.tokenizer.chat_template is None:
+            return 400, {"error": {"message": "As of transformers v4.44, default chat template is no longer allowed, "
+                                              "so you must provide a chat template if the tokenizer does not define "
+                                              "one.", "type": "BadRequestError", "param": None, "code": 400}}
+        else:
+            text = self.tokenizer.apply_chat_template(body["messages"], tokenize=False,
+                                                      add_generation_prompt=body.get("add_generation_prompt", True))
+            special = False
+        with self.lock:
+            self.tokenized.append((body.get("prompt", json.dumps(body.get("messages"))), special))
+        ids = self.ids(text) if special else self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return 200, {"count": len(ids), "max_model_len": self.entry["max_model_len"], "tokens": ids, "token_strs": None}
+
+    def tokenizer_info(self) -> dict:
+        """vLLM's /tokenizer_info: the tokenizer's init kwargs (an added token as its text), and its class."""
+        info = {k: getattr(v, "content", v) for k, v in self.tokenizer.init_kwargs.items()
+                if isinstance(getattr(v, "content", v), (str, int, float, bool, type(None)))}
+        return {**info, "tokenizer_class": type(self.tokenizer).__name__}
+
     def complete(self, body: dict) -> dict:
         answers = [self.choice(i, p, body) for i, p in enumerate(self.prompts(body))]
         if "empty" in self.faults:  # an answer refused or cut off: no text, another finish_reason
@@ -193,12 +224,19 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self) -> None:
-        if self._authorised():
+        if not self._authorised():
+            return
+        if self.path in self.tiny.missing:
+            self._send(404, {"detail": "Not Found"})
+        elif self.path == "/tokenizer_info":
+            self._send(200, self.tiny.tokenizer_info())
+        else:
             self._send(200, {"object": "list", "data": [self.tiny.entry]})
 
     def do_POST(self) -> None:
         with self.tiny.lock:
             self.tiny.active += 1
+            self.tiny.most_active = max(self.tiny.most_active, self.tiny.active)
         try:
             self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         finally:
@@ -223,8 +261,14 @@ class Handler(BaseHTTPRequestHandler):
             reset(self)
         elif fault is not None:
             self._send(int(fault), {"error": "injected"}, {"Retry-After": "0"} if fault == "429" else None)
+        elif self.path in self.tiny.missing:
+            self._send(404, {"detail": "Not Found"})
         elif body.get("model") != self.tiny.entry["id"]:
             self._send(404, {"error": f"model {body.get('model')} does not exist"})
+        elif self.path == "/tokenize":
+            self._send(*self.tiny.tokenize(body))
+        elif self.path == "/detokenize":
+            self._send(200, {"prompt": self.tiny.tokenizer.decode(body["tokens"])})
         elif self.path.endswith("/chat/completions"):
             self._send(200, self.tiny.chat(body))
         else:

@@ -14,20 +14,23 @@ import sys
 import time
 import urllib.request
 
+import pyarrow.parquet as pq
 import pytest
-from conftest import build_tiny_model, free_port
+from conftest import CHAT_TEMPLATE, build_tiny_model, free_port
 from endpoint_server import TinyServer
 
-from lighteval_like.api.errors import ModelLoadError, UsageError
+from lighteval_like.api.errors import LightevalLikeError, ModelArgsError, ModelLoadError, UsageError
 from lighteval_like.api.requests import GenerationRequest, LoglikelihoodRequest, RollingRequest, SamplingParams
 from lighteval_like.cli.entrypoints import model_args_record, model_config_from_flags, one_process, run
 from lighteval_like.evaluation.cache import model_fingerprint
 from lighteval_like.evaluation.pipeline import PipelineParameters
+from lighteval_like.models.base import ModelIdentity
 from lighteval_like.models.endpoint import client as endpoint_client
-from lighteval_like.models.endpoint.client import EndpointError
+from lighteval_like.models.endpoint.client import Client, EndpointError
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.model import EndpointModel
 from lighteval_like.models.endpoint.queries import is_query
+from lighteval_like.models.endpoint.tokenize import ServerTokenizer
 from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
@@ -61,6 +64,7 @@ def clean(server, monkeypatch):
     server.token_queries = True
     server.injected, server.rng = [], random.Random(2)  # a draw with each fault in the first 16
     server.fault_kinds = ["429", "500", "reset"]
+    server.delay_s, server.missing, server.tokenized = 0.0, set(), []
     monkeypatch.setattr(endpoint_client, "BACKOFF_S", 0.01)
     return server
 
@@ -265,6 +269,108 @@ def test_generation_without_a_tokenizer_sends_text(clean, tiny_model, reference)
     model = EndpointModel(parse_model_args(f"base_url={clean.url},model=tiny", EndpointModelConfig), False)
     assert not model.encoder.counts_tokens
     assert [g.text for g in model.greedy_until(GENERATIONS)] == [g.text for g in reference[2]]
+
+
+def server_tokenized(server, extra: str = "") -> EndpointModel:
+    """The endpoint with tokenizer=server."""
+    return EndpointModel(parse_model_args(f"base_url={server.url},model=tiny,tokenizer=server{extra}",
+                                          EndpointModelConfig), False)
+
+
+def test_tokenizer_server_scores_and_generates_as_the_local_tokenizer(clean, tiny_model):
+    ours, local = server_tokenized(clean, ",concurrent_requests=4"), endpoint(clean, tiny_model)
+    assert isinstance(ours.encoder.tokenizer, ServerTokenizer)
+    assert ours.loglikelihood(REQUESTS) == local.loglikelihood(REQUESTS)  # an empty context starts with the BOS
+    assert ours.loglikelihood_rolling(ROLLING) == local.loglikelihood_rolling(ROLLING)
+    assert ours.greedy_until(GENERATIONS) == local.greedy_until(GENERATIONS)
+
+
+def test_tokenizer_server_asks_each_text_once_however_many_ask_at_a_time(clean):
+    clean.delay_s = 0.02  # the three requests sharing CONTEXT ask for it at the same time
+    model = server_tokenized(clean, ",concurrent_requests=4")
+    clean.tokenized, clean.most_active = [], 0
+    model.loglikelihood(REQUESTS)  # its 5 items go in one /completions request: the rest are /tokenize
+    asked = list(clean.tokenized)
+    assert (CONTEXT, False) in asked and len(asked) == len(set(asked)) and clean.most_active > 1
+    model.loglikelihood(REQUESTS)
+    model.loglikelihood_rolling(ROLLING)
+    assert sorted(clean.tokenized[len(asked):]) == sorted((r.text, False) for r in ROLLING)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_multiple_choice_run_with_tokenizer_server_scores_as_with_the_local_folder(tiny_chat_model, mirror,
+                                                                                    tmp_path, chat):
+    served = TinyServer(tiny_chat_model)
+    try:
+        runs = [_run("endpoint", f"base_url={served.url},model=tiny,tokenizer={tokenizer}", tmp_path, mirror,
+                     name=tokenizer[-6:], use_chat_template=chat, save_details=True)
+                for tokenizer in ("server", tiny_chat_model)]
+    finally:
+        served.close()
+    ours, local = ([_detail_scores(row) for row in pq.read_table(r.details_paths[0]).to_pylist()] for r in runs)
+    assert ours == local and len(ours) == 6 and ours[0][0].startswith("user: ") == chat
+    assert runs[0].results["results"] == runs[1].results["results"]
+    assert any(text.startswith("[") for text, _ in served.tokenized) == chat  # the chat template went to /tokenize
+    assert runs[0].results["config_general"]["model_args"]["tokenizer"] == f"server:{served.url}"
+
+
+def _detail_scores(row: dict) -> tuple:
+    return row["prompt"], row["loglikelihoods"], row["continuation_tokens"]
+
+
+def test_a_server_without_tokenize_is_refused_at_load_in_one_line(clean, mirror, tmp_path):
+    from click.testing import CliRunner
+
+    from lighteval_like.cli.commands import main
+
+    clean.missing = {"/tokenize", "/detokenize"}
+    done = CliRunner().invoke(main, ["endpoint", "--tasks", MC_TASK, "--dataset_dir", mirror, "--output_dir",
+                                     str(tmp_path), "--model_args", f"base_url={clean.url},model=tiny,tokenizer=server"])
+    assert done.exit_code != 0
+    assert done.stderr.strip().splitlines() == [
+        "lighteval-like: error: the server has no /tokenize: pass tokenizer=<the served model's tokenizer folder>"]
+    assert clean.completions == 0 and not list(tmp_path.rglob("results_*.json"))
+
+
+def test_a_bos_the_server_does_not_tell_is_refused_where_it_is_needed(clean, tiny_model):
+    clean.missing = {"/tokenizer_info"}  # as vLLM by default; the tiny tokenizer adds no BOS before a text
+    model = server_tokenized(clean)
+    assert model.loglikelihood(REQUESTS[:3]) == endpoint(clean, tiny_model).loglikelihood(REQUESTS[:3])
+    with pytest.raises(ModelLoadError, match="^tokenizer=server: the server does not tell its tokenizer's bos_token "
+                                             "\\(.*\\), which an empty context or a rolling window starts with: pass "
+                                             "tokenizer=<the served model's tokenizer folder>$"):
+        model.loglikelihood_rolling(ROLLING)
+    clean.faults = {"text_bos"}  # now its tokenizer adds the BOS (id 0) before a text
+    assert ServerTokenizer(model.client, "tiny").bos_token_id == 0
+
+
+def test_a_chat_the_server_cannot_render_exactly_is_refused_in_one_line(clean, monkeypatch):
+    tokenizer = ServerTokenizer(Client([clean.url], None, 10.0, 0), "tiny")
+    with pytest.raises(LightevalLikeError, match="^--use_chat_template: the server applied no chat template \\(.*answered "
+                                                 "HTTP 400: .*\\): serve the model with one \\(vLLM's --chat-template\\), "
+                                                 "or pass tokenizer=<the served model's tokenizer folder>$"):
+        tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 2?"}])
+    monkeypatch.setattr(clean.tokenizer, "chat_template", CHAT_TEMPLATE)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 plus 2?"}]) == (
+        "user: What is 2 plus 2?\nassistant:")
+    decode = clean.tokenizer.decode
+    monkeypatch.setattr(clean.tokenizer, "decode", lambda ids: decode(ids).upper())  # a /detokenize that loses text
+    with pytest.raises(ModelLoadError, match="^tokenizer=server: the server's chat template, decoded by /detokenize, "
+                                             "does not tokenise back to its ids: pass tokenizer=<the served"):
+        tokenizer.apply_chat_template([{"role": "user", "content": "And times 3?"}])
+
+
+def test_tokenizer_server_is_recorded_and_keyed_as_the_servers(clean, tiny_model):
+    def config(tokenizer: str) -> EndpointModelConfig:
+        return parse_model_args(f"base_url={clean.url},model=tiny,tokenizer={tokenizer}", EndpointModelConfig)
+
+    identity = ModelIdentity("tiny", backend="endpoint")
+    recorded = model_args_record(config("server"))["tokenizer"]
+    assert recorded == f"server:{clean.url}" and config(recorded).tokenizes_on_server
+    assert (model_fingerprint(model_args_record(config("server")), identity)[0]
+            != model_fingerprint(model_args_record(config(tiny_model)), identity)[0])
+    with pytest.raises(ModelArgsError, match="names other servers than base_url=.*: pass tokenizer=server$"):
+        config("server:http://127.0.0.1:1/v1")
 
 
 def test_the_api_key_is_sent_but_never_recorded(tiny_model, mirror, tmp_path, monkeypatch):

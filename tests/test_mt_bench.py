@@ -12,7 +12,6 @@ import contextlib
 import glob
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -45,8 +44,6 @@ from lighteval_like.models.transformers.model import TransformersModel
 from lighteval_like.tasks.mt_bench import VERDICT_REGEX, data_folder
 
 TASK, KEY = "lighteval|mt_bench|0|0", "lighteval|mt_bench|0"
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant:{% endif %}")
 QUESTIONS = [
     {"question_id": 81, "category": "writing", "turns": ["Write about cats.", "Now as a poem."]},
     {"question_id": 111, "category": "math", "turns": ["What is 2 plus 2?", "And times 3?"]},
@@ -61,19 +58,6 @@ JUDGE_PROMPTS = [
      "prompt_template": MULTI + "\n[Ref]\n{ref_answer_1}\n{ref_answer_2}"},
 ]
 REFERENCES = [{"question_id": q, "choices": [{"index": 0, "turns": [f"ref {q} a", f"ref {q} b"]}]} for q in (101, 111)]
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_model, tmp_path_factory) -> str:
-    """The tiny model with a chat template (both the evaluated model and the judge)."""
-    from transformers import AutoTokenizer
-
-    folder = str(tmp_path_factory.mktemp("tiny-chat") / "model")
-    shutil.copytree(tiny_model, folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +124,10 @@ def _details(result) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def test_the_second_turn_holds_the_models_own_first_answer_and_a_rerun_computes_nothing(chat_model, data_dir, tmp_path):
+def test_the_second_turn_holds_the_models_own_first_answer_and_a_rerun_computes_nothing(tiny_chat_model, data_dir, tmp_path):
     asked: dict = {}
     judge = JudgeModel(ScriptedJudge, {"judge": "scripted"})
-    first = _pipeline(tmp_path, "first", lambda: Recording(chat_model, asked), judge, data_dir).evaluate()
+    first = _pipeline(tmp_path, "first", lambda: Recording(tiny_chat_model, asked), judge, data_dir).evaluate()
     firsts = {r.prompt.messages()[0]["content"]: answer.text for r, answer in asked.items() if len(r.prompt.turns) == 1}
     seconds = [r.prompt.messages() for r in asked if len(r.prompt.turns) == 3]
     assert sorted(firsts) == sorted(q["turns"][0] for q in QUESTIONS) and len(seconds) == 3
@@ -157,16 +141,16 @@ def test_the_second_turn_holds_the_models_own_first_answer_and_a_rerun_computes_
     assert first.results["summary_general"]["response_cache"]["computed"] == 6
 
     again: dict = {}
-    second = _pipeline(tmp_path, "second", lambda: Recording(chat_model, again), judge, data_dir).evaluate()
+    second = _pipeline(tmp_path, "second", lambda: Recording(tiny_chat_model, again), judge, data_dir).evaluate()
     assert again == {}  # both rounds read from the response cache
     general = second.results["summary_general"]
     assert general["response_cache"]["hits"] == 6 and general["response_cache"]["computed"] == 0
     assert [r["generations"] for r in _details(second)] == [r["generations"] for r in rows]
 
 
-def test_verdicts_without_a_rating_are_counted_and_left_out_of_the_means(chat_model, data_dir, tmp_path):
+def test_verdicts_without_a_rating_are_counted_and_left_out_of_the_means(tiny_chat_model, data_dir, tmp_path):
     asked: dict = {}
-    result = _pipeline(tmp_path, "scored", lambda: Recording(chat_model, asked),
+    result = _pipeline(tmp_path, "scored", lambda: Recording(tiny_chat_model, asked),
                        JudgeModel(ScriptedJudge, {"judge": "scripted"}), data_dir).evaluate()
     scores = result.results["results"][KEY]
     assert scores["score_turn_1"] == pytest.approx((8 + 9 + 2) / 3)
@@ -179,18 +163,18 @@ def test_verdicts_without_a_rating_are_counted_and_left_out_of_the_means(chat_mo
     assert ratings == {0: [8.0, None], 1: [9.0, None], 2: [2.0, 4.0]}
 
 
-def test_the_judge_runs_from_the_command_line_through_transformers(chat_model, data_dir, tmp_path):
+def test_the_judge_runs_from_the_command_line_through_transformers(tiny_chat_model, data_dir, tmp_path):
     out = tmp_path / "out"
-    done = run_cli(["accelerate", "--model_args", f"pretrained={chat_model},dtype=float32", "--tasks", TASK,
+    done = run_cli(["accelerate", "--model_args", f"pretrained={tiny_chat_model},dtype=float32", "--tasks", TASK,
                     "--dataset_dir", data_dir, "--use_chat_template", "--gen_kwargs", "max_new_tokens=4",
-                    "--judge_model_args", f"judge_backend=transformers,pretrained={chat_model},dtype=float32",
+                    "--judge_model_args", f"judge_backend=transformers,pretrained={tiny_chat_model},dtype=float32",
                     "--output_dir", str(out), "--save_details"])
     assert done.returncode == 0, done.stderr
     (path,) = glob.glob(str(out / "results" / "*" / "results_*.json"))
     with open(path, encoding="utf-8") as f:
         results = json.load(f)
     judge = results["summary_general"]["judge"]
-    assert judge["backend"] == "transformers" and judge["model_args"]["pretrained"] == chat_model
+    assert judge["backend"] == "transformers" and judge["model_args"]["pretrained"] == tiny_chat_model
     assert judge["num_requests"] == 6 and judge["response_cache"]["computed"] == 6
     (details,) = glob.glob(str(out / "details" / "*" / "*" / "*.parquet"))
     verdicts = [v for r in pq.read_table(details).to_pylist() for v in json.loads(r["extras"])["verdicts"]]
@@ -200,8 +184,8 @@ def test_the_judge_runs_from_the_command_line_through_transformers(chat_model, d
     assert "Judge response cache: 0 reused, 6 computed" in done.stdout
 
 
-def test_the_judge_runs_through_an_endpoint_with_its_structured_output(chat_model, data_dir, tmp_path):
-    server = TinyServer(chat_model, key="sekrit-key")
+def test_the_judge_runs_through_an_endpoint_with_its_structured_output(tiny_chat_model, data_dir, tmp_path):
+    server = TinyServer(tiny_chat_model, key="sekrit-key")
     server.structured = True
     try:
         args = f"base_url={server.url},model=tiny,chat,api_key_env=JUDGE_KEY"
@@ -235,8 +219,8 @@ def _rows(cache: str) -> int:
     return count
 
 
-def test_a_judge_pass_killed_from_the_command_line_resumes(chat_model, data_dir, tmp_path):
-    server = TinyServer(chat_model)
+def test_a_judge_pass_killed_from_the_command_line_resumes(tiny_chat_model, data_dir, tmp_path):
+    server = TinyServer(tiny_chat_model)
     server.structured, server.structured_delay_s = True, 0.4  # verdicts one at a time, 0.4 s each
     args, cache = f"base_url={server.url},model=tiny,chat", str(tmp_path / "cache")
     command = ["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir, "--gen_kwargs",
@@ -263,8 +247,8 @@ def test_a_judge_pass_killed_from_the_command_line_resumes(chat_model, data_dir,
     assert judged["hits"] == kept - 6 >= 2 and judged["computed"] == 6 - judged["hits"] >= 1
 
 
-def test_a_server_without_structured_output_gets_no_constraint(chat_model):
-    server = TinyServer(chat_model)  # it ignores structured_outputs, as vLLM ignores guided_regex
+def test_a_server_without_structured_output_gets_no_constraint(tiny_chat_model):
+    server = TinyServer(tiny_chat_model)  # it ignores structured_outputs, as vLLM ignores guided_regex
     try:
         model = EndpointModel(parse_model_args(f"base_url={server.url},model=tiny,chat", EndpointModelConfig), False)
         (answer,) = model.greedy_until([GenerationRequest("Rate it.", (), 4, regex=VERDICT_REGEX)])
@@ -287,8 +271,8 @@ def test_a_regex_is_part_of_the_request_identity_only_when_set():
     ("judge_backend=transformers,pretrained=x,bogus=1", "--judge_model_args (transformers judge): unknown model arg"),
     ("judge_backend=transformers,dtype=float32", "--judge_model_args (transformers judge): model args must include"),
 ])
-def test_a_bad_judge_model_args_is_one_line_and_a_non_zero_exit(judge_args, message, chat_model, data_dir, tmp_path):
-    done = CliRunner().invoke(main, ["accelerate", "--model_args", f"pretrained={chat_model}", "--tasks", TASK,
+def test_a_bad_judge_model_args_is_one_line_and_a_non_zero_exit(judge_args, message, tiny_chat_model, data_dir, tmp_path):
+    done = CliRunner().invoke(main, ["accelerate", "--model_args", f"pretrained={tiny_chat_model}", "--tasks", TASK,
                                      "--dataset_dir", data_dir, "--judge_model_args", judge_args,
                                      "--output_dir", str(tmp_path / "out")])
     assert done.exit_code != 0 and done.stdout == ""
@@ -304,7 +288,7 @@ def test_mt_bench_files_are_found_in_or_beside_the_data_dir_else_one_line(data_d
     assert "no mt_bench/question.jsonl in" in str(refused.value) and "\n" not in str(refused.value)
 
 
-def test_run_closes_the_evaluated_model_before_the_judge_loads(chat_model, data_dir, tmp_path, monkeypatch):
+def test_run_closes_the_evaluated_model_before_the_judge_loads(tiny_chat_model, data_dir, tmp_path, monkeypatch):
     events, held = [], []
 
     def load(config, context):
@@ -316,8 +300,8 @@ def test_run_closes_the_evaluated_model_before_the_judge_loads(chat_model, data_
 
     monkeypatch.setitem(registry.BACKENDS, "tracked", registry.Backend(
         "tracked", TransformersModelConfig, load, close=lambda model: events.append(("close", model.config.max_gen_toks))))
-    model = parse_model_args(f"pretrained={chat_model},dtype=float32,max_gen_toks=11")
-    judge = parse_model_args(f"pretrained={chat_model},dtype=float32,max_gen_toks=22")
+    model = parse_model_args(f"pretrained={tiny_chat_model},dtype=float32,max_gen_toks=11")
+    judge = parse_model_args(f"pretrained={tiny_chat_model},dtype=float32,max_gen_toks=22")
     params = PipelineParameters(tasks=TASK, dataset_dir=data_dir, use_chat_template=True, max_samples=1,
                                 generation=parse_gen_kwargs("max_new_tokens=2"), output_dir=str(tmp_path / "out"))
     result = run("tracked", model, params, one_process(), judge=("tracked", judge))

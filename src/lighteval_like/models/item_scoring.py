@@ -29,11 +29,17 @@ class ItemScoringModel(LanguageModel):
     def _score_items(self, unique: list[ScoreItem], label: str, report: Callable[[Scores], None]) -> Scores:
         """(sum of target logprobs, every target the argmax) of each item; `report` as batches finish."""
 
+    def _each(self, encode: Callable, values: list) -> list:
+        """`encode` of each value, in order, one at a time (a backend whose tokenizer is a server's
+        encodes several at a time)."""
+        return [encode(v) for v in values]
+
     def plan(self, requests: list) -> WorkPlan:
         """Loglikelihood requests tokenised once, units grouped by context in token order; one
         unit per other request."""
         scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
-        items = {requests[i]: self.encoder.request_item(requests[i]) for i in scored}
+        distinct = list(dict.fromkeys(requests[i] for i in scored))
+        items = dict(zip(distinct, self._each(self.encoder.request_item, distinct)))
         order = sorted(scored, key=lambda i: items[requests[i]][0].tokens)
         units = [[order[j] for j in unit] for unit in context_units([items[requests[i]][0] for i in order])]
         return WorkPlan(units + [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)], items)
@@ -54,7 +60,7 @@ class ItemScoringModel(LanguageModel):
         return [respond(i, scores[items[r][0]]) for i, r in enumerate(requests)]
 
     def loglikelihood_rolling(self, requests: list[RollingRequest], plan: WorkPlan | None = None) -> list[LoglikelihoodResponse]:
-        rolling = RollingWindows([self.encoder.rolling_windows(req.text) for req in requests])
+        rolling = RollingWindows(self._each(self.encoder.rolling_windows, [req.text for req in requests]))
 
         def report(batch: dict) -> None:
             ready = rolling.add(batch)

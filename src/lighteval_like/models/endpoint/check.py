@@ -4,7 +4,8 @@ aligned to the tokens sent, or the run stops with one line naming the problem an
 (a) A few tokens generated greedily from a fixed prompt, then the prompt and the generation scored
     with echo: the echo must be the ids sent (no echo, an added BOS), and each generated token the
     top-1 at its own position (log-probabilities shifted by one).
-(b) A text prompt echoed: the server's ids must be the local tokenizer's (another tokenizer).
+(b) A text prompt echoed: the server's ids must be the encoder's (another tokenizer; with
+    tokenizer=server, other special tokens than add_special_tokens= gives).
 (c) Before the run's first sampled generation: the probe's prompt sampled twice with that request's
     seed and parameters (16 tokens, a temperature of at least 1) must come back the same (a server
     that ignores `seed`).

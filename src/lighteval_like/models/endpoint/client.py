@@ -1,4 +1,5 @@
-"""HTTP to the server: JSON posts spread over the base URLs, with bounded retries.
+"""HTTP to the server: JSON posts spread over the base URLs (or their servers' roots, where vLLM's
+`/tokenize` sits), with bounded retries.
 
 429 (its Retry-After honoured), 5xx, connection resets, timeouts and truncated bodies are retried
 up to `max_retries` times with exponential backoff and jitter; a URL that fails is left out of
@@ -26,7 +27,17 @@ RETRIED = (ConnectionError, TimeoutError, http.client.HTTPException, urllib.erro
 
 
 class EndpointError(LightevalLikeError):
-    """The server refused, failed or answered what cannot be scored."""
+    """The server refused, failed or answered what cannot be scored; `status` is the HTTP code
+    of a refusal (None for any other failure)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def server_root(base_url: str) -> str:
+    """The server's own root (vLLM's /tokenize, /detokenize): the base URL less its trailing /v1."""
+    return base_url.removesuffix("/v1")
 
 
 class Retry(Exception):
@@ -69,9 +80,9 @@ class Client:
             with self._lock:
                 self._benched[url] = time.monotonic() + BENCH_S
 
-    def _once(self, url: str, path: str, body: dict | None) -> dict:
+    def _once(self, target: str, body: dict | None) -> dict:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url + path, data=data, headers=self._headers(), method="GET" if body is None else "POST")
+        request = urllib.request.Request(target, data=data, headers=self._headers(), method="GET" if body is None else "POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
@@ -80,23 +91,25 @@ class Client:
             if e.code == 429 or e.code >= 500:
                 retry_after = e.headers.get("Retry-After")
                 raise Retry(f"HTTP {e.code}", float(retry_after) if retry_after and retry_after.isdigit() else None) from e
-            raise EndpointError(f"{url + path} answered HTTP {e.code}: {text}") from e
+            raise EndpointError(f"{target} answered HTTP {e.code}: {text}", e.code) from e
         except RETRIED as e:
             raise Retry(f"{type(e).__name__}: {e}") from e
 
-    def request(self, path: str, body: dict | None = None) -> dict:
-        """The JSON answer of `path` (a GET without a body), retried as the module says."""
+    def request(self, path: str, body: dict | None = None, root: bool = False) -> dict:
+        """The JSON answer of `path` (a GET without a body) under a base URL, or under its server's
+        root with `root`, retried as the module says."""
         attempt = 0
         while True:
             url = self._pick()
+            target = (server_root(url) if root else url) + path
             try:
-                return self._once(url, path, body)
+                return self._once(target, body)
             except Retry as e:
                 if e.wait is None:
                     self._bench(url)
                 if attempt == self.max_retries:
                     raise EndpointError(
-                        f"{url + path} still failing after {self.max_retries} retries ({e}): check the server, or "
+                        f"{target} still failing after {self.max_retries} retries ({e}): check the server, or "
                         "raise max_retries/timeout_s; finished requests are cached, so a rerun resumes") from e
                 self.retries += 1
                 backoff = min(MAX_WAIT_S, BACKOFF_S * 2 ** attempt) * (1 + random.random() / 2)

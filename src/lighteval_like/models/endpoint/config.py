@@ -14,8 +14,9 @@ from lighteval_like.models.config import BackendConfig
 class EndpointModelConfig(BackendConfig):
     """A served model: `base_url` (several separated by ';' share the requests), `model` (the served
     id; `pretrained` is its other name), `api_key_env` (the environment variable holding the key:
-    the key itself is never recorded) and a local `tokenizer` folder, without which the backend
-    counts no tokens and scores no loglikelihoods."""
+    the key itself is never recorded) and a `tokenizer`: a local folder, or `server` (the server's
+    /tokenize, recorded as `server:<base_url>`); without one the backend counts no tokens and scores
+    no loglikelihoods."""
 
     pretrained: str = ""
     base_url: str = ""
@@ -50,6 +51,11 @@ class EndpointModelConfig(BackendConfig):
         wrong = [k for k in sizes if getattr(self, k) is not None and getattr(self, k) <= 0]
         if wrong or self.timeout_s <= 0 or self.max_retries < 0:
             raise ModelArgsError(f"{', '.join(wrong) or 'timeout_s, max_retries'} must be positive (max_retries >= 0)")
+        if self.tokenizer == "server":
+            self.tokenizer = self.server_tokenizer
+        elif (self.tokenizer or "").startswith("server:") and not self.tokenizes_on_server:
+            raise ModelArgsError(f"tokenizer={self.tokenizer} names other servers than base_url={self.base_url}: "
+                                 "pass tokenizer=server")
 
     def _check_source(self) -> None:
         """Nothing local to check: the model is the server's."""
@@ -57,6 +63,15 @@ class EndpointModelConfig(BackendConfig):
     @property
     def base_urls(self) -> list[str]:
         return [u.strip().rstrip("/") for u in self.base_url.split(";") if u.strip()]
+
+    @property
+    def server_tokenizer(self) -> str:
+        """`tokenizer=server` as recorded (results, response-cache fingerprint): the servers that tokenise."""
+        return "server:" + ";".join(self.base_urls)
+
+    @property
+    def tokenizes_on_server(self) -> bool:
+        return self.tokenizer == self.server_tokenizer
 
     @property
     def counts_tokens(self) -> bool:

@@ -5,10 +5,12 @@ Loglikelihoods are the server's echoed prompt log-probabilities of each distinct
 (`/completions` with token-id prompts, `prompts_per_request` of them a request, in token order
 so the server's prefix cache sees shared contexts together); every echo is checked against the
 ids sent. Single-target items (a choice's letter) go instead as next-token queries, one per
-distinct context, where the server offers them (`queries.py`). Generations whose bodies differ only in the prompt go `prompts_per_request` a request
-(`/completions`); a per-sample seed, or `chat` (`/chat/completions`), goes one a request.
+distinct context, where the server offers them (`queries.py`). Generations whose bodies differ
+only in the prompt go `prompts_per_request` a request (`/completions`); a per-sample seed, or `chat` (`/chat/completions`), goes one a request.
 Up to `concurrent_requests` requests are in flight; each finished one is handed to the response
-cache at once. A self-check (`check.py`) runs at load, before any request of the run."""
+cache at once. A self-check (`check.py`) runs at load, before any request of the run.
+With `tokenizer=server` the encoder's tokenizer is the server's (`tokenize.py`), and requests are
+encoded `concurrent_requests` at a time."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from lighteval_like.models.endpoint.check import (
 from lighteval_like.models.endpoint.client import Client
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.queries import group_body, group_scores, is_query, query_groups
+from lighteval_like.models.endpoint.tokenize import ServerTokenizer
 from lighteval_like.models.endpoint.wire import (
     batched_body,
     choices,
@@ -89,7 +92,10 @@ class EndpointModel(ItemScoringModel):
             return
         if self.max_length is None:
             raise ModelLoadError("the server reports no max_model_len: pass max_length=<its context length - 2>")
-        tokenizer = load_tokenizer(config.tokenizer, None, {"trust_remote_code": config.trust_remote_code})
+        if config.tokenizes_on_server:
+            tokenizer = ServerTokenizer(self.client, config.model)
+        else:
+            tokenizer = load_tokenizer(config.tokenizer, None, {"trust_remote_code": config.trust_remote_code})
         self.encoder = TokenizerEncoder(tokenizer, self.max_length, config.add_special_tokens,
                                         config.multichoice_continuations_start_space, config.model)
         check_alignment(self.client, config.model, self.encoder)
@@ -111,6 +117,12 @@ class EndpointModel(ItemScoringModel):
     def stats(self) -> dict:
         self.counters.retries = self.client.retries
         return asdict(self.counters)
+
+    def _each(self, encode: Callable, values: list) -> list:
+        """`encode` of each value, in order; `concurrent_requests` at a time when the server tokenises."""
+        if not self.config.tokenizes_on_server:
+            return super()._each(encode, values)
+        return list(self.pool.map(encode, values))
 
     def _send(self, path: str, bodies: list[dict], label: str, done: Callable[[int, dict], None]) -> None:
         """Post every body, `concurrent_requests` at a time; `done(k, answer)` here, as each finishes.
@@ -189,7 +201,7 @@ class EndpointModel(ItemScoringModel):
     def greedy_until(self, requests: list[GenerationRequest], plan: WorkPlan | None = None) -> list[GenerationResponse]:
         if self.structured is None and any(r.regex for r in requests):
             self.structured = offers_structured_output(self.client, self.config.model)
-        prepared = [self._generation_body(r) for r in requests]
+        prepared = self._each(self._generation_body, requests)
         path = "/chat/completions" if self.config.chat else "/completions"
         seeded = next((body for body, _ in prepared if "seed" in body), None)
         if seeded is not None and not self.seed_checked:
