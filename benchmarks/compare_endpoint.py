@@ -4,9 +4,10 @@
         --vllm_python VLLM_VENV/bin/python [--base_url http://127.0.0.1:8011/v1] \\
         [--pairs 3] [--mc_limit 100] [--gen_limit 16] [--out DIR]
 
-Both harnesses send the same rows (multiple choice: our `leaderboard|arc:challenge|0|0` and
-lm-eval's `arc_challenge`; generation: our `lighteval|gsm8k_cot|8|0` and lm-eval's `gsm8k_cot`, the
-pair `compare_harnesses.py` uses) to the same server, without a response cache, alternating who
+Both harnesses send the same rows (multiple choice with multi-token choices, `mc`: our
+`leaderboard|arc:challenge|0|0` and lm-eval's `arc_challenge`; with one-letter choices, `mmlu`:
+three MMLU subjects 5-shot, `--mc_limit` rows each; generation, `gen`: our `lighteval|gsm8k_cot|8|0`
+and lm-eval's `gsm8k_cot`; the pairs `compare_harnesses.py` uses) to the same server, without a response cache, alternating who
 goes first in each pair. Each run's wall time (process start to exit, model loading and task
 building included) is recorded; the table gives the medians, lm-eval / ours, and each side's scores.
 
@@ -31,9 +32,12 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MMLU_SUBJECTS = ("anatomy", "astronomy", "college_biology")
 # name: (our task, lm-eval task, lm-eval few-shot, {our metric: the same metric in lm-eval's results})
 TASKS = {
     "mc": ("leaderboard|arc:challenge|0|0", "arc_challenge", 0, {"acc": "acc,none", "acc_norm": "acc_norm,none"}),
+    "mmlu": (",".join(f"leaderboard|mmlu:{s}|5|0" for s in MMLU_SUBJECTS), ",".join(f"mmlu_{s}" for s in MMLU_SUBJECTS),
+             5, {"acc": "acc,none"}),
     "gen": ("lighteval|gsm8k_cot|8|0", "gsm8k_cot", 8,
             {"exact_match": "exact_match,strict-match", "qem": "exact_match,flexible-extract"}),
 }
@@ -137,28 +141,32 @@ def ours_scoring_seconds(out: str) -> float | None:
     return round(sum(v for k, v in timings.items() if k.startswith("scoring")), 2) if timings else None
 
 
+def mean_scores(per_task: list[dict], metrics) -> dict:
+    """Each metric's mean over the run's tasks (one task: its values), rounded."""
+    return {m: round(statistics.mean(t[m] for t in per_task), 4) for m in metrics
+            if per_task and all(m in t for t in per_task)}
+
+
 def ours_scores(out: str, metrics) -> dict:
     files = sorted(glob.glob(os.path.join(out, "results", "**", "results_*.json"), recursive=True))
     if not files:
         return {}
     results = json.load(open(files[-1]))["results"]
-    task = next(k for k in results if k != "all")
-    return {k: round(v, 4) for k, v in results[task].items()
-            if k in metrics}
+    return mean_scores([v for k, v in results.items() if k != "all"], metrics)
 
 
-def lm_eval_scores(out: str, task: str, metrics) -> dict:
+def lm_eval_scores(out: str, tasks: str, metrics) -> dict:
     files = sorted(glob.glob(os.path.join(out, "**", "results_*.json"), recursive=True))
     if not files:
         return {}
-    results = json.load(open(files[-1]))["results"].get(task, {})
-    return {k: round(v, 4) for k, v in results.items() if k in metrics}
+    results = json.load(open(files[-1]))["results"]
+    return mean_scores([results.get(t, {}) for t in tasks.split(",")], metrics)
 
 
 def run_pair(args, server: tuple, name: str, index: int, env: dict) -> dict:
     """One run of each harness on task `name`, the order alternating with `index`."""
     ours_task, lm_task, fewshot, metrics = TASKS[name]
-    limit = args.mc_limit if name == "mc" else args.gen_limit
+    limit = args.gen_limit if name == "gen" else args.mc_limit
     base, url = os.path.join(args.out, f"{name}-{index}"), server[0]
     runs = {
         "ours": (ours_command(args, url, ours_task, limit, base + "-ours"),
@@ -226,7 +234,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--mc_limit", type=int, default=100)
     parser.add_argument("--gen_limit", type=int, default=16)
-    parser.add_argument("--tasks", default="mc,gen", help="comma-separated: mc, gen")
+    parser.add_argument("--tasks", default="mc,mmlu,gen", help="comma-separated: mc, mmlu, gen")
     parser.add_argument("--ours_args", default="concurrent_requests=8,prompts_per_request=8",
                         help="extra model args of our endpoint backend")
     parser.add_argument("--lm_eval_args", default="num_concurrent=8", help="extra local-completions model args")
@@ -253,7 +261,7 @@ def main() -> int:
     try:
         if server is None:
             wait_healthy(url, args.served_name, limit_s=60)
-        rows = [summarise(name, args.mc_limit if name == "mc" else args.gen_limit,
+        rows = [summarise(name, args.gen_limit if name == "gen" else args.mc_limit,
                           [run_pair(args, watched, name, i, env) for i in range(args.pairs)])
                 for name in args.tasks.split(",")]
     finally:
