@@ -110,6 +110,24 @@ WORK = {"prompt tokens computed": 'vllm:prompt_tokens_by_source_total{engine="0"
         "generated tokens": 'vllm:generation_tokens_total{engine="0",model_name="%s"}'}
 
 
+FLOOR_TOKENS = 256  # gsm8k_cot's token budget
+
+
+def decode_floor(url: str, served: str) -> float:
+    """Seconds the server takes for one greedy generation of FLOOR_TOKENS tokens with nothing else
+    to do (median of 3): its tokens come one decoding step after another, so a run in which a row
+    generates that many tokens cannot finish sooner, however its requests are sent."""
+    body = json.dumps({"model": served, "prompt": "Question: Natalia sold clips to 48 of her friends.\nAnswer:",
+                       "max_tokens": FLOOR_TOKENS, "temperature": 0.0, "ignore_eos": True}).encode()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        request = urllib.request.Request(url + "/completions", body, {"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=600).read()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def server_work(url: str, served: str, pid: int | None) -> dict:
     """The server's work counters so far and, when its process is known, its CPU seconds (all its processes)."""
     text = urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/metrics", timeout=10).read().decode()
@@ -264,12 +282,16 @@ def main() -> int:
         rows = [summarise(name, args.gen_limit if name == "gen" else args.mc_limit,
                           [run_pair(args, watched, name, i, env) for i in range(args.pairs)])
                 for name in args.tasks.split(",")]
+        floor = decode_floor(url, args.served_name) if "gen" in args.tasks.split(",") else None
     finally:
         if server is not None:
             stop_server(server)
     print_table(rows)
+    if floor is not None:
+        print(f"\none greedy generation of {FLOOR_TOKENS} tokens, alone on the server: {floor:.2f} s (median of 3); a run "
+              f"with a row that generates {FLOOR_TOKENS} tokens cannot take less, whatever the client")
     with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+        json.dump({"args": vars(args), "rows": rows, "decode floor s": floor}, f, indent=1)
     print(f"\nruns, logs and summary.json in {args.out}")
     return 0
 
