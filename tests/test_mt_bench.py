@@ -4,7 +4,8 @@ turn's prompt holds the model's own first answer and a rerun computes nothing; v
 rating are counted and left out of the means; `--judge_model_args` runs a judge through
 `transformers` and through `endpoint` (the regex constraint sent where the server offers structured
 output, and only there); a bad `--judge_model_args` is one line and a non-zero exit; `run` closes the
-evaluated model before the judge loads."""
+evaluated model before the judge loads; under torchrun (dp=2) rank 0 alone runs the judge and the run
+equals `accelerate`'s."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 import weakref
 
 import pyarrow.parquet as pq
@@ -26,6 +28,7 @@ from click.testing import CliRunner
 from conftest import run_cli
 from endpoint_server import TinyServer
 from fakes import WordEncoder
+from test_distributed import _env, assert_same_scores, distributed_args, launch, load_output, write_configs
 
 from lighteval_like.api.errors import DatasetUnavailableError
 from lighteval_like.api.generation import parse_gen_kwargs
@@ -329,3 +332,39 @@ def test_tasks_inspect_shows_the_second_turn(data_dir):
     shown = CliRunner().invoke(main, ["tasks", "inspect", "lighteval|mt_bench", "--dataset_dir", data_dir])
     assert shown.exit_code == 0, shown.output
     assert "Write about cats.\n---\nturn 2, after the model's answer: 'Now as a poem.'\n" in shown.stdout
+
+
+def _judged(out: str) -> tuple[tuple, dict, list]:
+    """A judged run's output, its judge record and every verdict of its details, in doc order."""
+    loaded = load_output(out)
+    verdicts = [json.loads(row["extras"])["verdicts"] for _, row in sorted(loaded[1].items())]
+    return loaded, loaded[0]["summary_general"]["judge"], verdicts
+
+
+def test_a_judge_runs_on_rank_0_by_itself_as_under_accelerate(chat_model, data_dir, tmp_path):
+    """mt_bench with a transformers judge at dp=2: the answers gathered, rank 0 alone asks the judge
+    (rank 1 waits at the barrier and exits 0), and the scores, verdicts and judge record are those of
+    a single-process `accelerate` run with the same judge."""
+    judge = f"judge_backend=transformers,pretrained={chat_model},dtype=float32"
+    reference = tmp_path / "accelerate"
+    short = f"pretrained={chat_model},dtype=float32,generation_parameters={{max_new_tokens:8}}"  # answers of 8 tokens
+    done = run_cli(["accelerate", "--model_args", short, "--tasks", TASK,
+                    "--dataset_dir", data_dir, "--use_chat_template", "--max_samples", "2", "--save_details",
+                    "--judge_model_args", judge, "--output_dir", str(reference)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt, override, out = write_configs(tmp_path, chat_model, "judged", {"dp": 2, "tp": 1, "pp": 1},
+                                        tasks=TASK, max_samples=2, use_chat_template=True,
+                                        model_args={"generation_parameters": {"max_new_tokens": 8}})
+    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": data_dir}, uuid.uuid4().hex, tmp_path)
+    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=2", *distributed_args(ckpt, override),
+                      "--judge_model_args", judge]], env)
+    assert run.returncode == 0, run.output[-4000:]
+    assert not run.leftover
+    (ref, ref_judge, ref_verdicts), (got, got_judge, got_verdicts) = _judged(str(reference)), _judged(out)
+    assert_same_scores(ref, got)  # answers of both turns, and every score the verdicts gave
+    assert got_verdicts == ref_verdicts and len(got_verdicts) == 2
+    assert got[0]["summary_tasks"][KEY]["judge_unparsed"] == ref[0]["summary_tasks"][KEY]["judge_unparsed"]
+    assert got_judge == ref_judge and got_judge["backend"] == "transformers"
+    assert got_judge["num_requests"] == 4 and got_judge["response_cache"]["computed"] == 4
+    assert run.output.count("Judge response cache: 0 reused, 4 computed") == 1
+    assert run.output.count("Loading weights: 100%") == 3  # transformers' bar: the model on both ranks, the judge once

@@ -71,13 +71,21 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
                                                               reasoning_tags))
     with launch as context:
-        judge_model = None
-        if judge_backend is not None:
-            judge_model = JudgeModel(functools.partial(judge_backend.load, judge[1], context),
-                                     model_args_record(judge[1]), judge_backend.close, judge_backend.name)
+        judge_model = _judge_model(judge_backend, judge[1], context) if judge_backend is not None else None
         context = dataclasses.replace(context, batch_size=params.batch_size)
         return Pipeline(params, functools.partial(backend.load, config, context), context.process,
                         model_args_record(config), judge_model, backend.close).evaluate()
+
+
+def _judge_model(backend: Backend, config: BackendConfig, context: LoadContext) -> JudgeModel:
+    """The judge, loaded where the launch put the evaluated model's ranks: data parallel over them
+    (accelerate, one process); under torchrun, whose mesh places the evaluated model alone, on the
+    main process by itself (its device, no placement) while the other ranks wait."""
+    process = context.process.by_itself() if context.placement is not None else None
+    if process is not None:
+        context = LoadContext(process, context.device)
+    return JudgeModel(functools.partial(backend.load, config, context), model_args_record(config), backend.close,
+                      backend.name, process)
 
 
 JUDGE_BACKEND_KEY = "judge_backend"
@@ -191,14 +199,16 @@ def model_args_record(config: BackendConfig) -> dict:
 
 
 def run_distributed(
-    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
+    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False, judge_model_args: str | None = None
 ) -> EvaluationResult | None:
     """Evaluate under torchrun over a (dp, pp, tp) mesh: the same run as `accelerate`, with the
-    model placed on the mesh by the runtime. Returns the results on global rank 0."""
+    model placed on the mesh by the runtime (a judge runs on global rank 0 by itself: `_judge_model`).
+    Returns the results on global rank 0."""
     from lighteval_like.cli.override_config import load_override_config
     from lighteval_like.runtime.launch import torchrun_env
 
     override = load_override_config(lighteval_config_path)
+    judge = judge_from_flags(judge_model_args, override.logging.cache_dir)
     backend_name, config, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
@@ -207,7 +217,7 @@ def run_distributed(
         params.checkpoint_step = step
     launch = torchrun_launch(override.parallelism, env, config.device, debug)
     return run(backend_name, config, params, launch, None, override.tasks.remove_reasoning_tags,
-               override.tasks.reasoning_tags)
+               override.tasks.reasoning_tags, judge)
 
 
 @contextmanager
