@@ -4,7 +4,8 @@ turn's prompt holds the model's own first answer and a rerun computes nothing; v
 rating are counted and left out of the means; `--judge_model_args` runs a judge through
 `transformers` and through `endpoint` (the regex constraint sent where the server offers structured
 output, and only there); a bad `--judge_model_args` is one line and a non-zero exit; `run` closes the
-evaluated model before the judge loads; under torchrun (dp=2) rank 0 alone runs the judge and the run
+evaluated model before the judge loads; a run without a chat template is refused in one line before
+anything loads (other tasks are not); under torchrun (dp=2) rank 0 alone runs the judge and the run
 equals `accelerate`'s."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -46,6 +48,7 @@ from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 from lighteval_like.tasks.mt_bench import VERDICT_REGEX, data_folder
+from lighteval_like.tasks.registry import Registry
 
 TASK, KEY = "lighteval|mt_bench|0|0", "lighteval|mt_bench|0"
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -209,9 +212,9 @@ def test_the_judge_runs_through_an_endpoint_with_its_structured_output(chat_mode
     try:
         args = f"base_url={server.url},model=tiny,chat,api_key_env=JUDGE_KEY"
         out = tmp_path / "out"
-        done = run_cli(["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir,
-                        "--gen_kwargs", "max_new_tokens=4", "--judge_model_args", args, "--output_dir", str(out)],
-                       env={"JUDGE_KEY": "sekrit-key"})
+        done = run_cli(["endpoint", "--model_args", f"{args},tokenizer={chat_model}", "--use_chat_template", "--tasks",
+                        TASK, "--dataset_dir", data_dir, "--gen_kwargs", "max_new_tokens=4", "--judge_model_args", args,
+                        "--output_dir", str(out)], env={"JUDGE_KEY": "sekrit-key"})
     finally:
         server.close()
     assert done.returncode == 0, done.stderr
@@ -242,9 +245,9 @@ def test_a_judge_pass_killed_from_the_command_line_resumes(chat_model, data_dir,
     server = TinyServer(chat_model)
     server.structured, server.structured_delay_s = True, 0.4  # verdicts one at a time, 0.4 s each
     args, cache = f"base_url={server.url},model=tiny,chat", str(tmp_path / "cache")
-    command = ["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir, "--gen_kwargs",
-               "max_new_tokens=4", "--judge_model_args", f"{args},concurrent_requests=1", "--output_dir",
-               str(tmp_path / "out"), "--cache_dir", cache]
+    command = ["endpoint", "--model_args", f"{args},tokenizer={chat_model}", "--use_chat_template", "--tasks", TASK,
+               "--dataset_dir", data_dir, "--gen_kwargs", "max_new_tokens=4", "--judge_model_args",
+               f"{args},concurrent_requests=1", "--output_dir", str(tmp_path / "out"), "--cache_dir", cache]
     try:
         killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", *command], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -334,6 +337,36 @@ def test_tasks_inspect_shows_the_second_turn(data_dir):
     assert "Write about cats.\n---\nturn 2, after the model's answer: 'Now as a poem.'\n" in shown.stdout
 
 
+ALONGSIDE = f"lighteval|arithmetic_generated:2da|0|0,{TASK}"
+
+
+@pytest.mark.parametrize("backend, model_args, tasks, fix", [
+    ("accelerate", "pretrained={model},dtype=float32", ALONGSIDE, "pass --use_chat_template"),
+    # an endpoint's `chat` alone leaves the prompts text: the second turn would be one user message
+    ("endpoint", "base_url=http://127.0.0.1:9/v1,model=m,chat,tokenizer={model}", ALONGSIDE,
+     "pass --use_chat_template"),
+    ("endpoint", "base_url=http://127.0.0.1:9/v1,model=m,chat", TASK,
+     "pass --use_chat_template, with tokenizer=<the served model's folder> in the model args to render its turns"),
+])
+def test_mt_bench_without_a_chat_template_is_one_line_before_anything_loads(backend, model_args, tasks, fix,
+                                                                            chat_model, data_dir, tmp_path):
+    done = CliRunner().invoke(main, [backend, "--model_args", model_args.format(model=chat_model), "--tasks", tasks,
+                                     "--dataset_dir", data_dir, "--output_dir", str(tmp_path / "out")])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr == f"lighteval-like: error: task {KEY} asks a chat model the turns of a conversation: {fix}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_task_that_asks_no_chat_model_runs_without_a_chat_template(chat_model, tmp_path):
+    needing = [n for n in Registry().names() if Registry().get(n).needs_chat_template]
+    assert needing == ["lighteval|mt_bench"]
+    done = CliRunner().invoke(main, ["accelerate", "--model_args", f"pretrained={chat_model},dtype=float32", "--tasks",
+                                     "lighteval|arithmetic_generated:2da|0|0", "--max_samples", "2",
+                                     "--output_dir", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    assert glob.glob(str(tmp_path / "out" / "results" / "*" / "results_*.json"))
+
+
 def _judged(out: str) -> tuple[tuple, dict, list]:
     """A judged run's output, its judge record and every verdict of its details, in doc order."""
     loaded = load_output(out)
@@ -368,3 +401,16 @@ def test_a_judge_runs_on_rank_0_by_itself_as_under_accelerate(chat_model, data_d
     assert got_judge["num_requests"] == 4 and got_judge["response_cache"]["computed"] == 4
     assert run.output.count("Judge response cache: 0 reused, 4 computed") == 1
     assert run.output.count("Loading weights: 100%") == 3  # transformers' bar: the model on both ranks, the judge once
+
+
+def test_mt_bench_without_a_chat_template_exits_2_before_loading(chat_model, data_dir, tmp_path):
+    ckpt, override, out = write_configs(tmp_path, chat_model, "bare", {"dp": 1, "tp": 1, "pp": 1},
+                                        tasks=TASK, max_samples=1)
+    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": data_dir}, uuid.uuid4().hex, tmp_path)
+    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=1", *distributed_args(ckpt, override)]], env)
+    assert run.returncode != 0 and not run.leftover
+    assert (f"lighteval-like: error: task {KEY} asks a chat model the turns of a conversation: "
+            f"set use_chat_template: true under tasks: in {override}\n") in run.output
+    assert re.search(r"Root Cause.*?exitcode\s*: 2 ", run.output, re.S)
+    assert "Traceback" not in run.output.split("lighteval-like: error")[0]  # nothing ran before the line
+    assert "Loading weights" not in run.output and not os.path.exists(out)

@@ -52,14 +52,34 @@ def _refuse_without_tokens(backend: Backend, config: BackendConfig, params: Pipe
                          "tokenizer to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>")
 
 
+CHAT_FLAG = "pass --use_chat_template"
+
+
+def _refuse_bare_prompts(config: BackendConfig, params: PipelineParameters, fix: str) -> None:
+    """A task that asks a chat model (`TaskConfig.needs_chat_template`) in a run whose prompts are
+    bare text is refused before anything loads, with `fix` (how the entry point asks for the chat
+    template). An endpoint's `chat` alone does not do: its prompts stay text, the second turn of a
+    conversation one user message; a backend without a tokenizer needs one to render the turns."""
+    if params.use_chat_template:
+        return
+    tasks = Registry(params.custom_tasks).resolve(parse_task_specs(params.tasks))
+    chat = next((t for t in tasks if t.config.needs_chat_template), None)
+    if chat is not None:
+        tokenizer = ("" if config.counts_tokens
+                     else ", with tokenizer=<the served model's folder> in the model args to render its turns")
+        raise UsageError(f"task {chat.spec.key} asks a chat model the turns of a conversation: {fix}{tokenizer}")
+
+
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
         gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
-        reasoning_tags: str | None = None, judge: tuple[str, BackendConfig] | None = None) -> EvaluationResult | None:
+        reasoning_tags: str | None = None, judge: tuple[str, BackendConfig] | None = None,
+        chat_fix: str = CHAT_FLAG) -> EvaluationResult | None:
     """Evaluate `config` with the named backend under `launch` (which starts the processes and
     says where the model loads); returns the results on the main process. The run options the
     model args set (`BackendConfig.run_defaults`) fill those the flags left unset. `judge` (a
     backend's name and its config) answers judge metrics once the evaluated model is closed: the
-    pipeline closes it, and nothing here keeps a reference to it."""
+    pipeline closes it, and nothing here keeps a reference to it. `chat_fix` says how to ask for
+    the chat template a task may need (`_refuse_bare_prompts`)."""
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
     judge_backend = get_backend(judge[0]) if judge else None
@@ -68,6 +88,7 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     _refuse_without_tokens(backend, config, params)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
+    _refuse_bare_prompts(config, params, chat_fix)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
                                                               reasoning_tags))
     with launch as context:
@@ -216,8 +237,9 @@ def run_distributed(
     if params.checkpoint_step is None:
         params.checkpoint_step = step
     launch = torchrun_launch(override.parallelism, env, config.device, debug)
+    chat_fix = f"set use_chat_template: true under tasks: in {lighteval_config_path}"
     return run(backend_name, config, params, launch, None, override.tasks.remove_reasoning_tags,
-               override.tasks.reasoning_tags, judge)
+               override.tasks.reasoning_tags, judge, chat_fix)
 
 
 @contextmanager
