@@ -127,7 +127,7 @@ def distributed_args(ckpt: str, override: str) -> list[str]:
 
 def write_configs(
     tmp_path, model: str, name: str, parallelism: dict, batch_size=None, shared_prefix=True,
-    tasks: str = TASKS, max_samples: int = MAX_SAMPLES,
+    tasks: str = TASKS, max_samples: int = MAX_SAMPLES, use_chat_template: bool = False, model_args: dict | None = None,
 ):
     """Checkpoint and override YAMLs for one run; returns (ckpt path, override path, output dir)."""
     folder = tmp_path / name
@@ -136,7 +136,7 @@ def write_configs(
     custom.write_text(CUSTOM_TASKS)
     ckpt = folder / "checkpoint.yaml"
     ckpt.write_text(yaml.safe_dump({"model_parameters": {
-        "pretrained": model, "dtype": "float32", "shared_prefix": shared_prefix,
+        "pretrained": model, "dtype": "float32", "shared_prefix": shared_prefix, **(model_args or {}),
     }}))
     out = folder / "out"
     override = folder / "override.yaml"
@@ -144,7 +144,8 @@ def write_configs(
         "batch_size": batch_size,
         "logging": {"output_dir": str(out), "save_details": True},
         "parallelism": parallelism,
-        "tasks": {"tasks": tasks, "max_samples": max_samples, "custom_tasks": str(custom)},
+        "tasks": {"tasks": tasks, "max_samples": max_samples, "custom_tasks": str(custom),
+                  "use_chat_template": use_chat_template},
     }))
     return str(ckpt), str(override), str(out)
 

@@ -4,7 +4,9 @@ turn's prompt holds the model's own first answer and a rerun computes nothing; v
 rating are counted and left out of the means; `--judge_model_args` runs a judge through
 `transformers` and through `endpoint` (the regex constraint sent where the server offers structured
 output, and only there); a bad `--judge_model_args` is one line and a non-zero exit; `run` closes the
-evaluated model before the judge loads."""
+evaluated model before the judge loads; a run without a chat template is refused in one line before
+anything loads (other tasks are not); under torchrun (dp=2) rank 0 alone runs the judge and the run
+equals `accelerate`'s."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import contextlib
 import glob
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 import weakref
 
 import pyarrow.parquet as pq
@@ -25,6 +29,7 @@ from click.testing import CliRunner
 from conftest import run_cli
 from endpoint_server import TinyServer
 from fakes import WordEncoder
+from test_distributed import _env, assert_same_scores, distributed_args, launch, load_output, write_configs
 
 from lighteval_like.api.errors import DatasetUnavailableError
 from lighteval_like.api.generation import parse_gen_kwargs
@@ -42,6 +47,7 @@ from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 from lighteval_like.tasks.mt_bench import VERDICT_REGEX, data_folder
+from lighteval_like.tasks.registry import Registry
 
 TASK, KEY = "lighteval|mt_bench|0|0", "lighteval|mt_bench|0"
 QUESTIONS = [
@@ -190,9 +196,9 @@ def test_the_judge_runs_through_an_endpoint_with_its_structured_output(tiny_chat
     try:
         args = f"base_url={server.url},model=tiny,chat,api_key_env=JUDGE_KEY"
         out = tmp_path / "out"
-        done = run_cli(["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir,
-                        "--gen_kwargs", "max_new_tokens=4", "--judge_model_args", args, "--output_dir", str(out)],
-                       env={"JUDGE_KEY": "sekrit-key"})
+        done = run_cli(["endpoint", "--model_args", f"{args},tokenizer={tiny_chat_model}", "--use_chat_template", "--tasks",
+                        TASK, "--dataset_dir", data_dir, "--gen_kwargs", "max_new_tokens=4", "--judge_model_args", args,
+                        "--output_dir", str(out)], env={"JUDGE_KEY": "sekrit-key"})
     finally:
         server.close()
     assert done.returncode == 0, done.stderr
@@ -223,9 +229,9 @@ def test_a_judge_pass_killed_from_the_command_line_resumes(tiny_chat_model, data
     server = TinyServer(tiny_chat_model)
     server.structured, server.structured_delay_s = True, 0.4  # verdicts one at a time, 0.4 s each
     args, cache = f"base_url={server.url},model=tiny,chat", str(tmp_path / "cache")
-    command = ["endpoint", "--model_args", args, "--tasks", TASK, "--dataset_dir", data_dir, "--gen_kwargs",
-               "max_new_tokens=4", "--judge_model_args", f"{args},concurrent_requests=1", "--output_dir",
-               str(tmp_path / "out"), "--cache_dir", cache]
+    command = ["endpoint", "--model_args", f"{args},tokenizer={tiny_chat_model}", "--use_chat_template", "--tasks", TASK,
+               "--dataset_dir", data_dir, "--gen_kwargs", "max_new_tokens=4", "--judge_model_args",
+               f"{args},concurrent_requests=1", "--output_dir", str(tmp_path / "out"), "--cache_dir", cache]
     try:
         killed = subprocess.Popen([sys.executable, "-m", "lighteval_like", *command], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -313,3 +319,82 @@ def test_tasks_inspect_shows_the_second_turn(data_dir):
     shown = CliRunner().invoke(main, ["tasks", "inspect", "lighteval|mt_bench", "--dataset_dir", data_dir])
     assert shown.exit_code == 0, shown.output
     assert "Write about cats.\n---\nturn 2, after the model's answer: 'Now as a poem.'\n" in shown.stdout
+
+
+ALONGSIDE = f"lighteval|arithmetic_generated:2da|0|0,{TASK}"
+
+
+@pytest.mark.parametrize("backend, model_args, tasks, fix", [
+    ("accelerate", "pretrained={model},dtype=float32", ALONGSIDE, "pass --use_chat_template"),
+    # an endpoint's `chat` alone leaves the prompts text: the second turn would be one user message
+    ("endpoint", "base_url=http://127.0.0.1:9/v1,model=m,chat,tokenizer={model}", ALONGSIDE,
+     "pass --use_chat_template"),
+    ("endpoint", "base_url=http://127.0.0.1:9/v1,model=m,chat", TASK,
+     "pass --use_chat_template, with tokenizer=<the served model's folder> in the model args to render its turns"),
+])
+def test_mt_bench_without_a_chat_template_is_one_line_before_anything_loads(backend, model_args, tasks, fix,
+                                                                            tiny_chat_model, data_dir, tmp_path):
+    done = CliRunner().invoke(main, [backend, "--model_args", model_args.format(model=tiny_chat_model), "--tasks", tasks,
+                                     "--dataset_dir", data_dir, "--output_dir", str(tmp_path / "out")])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr == f"lighteval-like: error: task {KEY} asks a chat model the turns of a conversation: {fix}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_task_that_asks_no_chat_model_runs_without_a_chat_template(tiny_chat_model, tmp_path):
+    needing = [n for n in Registry().names() if Registry().get(n).needs_chat_template]
+    assert needing == ["lighteval|mt_bench"]
+    done = CliRunner().invoke(main, ["accelerate", "--model_args", f"pretrained={tiny_chat_model},dtype=float32", "--tasks",
+                                     "lighteval|arithmetic_generated:2da|0|0", "--max_samples", "2",
+                                     "--output_dir", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    assert glob.glob(str(tmp_path / "out" / "results" / "*" / "results_*.json"))
+
+
+def _judged(out: str) -> tuple[tuple, dict, list]:
+    """A judged run's output, its judge record and every verdict of its details, in doc order."""
+    loaded = load_output(out)
+    verdicts = [json.loads(row["extras"])["verdicts"] for _, row in sorted(loaded[1].items())]
+    return loaded, loaded[0]["summary_general"]["judge"], verdicts
+
+
+def test_a_judge_runs_on_rank_0_by_itself_as_under_accelerate(tiny_chat_model, data_dir, tmp_path):
+    """mt_bench with a transformers judge at dp=2: the answers gathered, rank 0 alone asks the judge
+    (rank 1 waits at the barrier and exits 0), and the scores, verdicts and judge record are those of
+    a single-process `accelerate` run with the same judge."""
+    judge = f"judge_backend=transformers,pretrained={tiny_chat_model},dtype=float32"
+    reference = tmp_path / "accelerate"
+    short = f"pretrained={tiny_chat_model},dtype=float32,generation_parameters={{max_new_tokens:8}}"  # answers of 8 tokens
+    done = run_cli(["accelerate", "--model_args", short, "--tasks", TASK,
+                    "--dataset_dir", data_dir, "--use_chat_template", "--max_samples", "2", "--save_details",
+                    "--judge_model_args", judge, "--output_dir", str(reference)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt, override, out = write_configs(tmp_path, tiny_chat_model, "judged", {"dp": 2, "tp": 1, "pp": 1},
+                                        tasks=TASK, max_samples=2, use_chat_template=True,
+                                        model_args={"generation_parameters": {"max_new_tokens": 8}})
+    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": data_dir}, uuid.uuid4().hex, tmp_path)
+    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=2", *distributed_args(ckpt, override),
+                      "--judge_model_args", judge]], env)
+    assert run.returncode == 0, run.output[-4000:]
+    assert not run.leftover
+    (ref, ref_judge, ref_verdicts), (got, got_judge, got_verdicts) = _judged(str(reference)), _judged(out)
+    assert_same_scores(ref, got)  # answers of both turns, and every score the verdicts gave
+    assert got_verdicts == ref_verdicts and len(got_verdicts) == 2
+    assert got[0]["summary_tasks"][KEY]["judge_unparsed"] == ref[0]["summary_tasks"][KEY]["judge_unparsed"]
+    assert got_judge == ref_judge and got_judge["backend"] == "transformers"
+    assert got_judge["num_requests"] == 4 and got_judge["response_cache"]["computed"] == 4
+    assert run.output.count("Judge response cache: 0 reused, 4 computed") == 1
+    assert run.output.count("Loading weights: 100%") == 3  # transformers' bar: the model on both ranks, the judge once
+
+
+def test_mt_bench_without_a_chat_template_exits_2_before_loading(tiny_chat_model, data_dir, tmp_path):
+    ckpt, override, out = write_configs(tmp_path, tiny_chat_model, "bare", {"dp": 1, "tp": 1, "pp": 1},
+                                        tasks=TASK, max_samples=1)
+    env = _env({"LIGHTEVAL_LIKE_DATA_DIR": data_dir}, uuid.uuid4().hex, tmp_path)
+    (run,) = launch([["--standalone", "--nnodes=1", "--nproc-per-node=1", *distributed_args(ckpt, override)]], env)
+    assert run.returncode != 0 and not run.leftover
+    assert (f"lighteval-like: error: task {KEY} asks a chat model the turns of a conversation: "
+            f"set use_chat_template: true under tasks: in {override}\n") in run.output
+    assert re.search(r"Root Cause.*?exitcode\s*: 2 ", run.output, re.S)
+    assert "Traceback" not in run.output.split("lighteval-like: error")[0]  # nothing ran before the line
+    assert "Loading weights" not in run.output and not os.path.exists(out)

@@ -107,6 +107,12 @@ def _print_summary(result) -> None:
                    f"{judge['response_cache']['computed']} computed")
 
 
+JUDGE_OPTION = click.option(
+    "--judge_model_args",
+    help="The judge model of judge metrics (mt_bench) 'k=v,...', as --model_args, with judge_backend="
+         "endpoint (the default with base_url=), vllm or transformers (the default otherwise).")
+
+
 def _run_options(fn):
     """The options `accelerate` and `vllm` share: the model, the tasks, the outputs and the run."""
     options = [
@@ -147,9 +153,7 @@ def _run_options(fn):
                      help="Also write the scores as TensorBoard scalars under <output_dir>/tensorboard/<model_name>/."),
         click.option("--checkpoint_step", type=click.IntRange(min=0),
                      help="TensorBoard step of this evaluation (the checkpoint's training step; default: the job's order)."),
-        click.option("--judge_model_args",
-                     help="The judge model of judge metrics (mt_bench) 'k=v,...', as --model_args, with judge_backend="
-                          "endpoint (the default with base_url=), vllm or transformers (the default otherwise)."),
+        JUDGE_OPTION,
         click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
     ]
     for option in reversed(options):
@@ -199,6 +203,7 @@ def endpoint_command(**kwargs) -> None:
 
 def _distributed_options(fn):
     fn = click.option("--debug", is_flag=True, help="Show tracebacks of errors.")(fn)
+    fn = JUDGE_OPTION(fn)
     fn = click.option("--lighteval_config_path", type=click.Path(),
                       help="YAML of the run: tasks, batch_size, generation, logging, parallelism (dp, tp, pp).")(fn)
     return click.option("--checkpoint_config_path", type=click.Path(),
@@ -209,14 +214,16 @@ def _distributed_options(fn):
 @main.command("distributed")
 @_distributed_options
 @reports_errors
-def distributed_command(checkpoint_config_path: str | None, lighteval_config_path: str | None, debug: bool) -> None:
-    """Evaluate under torchrun with data, tensor and pipeline parallelism (WORLD_SIZE = dp*tp*pp)."""
+def distributed_command(checkpoint_config_path: str | None, lighteval_config_path: str | None,
+                        judge_model_args: str | None, debug: bool) -> None:
+    """Evaluate under torchrun with data, tensor and pipeline parallelism (WORLD_SIZE = dp*tp*pp);
+    a judge model (--judge_model_args) runs on global rank 0 by itself."""
     from lighteval_like.cli.entrypoints import run_distributed
 
     if not checkpoint_config_path or not lighteval_config_path:
         raise UsageError("pass --checkpoint_config_path and --lighteval_config_path (see examples/nanotron/)")
     _leave_objects_to_the_exit()
-    result = run_distributed(checkpoint_config_path, lighteval_config_path, debug)
+    result = run_distributed(checkpoint_config_path, lighteval_config_path, debug, judge_model_args)
     if result is not None:
         _print_summary(result)
 

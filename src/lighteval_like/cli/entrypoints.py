@@ -52,14 +52,34 @@ def _refuse_without_tokens(backend: Backend, config: BackendConfig, params: Pipe
                          "tokenizer to decide token boundaries: pass tokenizer=<the served model's tokenizer folder>")
 
 
+CHAT_FLAG = "pass --use_chat_template"
+
+
+def _refuse_bare_prompts(config: BackendConfig, params: PipelineParameters, fix: str) -> None:
+    """A task that asks a chat model (`TaskConfig.needs_chat_template`) in a run whose prompts are
+    bare text is refused before anything loads, with `fix` (how the entry point asks for the chat
+    template). An endpoint's `chat` alone does not do: its prompts stay text, the second turn of a
+    conversation one user message; a backend without a tokenizer needs one to render the turns."""
+    if params.use_chat_template:
+        return
+    tasks = Registry(params.custom_tasks).resolve(parse_task_specs(params.tasks))
+    chat = next((t for t in tasks if t.config.needs_chat_template), None)
+    if chat is not None:
+        tokenizer = ("" if config.counts_tokens
+                     else ", with tokenizer=<the served model's folder> in the model args to render its turns")
+        raise UsageError(f"task {chat.spec.key} asks a chat model the turns of a conversation: {fix}{tokenizer}")
+
+
 def run(backend_name: str, config: BackendConfig, params: PipelineParameters, launch: Launch,
         gen_kwargs: str | None = None, remove_reasoning_tags: bool = False,
-        reasoning_tags: str | None = None, judge: tuple[str, BackendConfig] | None = None) -> EvaluationResult | None:
+        reasoning_tags: str | None = None, judge: tuple[str, BackendConfig] | None = None,
+        chat_fix: str = CHAT_FLAG) -> EvaluationResult | None:
     """Evaluate `config` with the named backend under `launch` (which starts the processes and
     says where the model loads); returns the results on the main process. The run options the
     model args set (`BackendConfig.run_defaults`) fill those the flags left unset. `judge` (a
     backend's name and its config) answers judge metrics once the evaluated model is closed: the
-    pipeline closes it, and nothing here keeps a reference to it."""
+    pipeline closes it, and nothing here keeps a reference to it. `chat_fix` says how to ask for
+    the chat template a task may need (`_refuse_bare_prompts`)."""
     backend = get_backend(backend_name)
     backend.check()  # before the data loads
     judge_backend = get_backend(judge[0]) if judge else None
@@ -68,16 +88,25 @@ def run(backend_name: str, config: BackendConfig, params: PipelineParameters, la
     _refuse_without_tokens(backend, config, params)
     defaults = {k: getattr(params, k) or v for k, v in config.run_defaults().items()}
     params = dataclasses.replace(params, **defaults)
+    _refuse_bare_prompts(config, params, chat_fix)
     params = dataclasses.replace(params, **generation_options(params.generation, gen_kwargs, remove_reasoning_tags,
                                                               reasoning_tags))
     with launch as context:
-        judge_model = None
-        if judge_backend is not None:
-            judge_model = JudgeModel(functools.partial(judge_backend.load, judge[1], context),
-                                     model_args_record(judge[1]), judge_backend.close, judge_backend.name)
+        judge_model = _judge_model(judge_backend, judge[1], context) if judge_backend is not None else None
         context = dataclasses.replace(context, batch_size=params.batch_size)
         return Pipeline(params, functools.partial(backend.load, config, context), context.process,
                         model_args_record(config), judge_model, backend.close).evaluate()
+
+
+def _judge_model(backend: Backend, config: BackendConfig, context: LoadContext) -> JudgeModel:
+    """The judge, loaded where the launch put the evaluated model's ranks: data parallel over them
+    (accelerate, one process); under torchrun, whose mesh places the evaluated model alone, on the
+    main process by itself (its device, no placement) while the other ranks wait."""
+    process = context.process.by_itself() if context.placement is not None else None
+    if process is not None:
+        context = LoadContext(process, context.device)
+    return JudgeModel(functools.partial(backend.load, config, context), model_args_record(config), backend.close,
+                      backend.name, process)
 
 
 JUDGE_BACKEND_KEY = "judge_backend"
@@ -191,14 +220,16 @@ def model_args_record(config: BackendConfig) -> dict:
 
 
 def run_distributed(
-    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False
+    checkpoint_config_path: str, lighteval_config_path: str, debug: bool = False, judge_model_args: str | None = None
 ) -> EvaluationResult | None:
     """Evaluate under torchrun over a (dp, pp, tp) mesh: the same run as `accelerate`, with the
-    model placed on the mesh by the runtime. Returns the results on global rank 0."""
+    model placed on the mesh by the runtime (a judge runs on global rank 0 by itself: `_judge_model`).
+    Returns the results on global rank 0."""
     from lighteval_like.cli.override_config import load_override_config
     from lighteval_like.runtime.launch import torchrun_env
 
     override = load_override_config(lighteval_config_path)
+    judge = judge_from_flags(judge_model_args, override.logging.cache_dir)
     backend_name, config, step = checkpoint_model(checkpoint_config_path, override.tokenizer)
     env = torchrun_env(override.parallelism, checkpoint_config_path, lighteval_config_path)
     override.apply_to_model(config)
@@ -206,8 +237,9 @@ def run_distributed(
     if params.checkpoint_step is None:
         params.checkpoint_step = step
     launch = torchrun_launch(override.parallelism, env, config.device, debug)
+    chat_fix = f"set use_chat_template: true under tasks: in {lighteval_config_path}"
     return run(backend_name, config, params, launch, None, override.tasks.remove_reasoning_tags,
-               override.tasks.reasoning_tags)
+               override.tasks.reasoning_tags, judge, chat_fix)
 
 
 @contextmanager

@@ -39,6 +39,7 @@ class TasksArgs:
     num_fewshot_seeds: int = 1
     dataset_loading_processes: int = 1
     multichoice_continuations_start_space: bool | None = None  # a model arg: see `apply_to_model`
+    use_chat_template: bool = False  # as the `accelerate` flag: prompts rendered by the tokenizer's chat template
     allow_code_execution: bool = False  # as the `accelerate` flag: code tasks run model-written programs
     allow_weaker_isolation: bool = False
     remove_reasoning_tags: bool = False  # as the `accelerate` flags: reasoning cut out before scoring

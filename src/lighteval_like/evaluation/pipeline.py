@@ -180,17 +180,28 @@ class Pipeline:
     def ask_judge(self, data: list[TaskData], answered: Answered) -> None:
         """Every judge request of the run, built on the main process from the responses, answered
         in one pass by the judge model through the executor and the response cache (under the
-        judge's fingerprint), once the evaluated model is released. Nothing without judge metrics."""
+        judge's fingerprint), once the evaluated model is released: on the run's ranks, or on the
+        main process by itself while the others wait (`JudgeModel.process`). Nothing without
+        judge metrics."""
         if not any(JUDGE in m.needs for task in self.metrics.values() for m in task):
             return
-        mine = collect_judge_requests(self.metrics, by_task(data, answered.samples)) if self.process.is_main else None
-        requests = self.process.broadcast_from_main(mine)
+        if self.judge.process is None:
+            self._judge_pass(data, answered, self.process)
+            return
+        if self.process.is_main:
+            self._judge_pass(data, answered, self.judge.process)
+        self.process.barrier()  # the other ranks wait out the main process's pass
+
+    def _judge_pass(self, data: list[TaskData], answered: Answered, process: ProcessContext) -> None:
+        """The judge loaded and asked every judge request, its shares computed by `process`'s ranks."""
+        mine = collect_judge_requests(self.metrics, by_task(data, answered.samples)) if process.is_main else None
+        requests = process.broadcast_from_main(mine)
         gc.collect()  # the evaluated model's memory is free before the judge loads
         judge = self._timed("load_judge", self.judge.load)
         try:
             settings = CacheSettings(self.judge.model_args, self.params.cache_dir, not self.params.no_cache)
-            answered.judge = execute(requests, judge, self.process, settings)
-            answered.judge_info = judge.info() if self.process.is_main else None
+            answered.judge = execute(requests, judge, process, settings)
+            answered.judge_info = judge.info() if process.is_main else None
         finally:
             if self.judge.close is not None:
                 self.judge.close(judge)

@@ -20,11 +20,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lighteval_like.api.requests import GenerationRequest, GenerationResponse
 from lighteval_like.metrics.library import JUDGE, Metric, SampleValue
 from lighteval_like.models.base import LanguageModel
+
+if TYPE_CHECKING:
+    from lighteval_like.runtime import ProcessContext
 
 
 class Judge(Protocol):
@@ -41,12 +44,16 @@ class Judge(Protocol):
 class JudgeModel:
     """The model a run asks judge metrics' requests: how to load it, its model args (they
     fingerprint its response cache entries, apart from the evaluated model's), how to close it
-    after its pass, and its backend's name (recorded with the args in `summary_general.judge`)."""
+    after its pass, its backend's name (recorded with the args in `summary_general.judge`) and
+    the process its pass runs in: None, the run's own ranks (data parallel, as the evaluated
+    model); else the main process by itself (`ProcessContext.by_itself`: under torchrun, whose
+    mesh places the evaluated model), while the other ranks wait at a barrier."""
 
     load: Callable[[], LanguageModel]
     model_args: dict
     close: Callable[[LanguageModel], None] | None = None
     backend: str | None = None
+    process: ProcessContext | None = None
 
 
 @dataclass(frozen=True)

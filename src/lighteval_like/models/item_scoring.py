@@ -39,7 +39,7 @@ class ItemScoringModel(LanguageModel):
         unit per other request."""
         scored = [i for i, r in enumerate(requests) if isinstance(r, LoglikelihoodRequest)]
         distinct = list(dict.fromkeys(requests[i] for i in scored))
-        items = dict(zip(distinct, self._each(self.encoder.request_item, distinct)))
+        items = dict(zip(distinct, self._each(self.encoder.request_item, distinct))) if distinct else {}
         order = sorted(scored, key=lambda i: items[requests[i]][0].tokens)
         units = [[order[j] for j in unit] for unit in context_units([items[requests[i]][0] for i in order])]
         return WorkPlan(units + [[i] for i, r in enumerate(requests) if not isinstance(r, LoglikelihoodRequest)], items)

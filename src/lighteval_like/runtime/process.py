@@ -25,10 +25,18 @@ class ProcessContext:
     # True when ranks outside the data-parallel group exist (tensor/pipeline parallelism):
     # `barrier` and `broadcast_from_main` then span the whole world, so they stay in step too.
     world_barrier: bool = False
+    # True: this process computes by itself inside a process group, with no collective (the main
+    # process's judge pass under torchrun, while the other ranks wait): see `by_itself`.
+    alone: bool = False
 
     @property
     def _distributed(self) -> bool:
-        return dist.is_initialized() and dist.get_world_size() > 1
+        return not self.alone and dist.is_initialized() and dist.get_world_size() > 1
+
+    def by_itself(self) -> ProcessContext:
+        """This process computing every request by itself, whatever process group is up: the
+        whole shard, no collective, main as it is."""
+        return ProcessContext(is_main=self.is_main, alone=True)
 
     @property
     def rank(self) -> int:
@@ -64,7 +72,7 @@ class ProcessContext:
         return box[0]
 
     def barrier(self) -> None:
-        if not dist.is_initialized():
+        if self.alone or not dist.is_initialized():
             return
         if self.world_barrier:
             dist.barrier()

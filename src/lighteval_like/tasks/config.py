@@ -68,6 +68,9 @@ class TaskConfig:
     fewshot_rows: tuple[dict, ...] = ()
     # Tasks whose docs have no answer to show (IFEval): a spec asking for shots is refused.
     zero_shot_only: bool = False
+    # Tasks that ask a chat model (MT-Bench's conversations): a run without a chat template is
+    # refused before anything loads (`cli.entrypoints._refuse_bare_prompts`).
+    needs_chat_template: bool = False
 
     @property
     def full_name(self) -> str:

@@ -159,5 +159,5 @@ TASK = TaskConfig(
     name="mt_bench", suite="lighteval", prompt_function=mt_bench, columns=("question_id", "category", "turns"),
     hf_repo=FOLDER, hf_subset=None, evaluation_split="question", few_shots_split=None,
     request_type=RequestType.GENERATIVE, metrics=METRICS, generation_size=GENERATION_SIZE, zero_shot_only=True,
-    data_files=mt_bench_rows,
+    data_files=mt_bench_rows, needs_chat_template=True,
 )
