@@ -46,7 +46,8 @@ TASKS = {
 def start_server(args, log_path: str) -> tuple[subprocess.Popen, str]:
     """vLLM's OpenAI server on `args.model_dir`, healthy and warmed up; (process, base_url)."""
     url = f"http://127.0.0.1:{args.port}/v1"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "VLLM_SERVER_DEV_MODE": "1"}  # for /reset_prefix_cache between runs
     cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model_dir,
            "--served-model-name", args.served_name, "--host", "127.0.0.1", "--port", str(args.port),
            "--dtype", "float32", "--enforce-eager", "--max-model-len", str(args.max_model_len)]
@@ -141,15 +142,29 @@ def server_work(url: str, served: str, pid: int | None) -> dict:
     return work
 
 
+def reset_prefix_cache(url: str) -> bool:
+    """Empty the server's prefix cache (vLLM's /reset_prefix_cache, served with VLLM_SERVER_DEV_MODE=1),
+    so that no run reads keys and values an earlier run computed; False where the server has no such
+    endpoint (then the table's runs may reuse each other's prefixes)."""
+    request = urllib.request.Request(url.rsplit("/v1", 1)[0] + "/reset_prefix_cache", b"", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=60).read()
+        return True
+    except OSError:
+        return False
+
+
 def timed(cmd: list[str], env: dict, log_path: str, server: tuple) -> tuple[float, int, dict]:
-    """(wall seconds, exit code, the server's work meanwhile) of one command, its output written to `log_path`."""
+    """(wall seconds, exit code, the server's work meanwhile) of one command, its output written to
+    `log_path`, the server's prefix cache emptied first."""
+    reset = reset_prefix_cache(server[0])
     before = server_work(*server)
     start = time.perf_counter()
     with open(log_path, "w") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     after = server_work(*server)
-    return seconds, code, {k: round(after[k] - before[k], 1) for k in after}
+    return seconds, code, {**{k: round(after[k] - before[k], 1) for k in after}, "prefix cache reset": reset}
 
 
 def ours_scoring_seconds(out: str) -> float | None:
@@ -215,8 +230,9 @@ def summarise(name: str, limit: int, pairs: list[dict]) -> dict:
         row[harness] = statistics.median(r["seconds"] for r in ok) if ok else None
         row[harness + " scores"] = ok[-1]["scores"] if ok else {}
         row[harness + " server"] = {k: round(statistics.median(r["server"][k] for r in ok), 2) for k in ok[0]["server"]
-                                    if all(r["server"].get(k) is not None for r in ok)} if ok else {}
+                                    if all(isinstance(r["server"].get(k), float) for r in ok)} if ok else {}
     row["ratio"] = round(row["lm-eval"] / row["ours"], 2) if row["ours"] and row["lm-eval"] else None
+    row["prefix cache reset before every run"] = all(p[h]["server"]["prefix cache reset"] for p in pairs for h in p)
     ours, theirs = row["ours scores"], row["lm-eval scores"]
     row["same scores"] = all(abs(ours[k] - theirs[v]) < 1e-4 for k, v in TASKS[name][3].items()
                              if k in ours and v in theirs) if ours and theirs else None
@@ -231,7 +247,8 @@ def print_table(rows: list[dict]) -> None:
         task = f"{TASKS[row['task']][0]} / {TASKS[row['task']][1]}"
         print(f"{task:46s} {row['limit']:4d} {ours:>7s} {lm:>9s} {ratio:>7s} {str(row['same scores']):>5s}"
               f"  {row['ours scores']} | {row['lm-eval scores']}")
-    print("\nwhere the time goes (medians; the server's work during each run, from its /metrics and CPU time):")
+    print("\nwhere the time goes (medians; the server's work during each run, from its /metrics and CPU time; its prefix "
+          f"cache emptied before every run: {all(r['prefix cache reset before every run'] for r in rows)}):")
     for row in rows:
         for harness in ("ours", "lm-eval"):
             print(f"  {row['task']:4s} {harness:8s} wall {row[harness] or 0:7.2f} s  {row[harness + ' server']}")
