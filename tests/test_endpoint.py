@@ -502,13 +502,13 @@ def test_a_real_vllm_server_scores_and_generates_as_the_transformers_backend(vll
 @pytest.mark.vllm
 def test_a_real_vllm_server_honours_each_request_seed_whatever_the_concurrency(vllm_server):
     url, folder = vllm_server
-    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(8)]
+    sampled = [GenerationRequest(CONTEXT, (), 8, SamplingParams(temperature=1.0), seed=s) for s in range(16)]
     texts = []
-    for concurrency in (1, 8):
+    for concurrency in (1, 16, 16):  # one at a time, then all at once twice
         args = f"base_url={url},model=tiny,tokenizer={folder},concurrent_requests={concurrency}"
         texts.append([g.text for g in EndpointModel(parse_model_args(args, EndpointModelConfig), False)
                       .greedy_until(sampled)])
-    assert texts[0] == texts[1] and len(set(texts[0])) > 1
+    assert texts[0] == texts[1] == texts[2] and len(set(texts[0])) > 1
 
 
 @pytest.mark.vllm
