@@ -29,9 +29,10 @@ from lighteval_like.models.endpoint import client as endpoint_client
 from lighteval_like.models.endpoint.client import Client, EndpointError
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.model import EndpointModel
-from lighteval_like.models.endpoint.queries import is_query
+from lighteval_like.models.endpoint.queries import MAX_QUERY_IDS, is_query, queried, query_groups
 from lighteval_like.models.endpoint.tokenize import ServerTokenizer
 from lighteval_like.models.model_args import parse_model_args
+from lighteval_like.models.packing import ScoreItem
 from lighteval_like.models.transformers.config import TransformersModelConfig
 from lighteval_like.models.transformers.model import TransformersModel
 
@@ -104,6 +105,21 @@ def test_loglikelihoods_and_generations_equal_the_transformers_backend(clean, ti
     # contexts by 2, echoed items by 2, 2 windows by 2, one generation a request
     assert model.stats()["requests"] == -(-len(contexts) // 2) - (-echoed // 2) + 1 + 3
     assert model.queries and clean.queried == 1 + len(contexts)  # the probe's context, then the run's
+
+
+def test_queries_keep_to_the_servers_bound_on_token_ids_a_request():
+    """vLLM takes at most MAX_QUERY_IDS logprob_token_ids a request: contexts are packed under it,
+    and a context with more distinct targets is echoed instead."""
+    def items(context: int, targets: range) -> list[ScoreItem]:
+        return [ScoreItem((context, 1, 2), 2, (t,)) for t in targets]
+
+    small = [it for c in range(10) for it in items(c, range(c * 40, c * 40 + 40))]  # 40 new ids a context
+    wide = items(99, range(MAX_QUERY_IDS + 1))
+    multi = [ScoreItem((5, 6), 1, (7, 8))]
+    assert set(queried(small + wide + multi)) == set(small)
+    groups = query_groups(small, per_request=8)
+    assert [len(g) for g in groups] == [3, 3, 3, 1]  # 3 x 40 ids <= 128 < 4 x 40
+    assert [c for g in groups for c, _ in g] == sorted({it.tokens for it in small})
 
 
 @pytest.mark.parametrize("serves, fault", [(False, None), (True, "query_shift")])

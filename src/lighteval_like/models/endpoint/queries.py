@@ -20,20 +20,42 @@ from lighteval_like.models.packing import ScoreItem, Scores
 Query = tuple[tuple[int, ...], list[ScoreItem]]  # (context tokens, the items scored after it)
 
 
+MAX_QUERY_IDS = 128  # vLLM's bound on the logprob_token_ids of one request
+
+
 def is_query(item: ScoreItem) -> bool:
     """Whether the item's one target is predicted by its last input token."""
     return len(item.targets) == 1 and item.first_pred == len(item.tokens) - 1 and not item.media
 
 
+def by_context(items: Sequence[ScoreItem]) -> dict[tuple[int, ...], list[ScoreItem]]:
+    grouped: dict[tuple[int, ...], list[ScoreItem]] = {}
+    for item in items:
+        grouped.setdefault(item.tokens, []).append(item)
+    return grouped
+
+
+def queried(items: Sequence[ScoreItem]) -> list[ScoreItem]:
+    """The items asked as queries: single-target ones whose context has at most MAX_QUERY_IDS
+    distinct targets (the others are echoed)."""
+    grouped = by_context([it for it in items if is_query(it)])
+    return [it for group in grouped.values() if len({i.targets[0] for i in group}) <= MAX_QUERY_IDS for it in group]
+
+
 def query_groups(items: Sequence[ScoreItem], per_request: int) -> list[list[Query]]:
     """The items by context, contexts in token order (the server's prefix cache sees shared
-    prefixes together), `per_request` contexts a request."""
-    by_context: dict[tuple[int, ...], list[ScoreItem]] = {}
-    for item in items:
-        by_context.setdefault(item.tokens, []).append(item)
-    contexts = sorted(by_context)
-    queries = [(c, by_context[c]) for c in contexts]
-    return [queries[i : i + per_request] for i in range(0, len(queries), per_request)]
+    prefixes together), up to `per_request` contexts and MAX_QUERY_IDS targets a request."""
+    grouped = by_context(items)
+    groups: list[list[Query]] = []
+    ids: set[int] = set()
+    for context in sorted(grouped):
+        targets = {it.targets[0] for it in grouped[context]}
+        if not groups or len(groups[-1]) == per_request or len(ids | targets) > MAX_QUERY_IDS:
+            groups.append([])
+            ids = set()
+        groups[-1].append((context, grouped[context]))
+        ids |= targets
+    return groups
 
 
 def query_body(model: str, contexts: list[list[int]], token_ids: set[int]) -> dict:
