@@ -29,7 +29,7 @@ from lighteval_like.models.endpoint import client as endpoint_client
 from lighteval_like.models.endpoint.client import Client, EndpointError
 from lighteval_like.models.endpoint.config import EndpointModelConfig
 from lighteval_like.models.endpoint.model import EndpointModel
-from lighteval_like.models.endpoint.queries import MAX_QUERY_IDS, is_query, queried, query_groups
+from lighteval_like.models.endpoint.queries import MAX_QUERY_IDS, asked, is_query, query_groups
 from lighteval_like.models.endpoint.tokenize import ServerTokenizer
 from lighteval_like.models.model_args import parse_model_args
 from lighteval_like.models.packing import ScoreItem
@@ -116,7 +116,7 @@ def test_queries_keep_to_the_servers_bound_on_token_ids_a_request():
     small = [it for c in range(10) for it in items(c, range(c * 40, c * 40 + 40))]  # 40 new ids a context
     wide = items(99, range(MAX_QUERY_IDS + 1))
     multi = [ScoreItem((5, 6), 1, (7, 8))]
-    assert set(queried(small + wide + multi)) == set(small)
+    assert asked(query_groups(small + wide + multi, per_request=8)) == set(small)
     groups = query_groups(small, per_request=8)
     assert [len(g) for g in groups] == [3, 3, 3, 1]  # 3 x 40 ids <= 128 < 4 x 40
     assert [c for g in groups for c, _ in g] == sorted({it.tokens for it in small})

@@ -33,7 +33,7 @@ from lighteval_like.models.endpoint.check import (
 )
 from lighteval_like.models.endpoint.client import Client
 from lighteval_like.models.endpoint.config import EndpointModelConfig
-from lighteval_like.models.endpoint.queries import group_body, group_scores, queried, query_groups
+from lighteval_like.models.endpoint.queries import asked, group_body, group_scores, query_groups
 from lighteval_like.models.endpoint.tokenize import ServerTokenizer
 from lighteval_like.models.endpoint.wire import (
     batched_body,
@@ -142,12 +142,11 @@ class EndpointModel(ItemScoringModel):
             progress.close()
 
     def _score_items(self, unique: list[ScoreItem], label: str, report: Callable[[Scores], None]) -> Scores:
-        asked = queried(unique)
-        asked = asked if asked and self._token_queries() else []
-        echo = sorted(set(unique) - set(asked), key=lambda it: it.tokens)
         n = self.config.prompts_per_request
+        queries = query_groups(unique, n)
+        queries = queries if queries and self._token_queries() else []
+        echo = sorted(set(unique) - asked(queries), key=lambda it: it.tokens)
         groups = [echo[i : i + n] for i in range(0, len(echo), n)]
-        queries = query_groups(asked, n)
         jobs = [(group_body(self.config.model, q), lambda a, q=q: group_scores(a, q)) for q in queries]
         jobs += [(score_body(self.config.model, [scored_prompt(it) for it in g]),
                   lambda a, g=g: {it: item_score(c, it) for it, c in zip(g, choices(a, len(g)))}) for g in groups]

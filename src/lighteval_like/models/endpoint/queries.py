@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from lighteval_like.models.endpoint.client import EndpointError
 from lighteval_like.models.endpoint.wire import MISSING_LOGPROBS, choices, token_id
+from lighteval_like.models.item_scoring import context_units
 from lighteval_like.models.packing import ScoreItem, Scores
 
 Query = tuple[tuple[int, ...], list[ScoreItem]]  # (context tokens, the items scored after it)
@@ -28,34 +29,29 @@ def is_query(item: ScoreItem) -> bool:
     return len(item.targets) == 1 and item.first_pred == len(item.tokens) - 1 and not item.media
 
 
-def by_context(items: Sequence[ScoreItem]) -> dict[tuple[int, ...], list[ScoreItem]]:
-    grouped: dict[tuple[int, ...], list[ScoreItem]] = {}
-    for item in items:
-        grouped.setdefault(item.tokens, []).append(item)
-    return grouped
-
-
-def queried(items: Sequence[ScoreItem]) -> list[ScoreItem]:
-    """The items asked as queries: single-target ones whose context has at most MAX_QUERY_IDS
-    distinct targets (the others are echoed)."""
-    grouped = by_context([it for it in items if is_query(it)])
-    return [it for group in grouped.values() if len({i.targets[0] for i in group}) <= MAX_QUERY_IDS for it in group]
-
-
 def query_groups(items: Sequence[ScoreItem], per_request: int) -> list[list[Query]]:
-    """The items by context, contexts in token order (the server's prefix cache sees shared
-    prefixes together), up to `per_request` contexts and MAX_QUERY_IDS targets a request."""
-    grouped = by_context(items)
+    """The single-target items by context (`context_units`), contexts in token order (the
+    server's prefix cache sees shared prefixes together), up to `per_request` contexts and
+    MAX_QUERY_IDS targets a request; a context with more distinct targets is left out (echoed)."""
+    single = [it for it in items if is_query(it)]
+    contexts = sorted(([single[j] for j in unit] for unit in context_units(single)), key=lambda u: u[0].tokens)
     groups: list[list[Query]] = []
     ids: set[int] = set()
-    for context in sorted(grouped):
-        targets = {it.targets[0] for it in grouped[context]}
+    for unit in contexts:
+        targets = {it.targets[0] for it in unit}
+        if len(targets) > MAX_QUERY_IDS:
+            continue
         if not groups or len(groups[-1]) == per_request or len(ids | targets) > MAX_QUERY_IDS:
             groups.append([])
             ids = set()
-        groups[-1].append((context, grouped[context]))
+        groups[-1].append((unit[0].tokens, unit))
         ids |= targets
     return groups
+
+
+def asked(groups: list[list[Query]]) -> set[ScoreItem]:
+    """The items the query groups score."""
+    return {it for group in groups for _, unit in group for it in unit}
 
 
 def query_body(model: str, contexts: list[list[int]], token_ids: set[int]) -> dict:
